@@ -4,3 +4,11 @@
 # --- deconv (issue 4) ---------------------------------------------------------------------
 # --- flexconv (issue 5) -------------------------------------------------------------------
 # --- padding module and conv wrapper (issue 6) --------------------------------------------
+from convjax.nnx.conv import Conv
+from convjax.nnx.padding import (
+    PADDING_MODES,
+    Pad,
+    PaddingLoss,
+    PadParam,
+    pop_padding_losses,
+)

@@ -11,3 +11,4 @@ from convjax.ops.pad import PAD_MODES, pad
 # --- deconv (issue 4) ---------------------------------------------------------------------
 # --- flexconv (issue 5) -------------------------------------------------------------------
 # --- padding module (issue 6) -------------------------------------------------------------
+from convjax.ops.partial_pad import partial_conv_scale

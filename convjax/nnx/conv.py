@@ -1,0 +1,158 @@
+"""A standard convolution whose border handling is a config switch (``padding_mode``)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from convjax.nnx.padding import PADDING_MODES, Pad
+from convjax.ops.partial_pad import partial_conv_scale
+from convjax.ops.validation import (
+    check_choice,
+    check_floating,
+    check_positive,
+    check_spatial_rank,
+    normalize_tuple,
+    same_pads,
+)
+
+_DEFAULT_KERNEL_INIT = nnx.initializers.lecun_normal()
+_DEFAULT_BIAS_INIT = nnx.initializers.zeros_init()
+
+
+def _dimension_numbers(n: int) -> tuple[str, str, str]:
+    spatial = "DHW"[3 - n :]
+    lhs = "N" + spatial + "C"
+    return lhs, spatial + "IO", lhs
+
+
+class Conv(nnx.Module):
+    """N-d convolution with "SAME" output size ``ceil(size / stride)`` for every padding mode.
+
+    The input is padded explicitly with :class:`Pad` (XLA "SAME" split: the extra pixel goes
+    to the high side), then convolved with "VALID" windows:
+
+      * ``"zero" | "reflect" | "replicate" | "circular"``: ``y = W * pad(x) + b``.
+      * ``"partial"`` (Liu et al. 2018): ``y = (W * zeropad(x)) * sum(1)/sum(M) + b``, the
+        output re-weighted by window area over the number of real pixels in the window.
+
+    Args:
+      in_features, out_features: channels in and out.
+      kernel_size: int or one int per spatial dim. An int means ``num_spatial_dims`` dims
+        (default 2, i.e. images); a tuple fixes the spatial rank (1-D, 2-D or 3-D).
+      strides: int or per-dim strides.
+      padding_mode: one of :data:`convjax.nnx.padding.PADDING_MODES`.
+      use_bias: add a bias (initialised to zero).
+      feature_group_count: grouped conv (``in_features`` and ``out_features`` divisible).
+      kernel_dilation: per-dim dilation.
+      dtype: compute dtype (None = the input's dtype). param_dtype: parameter dtype (fp32).
+      kernel_init, bias_init: Flax initialisers (defaults: LeCun normal, zeros).
+      rngs: ``nnx.Rngs`` with a ``params`` stream.
+
+    Shapes: ``(N, *S, in_features) -> (N, *ceil(S / strides), out_features)``.
+
+    Example:
+      >>> conv = Conv(3, 16, 3, padding_mode="reflect", rngs=nnx.Rngs(0))
+      >>> conv(jnp.ones((2, 32, 32, 3))).shape
+      (2, 32, 32, 16)
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        kernel_size: int | Sequence[int],
+        *,
+        strides: int | Sequence[int] = 1,
+        padding_mode: str = "zero",
+        use_bias: bool = True,
+        feature_group_count: int = 1,
+        kernel_dilation: int | Sequence[int] = 1,
+        num_spatial_dims: int | None = None,
+        dtype: jnp.dtype | None = None,
+        param_dtype: jnp.dtype = jnp.float32,
+        kernel_init: nnx.Initializer = _DEFAULT_KERNEL_INIT,
+        bias_init: nnx.Initializer = _DEFAULT_BIAS_INIT,
+        rngs: nnx.Rngs,
+    ) -> None:
+        check_choice(padding_mode, PADDING_MODES, "padding_mode")
+        check_positive(in_features, "in_features")
+        check_positive(out_features, "out_features")
+        check_positive(feature_group_count, "feature_group_count")
+        if in_features % feature_group_count or out_features % feature_group_count:
+            raise ValueError(
+                f"`in_features` ({in_features}) and `out_features` ({out_features}) must be "
+                f"divisible by `feature_group_count` ({feature_group_count})."
+            )
+        if isinstance(kernel_size, int):
+            n = 2 if num_spatial_dims is None else int(num_spatial_dims)
+        else:
+            n = len(tuple(kernel_size))
+        if not 1 <= n <= 3:
+            raise ValueError(f"convjax Conv supports 1 to 3 spatial dims, got {n}.")
+        self.kernel_size = normalize_tuple(kernel_size, n, "kernel_size")
+        self.strides = normalize_tuple(strides, n, "strides")
+        self.kernel_dilation = normalize_tuple(kernel_dilation, n, "kernel_dilation")
+        self.in_features = int(in_features)
+        self.out_features = int(out_features)
+        self.feature_group_count = int(feature_group_count)
+        self.padding_mode = padding_mode
+        self.use_bias = use_bias
+        self.dtype = dtype
+        self.param_dtype = param_dtype
+        shape = (*self.kernel_size, in_features // feature_group_count, out_features)
+        self.kernel = nnx.Param(kernel_init(rngs.params(), shape, param_dtype))
+        self.bias = (
+            nnx.Param(bias_init(rngs.params(), (out_features,), param_dtype)) if use_bias else None
+        )
+        self.pad = self._make_pad(rngs)
+
+    def _make_pad(self, rngs: nnx.Rngs) -> nnx.Module:
+        pads = tuple(((k - 1) * d) // 2 for k, d in zip(self.kernel_size, self.kernel_dilation))
+        return Pad(self.in_features, pads, self.padding_mode, rngs=rngs)
+
+    def same_padding(self, spatial_shape: Sequence[int]) -> tuple[tuple[int, int], ...]:
+        """Explicit ``(lo, hi)`` pads giving output size ``ceil(size / stride)``."""
+        return tuple(
+            same_pads(s, k, st, d)
+            for s, k, st, d in zip(
+                spatial_shape, self.kernel_size, self.strides, self.kernel_dilation
+            )
+        )
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        n = len(self.kernel_size)
+        check_spatial_rank(x, "x", min_spatial=n, max_spatial=n)
+        check_floating(x, "x")
+        if x.shape[-1] != self.in_features:
+            raise ValueError(
+                f"`x` must have {self.in_features} features (last dim), got shape {tuple(x.shape)}."
+            )
+        dtype = x.dtype if self.dtype is None else self.dtype
+        spatial = x.shape[1:-1]
+        pads = self.same_padding(spatial)
+        xp = self.pad(x.astype(dtype), pads)
+        kernel = self.kernel[...].astype(dtype)
+        y = jax.lax.conv_general_dilated(
+            xp,
+            kernel,
+            window_strides=self.strides,
+            padding="VALID",
+            rhs_dilation=self.kernel_dilation,
+            dimension_numbers=_dimension_numbers(n),
+            feature_group_count=self.feature_group_count,
+        )
+        bias = None if self.bias is None else self.bias[...].astype(dtype)
+        if self.padding_mode == "partial":
+            scale = partial_conv_scale(
+                spatial, self.kernel_size, self.strides, pads, self.kernel_dilation
+            )
+            y = y * jnp.asarray(scale, dtype)
+            if bias is not None:
+                y = y + bias * jnp.asarray(scale > 0, dtype)
+        elif bias is not None:
+            y = y + bias
+        return y
