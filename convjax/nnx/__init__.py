@@ -9,6 +9,7 @@ from convjax.nnx.padding import (
     PADDING_MODES,
     Pad,
     PaddingLoss,
+    PaddingModule,
     PadParam,
     pop_padding_losses,
 )

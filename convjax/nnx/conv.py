@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -36,6 +37,9 @@ class Conv(nnx.Module):
     to the high side), then convolved with "VALID" windows:
 
       * ``"zero" | "reflect" | "replicate" | "circular"``: ``y = W * pad(x) + b``.
+      * ``"learned"``: ``y = W * learned_pad(stop_gradient(P), x) + b`` with a
+        :class:`PaddingModule` (``conv.pad.learned``) that records its loss
+        ``padding_loss(P, stop_gradient(x))``; add :func:`pop_padding_losses` to the loss.
       * ``"partial"`` (Liu et al. 2018): ``y = (W * zeropad(x)) * sum(1)/sum(M) + b``, the
         output re-weighted by window area over the number of real pixels in the window.
 
@@ -48,6 +52,9 @@ class Conv(nnx.Module):
       use_bias: add a bias (initialised to zero).
       feature_group_count: grouped conv (``in_features`` and ``out_features`` divisible).
       kernel_dilation: per-dim dilation.
+      num_spatial_dims: spatial rank when ``kernel_size`` is an int (default 2).
+      padding_kwargs: options of the learned :class:`PaddingModule` (``depth``, ``width``,
+        ``mixing``, ``shared``, ``init``, ...); only with ``padding_mode="learned"``.
       dtype: compute dtype (None = the input's dtype). param_dtype: parameter dtype (fp32).
       kernel_init, bias_init: Flax initialisers (defaults: LeCun normal, zeros).
       rngs: ``nnx.Rngs`` with a ``params`` stream.
@@ -72,6 +79,7 @@ class Conv(nnx.Module):
         feature_group_count: int = 1,
         kernel_dilation: int | Sequence[int] = 1,
         num_spatial_dims: int | None = None,
+        padding_kwargs: Mapping[str, Any] | None = None,
         dtype: jnp.dtype | None = None,
         param_dtype: jnp.dtype = jnp.float32,
         kernel_init: nnx.Initializer = _DEFAULT_KERNEL_INIT,
@@ -108,11 +116,8 @@ class Conv(nnx.Module):
         self.bias = (
             nnx.Param(bias_init(rngs.params(), (out_features,), param_dtype)) if use_bias else None
         )
-        self.pad = self._make_pad(rngs)
-
-    def _make_pad(self, rngs: nnx.Rngs) -> nnx.Module:
         pads = tuple(((k - 1) * d) // 2 for k, d in zip(self.kernel_size, self.kernel_dilation))
-        return Pad(self.in_features, pads, self.padding_mode, rngs=rngs)
+        self.pad = Pad(in_features, pads, padding_mode, padding_kwargs=padding_kwargs, rngs=rngs)
 
     def same_padding(self, spatial_shape: Sequence[int]) -> tuple[tuple[int, int], ...]:
         """Explicit ``(lo, hi)`` pads giving output size ``ceil(size / stride)``."""

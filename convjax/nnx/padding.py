@@ -10,19 +10,21 @@ Variable types
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from convjax.ops.learned_pad import init_padding_params, learned_pad, learned_pad_and_loss
 from convjax.ops.pad import PAD_MODES, pad
 from convjax.ops.validation import check_choice, check_spatial_rank, normalize_pad_width
 
 PadWidth = int | Sequence[int] | Sequence[tuple[int, int]]
 
 #: Every mode :class:`Pad` and :class:`convjax.nnx.Conv` accept.
-PADDING_MODES = (*PAD_MODES, "partial")
+PADDING_MODES = (*PAD_MODES, "partial", "learned")
 
 
 class PadParam(nnx.Variable):
@@ -63,19 +65,127 @@ def pop_padding_losses(model: nnx.Module) -> jax.Array:
     return total
 
 
+def _num_spatial_dims(pad_width: PadWidth, num_spatial_dims: int | None) -> int:
+    if num_spatial_dims is not None:
+        return int(num_spatial_dims)
+    if isinstance(pad_width, int):
+        return 2
+    return len(tuple(pad_width))
+
+
+class PaddingModule(nnx.Module):
+    """The Padding Module: pads with learned content and records its self-supervised loss.
+
+    Implements Alrasheedi et al. (2023) as described in :mod:`convjax.ops.learned_pad`: a
+    linear filter predicts each border line from the ``depth`` lines inside it
+    (``l_0 = b + sum_k sum_o w[k, o] l_{k+1}[j + o]``), trained by the MSE of predicting the
+    outermost ring of its own input. In a call (training mode):
+
+      * the output is ``learned_pad(stop_gradient(params), x, pad_width)``: the task loss never
+        moves :class:`PadParam` but its gradient flows through the padded values into ``x``;
+      * ``padding_loss(params, stop_gradient(x))`` is added to the module's
+        :class:`PaddingLoss` (only if something is padded); collect it with
+        :func:`pop_padding_losses`.
+
+    With ``deterministic=True`` (set by ``model.eval()``) nothing is recorded.
+
+    Args:
+      features: channels ``C`` of the input.
+      pad_width: int, one int per spatial dim or ``(lo, hi)`` per spatial dim (a call may
+        override it; the parameters do not depend on it).
+      depth: context lines (default 2). width: window along the edge (default 3).
+      mixing: ``"depthwise"`` (default) or ``"full"`` channel mixing.
+      shared: one filter for all sides by rotation (default) or one per side.
+      num_spatial_dims: spatial rank; default ``len(pad_width)`` for a tuple, else 2.
+      init: ``"replicate"`` (default), ``"zero"`` or ``"linear"``
+        (see :data:`convjax.ops.learned_pad.PAD_INITS`).
+      deterministic: eval mode (no loss recorded).
+      dtype: compute dtype of the padding (None = input dtype); param_dtype: float32.
+      rngs: accepted for a uniform signature (the initialisation is deterministic).
+
+    Shapes: ``(N, *S, C) -> (N, *(s + lo + hi), C)``.
+
+    Example:
+      >>> pm = PaddingModule(3, 1, rngs=nnx.Rngs(0))
+      >>> y = pm(jnp.ones((2, 8, 8, 3)))          # (2, 10, 10, 3)
+      >>> loss = pop_padding_losses(pm)            # scalar, trains PadParam only
+    """
+
+    def __init__(
+        self,
+        features: int,
+        pad_width: PadWidth,
+        *,
+        depth: int = 2,
+        width: int = 3,
+        mixing: str = "depthwise",
+        shared: bool = True,
+        num_spatial_dims: int | None = None,
+        init: str = "replicate",
+        deterministic: bool = False,
+        dtype: jnp.dtype | None = None,
+        param_dtype: jnp.dtype = jnp.float32,
+        rngs: nnx.Rngs | None = None,
+    ) -> None:
+        n = _num_spatial_dims(pad_width, num_spatial_dims)
+        params = init_padding_params(
+            features,
+            n,
+            depth=depth,
+            width=width,
+            mixing=mixing,
+            shared=shared,
+            init=init,
+            dtype=param_dtype,
+        )
+        normalize_pad_width(pad_width, n)
+        self.features = int(features)
+        self.pad_width = pad_width
+        self.num_spatial_dims = n
+        self.deterministic = deterministic
+        self.dtype = dtype
+        self.kernel = PadParam(params["kernel"])
+        self.bias = PadParam(params["bias"])
+        self.padding_loss = PaddingLoss(jnp.zeros((), jnp.float32))
+
+    def padding_params(self) -> dict[str, jax.Array]:
+        """The live padding parameters as the pure ops expect them."""
+        return {"kernel": self.kernel[...], "bias": self.bias[...]}
+
+    def __call__(self, x: jax.Array, pad_width: PadWidth | None = None) -> jax.Array:
+        n = check_spatial_rank(x, "x")
+        if n != self.num_spatial_dims or x.shape[-1] != self.features:
+            raise ValueError(
+                f"`x` must be (batch, *{self.num_spatial_dims} spatial dims, {self.features}), "
+                f"got shape {tuple(x.shape)}."
+            )
+        pairs = normalize_pad_width(self.pad_width if pad_width is None else pad_width, n)
+        if self.dtype is not None:
+            x = x.astype(self.dtype)
+        if self.deterministic or all(lo == 0 and hi == 0 for lo, hi in pairs):
+            return learned_pad(jax.lax.stop_gradient(self.padding_params()), x, pairs)
+        padded, loss = learned_pad_and_loss(self.padding_params(), x, pairs)
+        self.padding_loss[...] = self.padding_loss[...] + loss
+        return padded
+
+
 class Pad(nnx.Module):
     """Pad the spatial dims of ``(batch, *spatial, features)`` with one of several modes.
 
     Modes: ``"zero"``, ``"reflect"``, ``"replicate"``, ``"circular"`` (via
     :func:`convjax.ops.pad`), ``"partial"`` (zero padding; the following conv applies the
-    Liu et al. 2018 re-weighting ``sum(1)/sum(M)``, see :class:`convjax.nnx.Conv`).
+    Liu et al. 2018 re-weighting ``sum(1)/sum(M)``, see :class:`convjax.nnx.Conv`) and
+    ``"learned"`` (a :class:`PaddingModule`, attribute ``learned``, which records its loss).
 
     Args:
-      features: channel count of the input (used by the learned mode; checked on call).
+      features: channel count of the input (checked on call; sizes the learned filter).
       pad_width: int, one int per spatial dim, or ``(lo, hi)`` per spatial dim. A call may
         override it (``pad(x, pad_width=...)``), which :class:`Conv` uses for "SAME" sizes.
       mode: one of :data:`PADDING_MODES`.
-      rngs: accepted for a uniform signature.
+      padding_kwargs: extra keyword arguments for :class:`PaddingModule` (``depth``,
+        ``width``, ``mixing``, ``shared``, ``num_spatial_dims``, ``init``, ``dtype``,
+        ``param_dtype``); only for ``mode="learned"``.
+      rngs: passed to the :class:`PaddingModule`.
 
     Shapes: ``(N, *S, C) -> (N, *(s + lo + hi), C)``, same dtype.
 
@@ -91,12 +201,23 @@ class Pad(nnx.Module):
         pad_width: PadWidth,
         mode: str = "zero",
         *,
+        padding_kwargs: Mapping[str, Any] | None = None,
         rngs: nnx.Rngs | None = None,
     ) -> None:
         check_choice(mode, PADDING_MODES, "mode")
+        if padding_kwargs and mode != "learned":
+            raise ValueError(
+                f"`padding_kwargs` only apply to mode 'learned', got mode {mode!r} with "
+                f"{dict(padding_kwargs)!r}."
+            )
         self.features = int(features)
         self.pad_width = pad_width
         self.mode = mode
+        self.learned = (
+            PaddingModule(features, pad_width, **dict(padding_kwargs or {}), rngs=rngs)
+            if mode == "learned"
+            else None
+        )
 
     def __call__(self, x: jax.Array, pad_width: PadWidth | None = None) -> jax.Array:
         n = check_spatial_rank(x, "x")
@@ -105,5 +226,7 @@ class Pad(nnx.Module):
                 f"`x` must have {self.features} features (last dim), got shape {tuple(x.shape)}."
             )
         pairs = normalize_pad_width(self.pad_width if pad_width is None else pad_width, n)
+        if self.learned is not None:
+            return self.learned(x, pairs)
         mode = "zero" if self.mode == "partial" else self.mode
         return pad(x, pairs, mode)

@@ -11,4 +11,13 @@ from convjax.ops.pad import PAD_MODES, pad
 # --- deconv (issue 4) ---------------------------------------------------------------------
 # --- flexconv (issue 5) -------------------------------------------------------------------
 # --- padding module (issue 6) -------------------------------------------------------------
+# isort: split
+from convjax.ops.learned_pad import (
+    MIXINGS,
+    PAD_INITS,
+    init_padding_params,
+    learned_pad,
+    learned_pad_and_loss,
+    padding_loss,
+)
 from convjax.ops.partial_pad import partial_conv_scale

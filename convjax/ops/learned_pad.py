@@ -1,0 +1,351 @@
+"""Learned padding: the Padding Module of Alrasheedi, Zhong & Huang (2023), as pure functions.
+
+A small linear filter (with bias) predicts a border line of a feature map from the ``depth``
+lines just inside it, over a window of ``width`` positions along the edge ("multi-channel
+linear prediction of edge pixels"). It is trained with a local self-supervised loss and then
+applied one step further out to pad.
+
+Notation for one side (after orienting the map so the side is "row 0", see below): ``l_0`` is
+the line to predict, ``l_1 .. l_depth`` the lines inside it, ``j`` the position along the edge
+and ``o`` the offset within the along-edge window (replicate-extended at the edge ends)::
+
+    l_0[j, c] = b[c] + sum_{k=1..depth} sum_o  w[k-1, o, c]        * l_k[j + o, c]   (depthwise)
+    l_0[j, d] = b[d] + sum_{k=1..depth} sum_o  sum_c w[k-1, o, c, d] * l_k[j + o, c]  (full)
+
+* :func:`padding_loss` -- mean squared error between that prediction and the true outermost
+  ring of ``x`` (row 0, row H-1, column 0, column W-1, ...): the ground truth and the predictor
+  input are both taken from ``x`` itself.
+* :func:`learned_pad` -- applies the same prediction outside the map: the new line is predicted
+  from the current outermost ``depth`` lines, prepended, and becomes context for the next one
+  (repeatedly for ``pad > 1``).
+* :func:`learned_pad_and_loss` -- both at once with the separation of the paper built in:
+  padding uses ``stop_gradient(params)`` (the task loss never moves them, gradients still flow
+  into ``x``), the loss uses ``stop_gradient(x)`` (it never moves anything before the module).
+
+Orientation. A side is brought to "row 0" (the low end of the first spatial axis, with the
+inward direction along +axis) by a rotation in the plane of the first spatial axis and its own
+axis: identity for the low side of axis 0, 180 degrees for its high side, and -90 / +90 degrees
+(``jnp.rot90`` with ``k=-1`` / ``k=1``) for the low / high side of axis ``d > 0``. With
+``shared=True`` one filter serves all ``2 * n`` sides (the paper's "rotate the map" default);
+with ``shared=False`` each side has its own (index ``2 * d`` low, ``2 * d + 1`` high). In 1-D
+the high side is a flip.
+
+Corners (and edges in 3-D). Spatial dims are padded in order, 0 first. While padding dim
+``d`` the context lines already contain the padding of dims ``< d``, so each corner value is
+predicted from already padded lines. With the replicate initialisation the module therefore
+reproduces ``numpy.pad(mode="edge")`` exactly, corners included; with the linear extrapolation
+filter ``2 l_1 - l_2`` it extends any affine function exactly, corners included.
+
+Small maps. Only as many context lines as exist are used (the first kernel lines): a map with
+``s`` lines along a dim pads with ``min(depth, s)`` lines of context and contributes to the loss
+with ``min(depth, s - 1)`` lines (nothing when ``s == 1``).
+
+Parameters are a dict ``{"kernel", "bias"}``:
+  kernel ``(sides, depth, *(width,) * (n - 1), C)`` (depthwise) or
+  ``(sides, depth, *(width,) * (n - 1), C, C)`` (full), bias ``(sides, C)``, with
+  ``sides = 1`` if shared else ``2 * n``.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from convjax.ops.validation import (
+    check_choice,
+    check_floating,
+    check_positive,
+    check_spatial_rank,
+    normalize_pad_width,
+)
+
+PadParams = dict[str, jax.Array]
+PadWidth = int | Sequence[int] | Sequence[tuple[int, int]]
+
+#: Channel mixing of the padding filter.
+MIXINGS = ("depthwise", "full")
+#: Initial filters: ``"replicate"`` copies the nearest line (starts as replicate padding),
+#: ``"zero"`` predicts 0 (starts as zero padding), ``"linear"`` is the exact linear
+#: extrapolation ``2 l_1 - l_2`` (needs ``depth >= 2``).
+PAD_INITS = ("replicate", "zero", "linear")
+
+
+def init_padding_params(
+    features: int,
+    num_spatial_dims: int = 2,
+    *,
+    depth: int = 2,
+    width: int = 3,
+    mixing: str = "depthwise",
+    shared: bool = True,
+    init: str = "replicate",
+    dtype: jnp.dtype = jnp.float32,
+) -> PadParams:
+    """Create the padding filter parameters (deterministic; no key needed).
+
+    Args:
+      features: channels ``C`` of the maps to pad.
+      num_spatial_dims: 1, 2 or 3.
+      depth: context lines used to predict a border line (>= 1).
+      width: window along the edge (>= 1; odd keeps it centred).
+      mixing: ``"depthwise"`` (per channel) or ``"full"`` (all channels -> each channel).
+      shared: one filter for all sides (by rotation) or one per side.
+      init: one of :data:`PAD_INITS`.
+      dtype: parameter dtype (float32 by default).
+
+    Returns:
+      ``{"kernel": (sides, depth, *(width,)*(n-1), C[, C]), "bias": (sides, C)}``.
+
+    Example:
+      >>> p = init_padding_params(3, 2)
+      >>> p["kernel"].shape, p["bias"].shape
+      ((1, 2, 3, 3), (1, 3))
+    """
+    check_positive(features, "features")
+    check_positive(depth, "depth")
+    check_positive(width, "width")
+    check_choice(num_spatial_dims, (1, 2, 3), "num_spatial_dims")
+    check_choice(mixing, MIXINGS, "mixing")
+    check_choice(init, PAD_INITS, "init")
+    if init == "linear" and depth < 2:
+        raise ValueError(f"`init`='linear' needs `depth` >= 2, got depth={depth}.")
+    n = num_spatial_dims
+    sides = 1 if shared else 2 * n
+    window = (width,) * (n - 1)
+    centre = tuple(w // 2 for w in window)
+    taps = np.zeros((depth, *window), np.float32)
+    if init == "replicate":
+        taps[(0, *centre)] = 1.0
+    elif init == "linear":
+        taps[(0, *centre)] = 2.0
+        taps[(1, *centre)] = -1.0
+    if mixing == "depthwise":
+        kernel = np.broadcast_to(taps[..., None], (*taps.shape, features))
+    else:
+        kernel = taps[..., None, None] * np.eye(features, dtype=np.float32)
+    kernel = np.broadcast_to(kernel[None], (sides, *kernel.shape))
+    return {
+        "kernel": jnp.asarray(kernel, dtype),
+        "bias": jnp.zeros((sides, features), dtype),
+    }
+
+
+def _check_params(params: PadParams, x: jax.Array, name: str = "params") -> tuple[str, int]:
+    """Validate ``params`` against ``x``; return ``(mixing, width)``."""
+    n = x.ndim - 2
+    c = x.shape[-1]
+    if not isinstance(params, Mapping) or set(params) != {"kernel", "bias"}:
+        raise TypeError(
+            f"`{name}` must be a dict with keys 'kernel' and 'bias' (see init_padding_params), "
+            f"got {type(params).__name__}"
+            + (f" with keys {sorted(params)}" if isinstance(params, Mapping) else "")
+            + "."
+        )
+    kernel, bias = params["kernel"], params["bias"]
+    k_rank = kernel.ndim
+    if k_rank == n + 2:
+        mixing = "depthwise"
+        ok = kernel.shape[-1] == c
+    elif k_rank == n + 3:
+        mixing = "full"
+        ok = kernel.shape[-2:] == (c, c)
+    else:
+        mixing, ok = "", False
+    sides = kernel.shape[0] if k_rank else 0
+    ok = ok and sides in (1, 2 * n) and bias.shape == (sides, c)
+    window = kernel.shape[2 : 2 + n - 1] if ok else ()
+    if ok and len(set(window)) > 1:
+        ok = False
+    if not ok:
+        raise ValueError(
+            f"`{name}` do not fit x of shape {tuple(x.shape)} ({n} spatial dims, {c} "
+            f"features): expected kernel (1 or {2 * n}, depth, *(width,)*{n - 1}, {c}[, {c}]) "
+            f"and bias (sides, {c}), got kernel {tuple(kernel.shape)} and bias "
+            f"{tuple(bias.shape)}."
+        )
+    return mixing, (window[0] if window else 1)
+
+
+def _rotation(n: int, d: int, high: bool) -> tuple[int, tuple[int, int]] | None:
+    """(k, axes) of the rot90 bringing side (d, high) to row 0; None = identity / 1-D flip."""
+    if d == 0:
+        if not high:
+            return None
+        return (2, (1, 2)) if n >= 2 else None
+    return (1 if high else -1), (1, 1 + d)
+
+
+def _orient(x: jax.Array, d: int, high: bool) -> jax.Array:
+    n = x.ndim - 2
+    if n == 1:
+        return jnp.flip(x, 1) if high else x
+    rot = _rotation(n, d, high)
+    return x if rot is None else jnp.rot90(x, k=rot[0], axes=rot[1])
+
+
+def _unorient(x: jax.Array, d: int, high: bool) -> jax.Array:
+    n = x.ndim - 2
+    if n == 1:
+        return jnp.flip(x, 1) if high else x
+    rot = _rotation(n, d, high)
+    return x if rot is None else jnp.rot90(x, k=-rot[0], axes=rot[1])
+
+
+def _side_params(params: PadParams, side: int) -> tuple[jax.Array, jax.Array]:
+    kernel, bias = params["kernel"], params["bias"]
+    s = 0 if kernel.shape[0] == 1 else side
+    return kernel[s], bias[s]
+
+
+def _predict_line(
+    kernel: jax.Array, bias: jax.Array, context: jax.Array, mixing: str, width: int
+) -> jax.Array:
+    """Predict the line before ``context[:, 0]``.
+
+    ``context``: ``(N, k, *edge, C)``, line 0 nearest to the predicted line, ``k <= depth``.
+    Returns ``(N, *edge, C_out)``.
+    """
+    k = context.shape[1]
+    edge_rank = context.ndim - 3
+    kernel = kernel[:k].astype(context.dtype)
+    bias = bias.astype(context.dtype)
+    lo = (width - 1) // 2
+    hi = width - 1 - lo
+    if edge_rank and width > 1:
+        context = jnp.pad(context, ((0, 0), (0, 0), *((lo, hi),) * edge_rank, (0, 0)), mode="edge")
+    edge = tuple(context.shape[2 + i] - (width - 1) for i in range(edge_rank))
+    patches = []
+    for offset in itertools.product(range(width), repeat=edge_rank):
+        index = tuple(slice(o, o + e) for o, e in zip(offset, edge))
+        patches.append(context[(slice(None), slice(None), *index)])
+    stacked = jnp.stack(patches, axis=-2)  # (N, k, *edge, P, C)
+    p = len(patches)
+    if mixing == "depthwise":
+        w = kernel.reshape(k, p, kernel.shape[-1])
+        out = jnp.einsum("nk...pc,kpc->n...c", stacked, w)
+    else:
+        w = kernel.reshape(k, p, *kernel.shape[-2:])
+        out = jnp.einsum("nk...pc,kpcd->n...d", stacked, w)
+    return out + bias
+
+
+def learned_pad(params: PadParams, x: jax.Array, pad: PadWidth) -> jax.Array:
+    """Pad the spatial dims of ``x`` with content predicted outward by the padding filter.
+
+    Gradients flow into both ``params`` and ``x``; the modules call it with
+    ``stop_gradient(params)`` (see :func:`learned_pad_and_loss`).
+
+    Args:
+      params: from :func:`init_padding_params` (or trained), matching ``x``'s features/rank.
+      x: ``(N, *spatial, C)`` float, 1 to 3 spatial dims.
+      pad: int, one int per spatial dim, or ``(lo, hi)`` per spatial dim; any size (each new
+        line becomes context for the next).
+
+    Returns:
+      ``(N, *(s + lo + hi), C)`` in ``x``'s dtype; the interior equals ``x`` exactly.
+
+    Example:
+      >>> x = jnp.arange(5.0).reshape(1, 5, 1)
+      >>> p = init_padding_params(1, 1, init="linear")
+      >>> learned_pad(p, x, 2)[0, :, 0]
+      Array([-2., -1.,  0.,  1.,  2.,  3.,  4.,  5.,  6.], dtype=float32)
+    """
+    n = check_spatial_rank(x, "x")
+    check_floating(x, "x")
+    mixing, width = _check_params(params, x)
+    pairs = normalize_pad_width(pad, n, "pad")
+    for d, (size, (lo, hi)) in enumerate(zip(x.shape[1:-1], pairs)):
+        if (lo or hi) and size < 1:
+            raise ValueError(f"cannot learn-pad the empty spatial dim {d} of x {tuple(x.shape)}.")
+    depth = params["kernel"].shape[1]
+    out = x
+    for d, (lo, hi) in enumerate(pairs):
+        for high, amount in ((False, lo), (True, hi)):
+            if amount == 0:
+                continue
+            kernel, bias = _side_params(params, 2 * d + int(high))
+            m = _orient(out, d, high)
+            front = m[:, :depth]
+            new_lines = []
+            for _ in range(amount):
+                line = _predict_line(kernel, bias, front, mixing, width)[:, None]
+                new_lines.append(line)
+                front = jnp.concatenate([line, front], axis=1)[:, :depth]
+            m = jnp.concatenate([*reversed(new_lines), m], axis=1)
+            out = _unorient(m, d, high)
+    return out
+
+
+def padding_loss(params: PadParams, x: jax.Array) -> jax.Array:
+    """Self-supervised padding loss: MSE of predicting the outermost ring of ``x`` from inside.
+
+    For every side of every spatial dim, the border line (``x[:, 0]``, ``x[:, -1]``, ...) is the
+    ground truth and the ``depth`` lines inside it are the predictor input (:func:`learned_pad`
+    uses the same prediction one step further out). The loss is the sum of squared errors
+    over all predicted ring elements divided by their count (corner elements belong to two
+    rings). Computed in float32 whatever ``x``'s dtype. ``x`` is NOT stop-gradient-ed here; use
+    :func:`learned_pad_and_loss` (or pass ``stop_gradient(x)``) inside a network.
+
+    Args:
+      params: padding parameters matching ``x``.
+      x: ``(N, *spatial, C)`` float.
+
+    Returns:
+      float32 scalar (0.0 when every spatial dim has a single line, so nothing to predict).
+
+    Example:
+      >>> x = jnp.broadcast_to(jnp.arange(6.0)[:, None], (6, 4))[None, ..., None]
+      >>> float(padding_loss(init_padding_params(1, 2, init="linear"), x))
+      0.0
+    """
+    n = check_spatial_rank(x, "x")
+    check_floating(x, "x")
+    mixing, width = _check_params(params, x)
+    depth = params["kernel"].shape[1]
+    xf = x.astype(jnp.float32)
+    pf = jax.tree.map(lambda a: a.astype(jnp.float32), params)
+    total = jnp.zeros((), jnp.float32)
+    count = 0
+    for d in range(n):
+        size = x.shape[1 + d]
+        k = min(depth, size - 1)
+        if k < 1:
+            continue
+        for high in (False, True):
+            kernel, bias = _side_params(pf, 2 * d + int(high))
+            m = _orient(xf, d, high)
+            pred = _predict_line(kernel, bias, m[:, 1 : 1 + k], mixing, width)
+            err = pred - m[:, 0]
+            total = total + jnp.sum(err * err)
+            count += err.size
+    if count == 0:
+        return total
+    return total / count
+
+
+def learned_pad_and_loss(
+    params: PadParams, x: jax.Array, pad: PadWidth
+) -> tuple[jax.Array, jax.Array]:
+    """Pad for the task and compute the padding loss, separated by construction.
+
+    ``padded = learned_pad(stop_gradient(params), x, pad)`` -- the task loss never moves the
+    padding parameters but its gradient flows through the padded values into ``x``;
+    ``loss = padding_loss(params, stop_gradient(x))`` -- the padding loss moves only
+    ``params``. So ``grad(task(padded) + loss)`` splits exactly into the two.
+
+    Returns:
+      ``(padded, loss)``: ``(N, *(s + lo + hi), C)`` in ``x``'s dtype and a float32 scalar.
+
+    Example:
+      >>> p = init_padding_params(3, 2)
+      >>> y, loss = learned_pad_and_loss(p, jnp.ones((2, 8, 8, 3)), 1)
+      >>> y.shape, loss.shape
+      ((2, 10, 10, 3), ())
+    """
+    padded = learned_pad(jax.lax.stop_gradient(params), x, pad)
+    loss = padding_loss(params, jax.lax.stop_gradient(x))
+    return padded, loss
