@@ -4,3 +4,13 @@
 # --- deconv (issue 4) ---------------------------------------------------------------------
 # --- flexconv (issue 5) -------------------------------------------------------------------
 # --- padding module and conv wrapper (issue 6) --------------------------------------------
+# isort: split
+from convjax.linen.conv import Conv
+from convjax.linen.padding import (
+    LOSSES_COLLECTION,
+    PADDING_COLLECTION,
+    PADDING_MODES,
+    Pad,
+    PaddingModule,
+    sum_padding_losses,
+)
