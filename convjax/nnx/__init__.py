@@ -3,6 +3,16 @@
 # --- softpool (issue 3) -------------------------------------------------------------------
 # --- deconv (issue 4) ---------------------------------------------------------------------
 # --- flexconv (issue 5) -------------------------------------------------------------------
+# isort: split
+from convjax.nnx.flex_conv import (
+    CKConv,
+    FlexConv,
+    MaskParam,
+    change_resolution,
+    total_aliasing_penalty,
+)
+
+# isort: split
 # --- padding module and conv wrapper (issue 6) --------------------------------------------
 from convjax.nnx.conv import Conv
 from convjax.nnx.padding import (

@@ -10,6 +10,35 @@ from convjax.ops.pad import PAD_MODES, pad
 # --- softpool (issue 3) -------------------------------------------------------------------
 # --- deconv (issue 4) ---------------------------------------------------------------------
 # --- flexconv (issue 5) -------------------------------------------------------------------
+# isort: split
+from convjax.ops.fft_conv import (
+    DEFAULT_FFT_THRESHOLD,
+    causal_conv1d,
+    conv_valid,
+    fft_conv,
+    spatial_conv,
+)
+from convjax.ops.flex_conv import (
+    active_bucket,
+    flex_conv,
+    flex_conv_aliasing_penalty,
+    flex_conv_init,
+    init_mask,
+    resolution_change,
+    sample_kernel,
+)
+from convjax.ops.gaussian_mask import (
+    bucket_index,
+    default_buckets,
+    gaussian_mask,
+    grid_coordinates,
+    mask_crop_size,
+    sigma_from_raw,
+)
+from convjax.ops.magnet import magnet_aliasing_penalty, magnet_apply, magnet_init
+from convjax.ops.siren import siren_apply, siren_init
+
+# isort: split
 # --- padding module (issue 6) -------------------------------------------------------------
 # isort: split
 from convjax.ops.learned_pad import (

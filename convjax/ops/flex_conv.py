@@ -1,0 +1,427 @@
+"""FlexConv / CKConv as a pure op: a continuous kernel, masked, cropped and convolved.
+
+Romero et al., "FlexConv: Continuous Kernel Convolutions with Differentiable Kernel Sizes"
+(ICLR 2022, arXiv 2110.08059). For a layer with horizon ``k`` (odd maximum size):
+
+    K(x) = kernel_net(x) * m(x; mu, sigma) * kernel_scale,   x on linspace(-1, 1, k)^d   (eq. 4)
+    y = x_in (*) K + b                                          ("SAME" cross-correlation)
+
+``kernel_net`` is MAGNet (:mod:`convjax.ops.magnet`, FlexConv) or SIREN
+(:mod:`convjax.ops.siren`, the CKConv baseline); ``m`` is the Gaussian mask
+(:mod:`convjax.ops.gaussian_mask`); CKConv has no mask and always uses the full horizon.
+
+Static shapes under ``jit`` -- the bucket ladder
+-------------------------------------------------
+The cropped size (grid points with ``m >= threshold``) depends on the learned sigma, but XLA
+needs static shapes. The crop is rounded *up* to a ladder of odd sizes (default
+:func:`~convjax.ops.gaussian_mask.default_buckets`: ``5, 9, 17, 33``, capped at ``k``), and
+``lax.switch(bucket_index(mu, sigma), branches)`` selects the branch on device. Every branch is
+traced and compiled once; only the selected one runs, and it evaluates the kernel net *only on
+its cropped grid* and convolves with the cropped kernel, so cost follows the learned size and
+the horizon only bounds it. The index is computed from ``stop_gradient(mu, sigma)`` on device:
+no host round trip, no re-tracing when the bucket changes, and it works unchanged under
+``pmap``/``shard_map`` (sigma is replicated, so every device takes the same branch). Taps in a
+bucket beyond the exact threshold crop keep their (small, < T) masked values, so rounding up
+only makes the crop more faithful to the uncropped kernel. Each branch picks spatial or FFT
+convolution for its own size (:func:`convjax.ops.fft_conv.conv_valid`).
+
+Resolution change
+-----------------
+A trained layer runs at ``r`` times the input resolution by sampling the same continuous kernel
+on a grid ``r`` times finer -- horizon ``r (k - 1) + 1`` -- and multiplying it by ``r^-d`` (the
+ratio of the cells' volumes, so ``sum_taps K dx`` is unchanged): see
+:func:`resolution_change`. This is accurate when the kernel net respects the Nyquist budget,
+which the anti-aliasing penalty (:func:`convjax.ops.magnet.magnet_aliasing_penalty`) enforces.
+
+Parameters (a plain pytree): ``{"kernel_net": ..., "mask": {"mu": (d,), "sigma_raw": (d,)},
+"bias": (C_out,)}``; ``"mask"`` is absent for CKConv, ``"bias"`` without bias.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from convjax.ops.fft_conv import CONV_METHODS, conv_valid
+from convjax.ops.gaussian_mask import (
+    _check_horizon,
+    _check_threshold,
+    bucket_index,
+    check_buckets,
+    check_sigma,
+    default_buckets,
+    gaussian_mask,
+    grid_coordinates,
+    mesh_coordinates,
+    raw_from_sigma,
+    sigma_from_raw,
+)
+from convjax.ops.magnet import magnet_aliasing_penalty, magnet_apply, magnet_init
+from convjax.ops.pad import PAD_MODES, pad
+from convjax.ops.siren import siren_apply, siren_init
+from convjax.ops.validation import (
+    check_choice,
+    check_floating,
+    check_positive,
+    check_spatial_rank,
+    normalize_tuple,
+    same_pads,
+)
+
+Params = dict[str, Any]
+KERNEL_NETS = ("magnet", "siren")
+#: Padding modes FlexConv supports (all through :func:`convjax.ops.pad`).
+FLEX_PADDING_MODES = PAD_MODES
+#: Envelope centres of MAGNet are drawn in ``mu_mask +- MAGNET_MU_FACTOR * mask_init_sigma``.
+MAGNET_MU_FACTOR = 1.667
+
+
+def init_mask(num_dims: int, init_sigma: float = 0.075, *, causal: bool = False) -> Params:
+    """Mask parameters: ``mu = 0`` (``mu = 1``, the newest step, if causal), ``sigma = init``.
+
+    Example:
+      >>> m = init_mask(2)
+      >>> m["mu"], float(sigma_from_raw(m["sigma_raw"])[0])  # doctest: +ELLIPSIS
+      (Array([0., 0.], dtype=float32), 0.07...)
+    """
+    if num_dims not in (1, 2, 3):
+        raise ValueError(f"`num_dims` must be 1, 2 or 3, got {num_dims!r}.")
+    if causal and num_dims != 1:
+        raise ValueError(f"`causal=True` needs a 1-D kernel, got num_dims={num_dims}.")
+    check_sigma(init_sigma)
+    mu = jnp.full((num_dims,), 1.0 if causal else 0.0, jnp.float32)
+    raw = jnp.full((num_dims,), float(raw_from_sigma(init_sigma)), jnp.float32)
+    return {"mu": mu, "sigma_raw": raw}
+
+
+def mask_sigma(params: Params) -> jax.Array:
+    """The positive mask widths ``(d,)`` of FlexConv parameters."""
+    return sigma_from_raw(params["mask"]["sigma_raw"])
+
+
+def kernel_net_apply(
+    params: Params, coords: jax.Array, kernel_net: str = "magnet", omega_0: float = 30.0
+) -> jax.Array:
+    """Evaluate the kernel network (``"magnet"`` or ``"siren"``) at ``coords (..., d)``."""
+    check_choice(kernel_net, KERNEL_NETS, "kernel_net")
+    if kernel_net == "magnet":
+        return magnet_apply(params, coords)
+    return siren_apply(params, coords, omega_0)
+
+
+def sample_kernel(
+    params: Params,
+    in_features: int,
+    *,
+    kernel_size: int,
+    size: int | None = None,
+    causal: bool = False,
+    kernel_net: str = "magnet",
+    omega_0: float = 30.0,
+    kernel_scale: float = 1.0,
+) -> jax.Array:
+    """Sample the (masked) continuous kernel on the central/trailing ``size`` grid points.
+
+    Returns:
+      ``(*(size,) * d, in_features, out_features)`` float32 kernel.
+
+    Example:
+      >>> p = flex_conv_init(jax.random.key(0), 2, 3, 4)
+      >>> sample_kernel(p, 3, kernel_size=33, size=5).shape
+      (5, 5, 3, 4)
+    """
+    size = kernel_size if size is None else size
+    d = _num_dims(params, kernel_net)
+    coords = mesh_coordinates(grid_coordinates(kernel_size, size, causal=causal), d)
+    values = kernel_net_apply(params["kernel_net"], coords, kernel_net, omega_0)
+    if "mask" in params:
+        values = values * gaussian_mask(coords, params["mask"]["mu"], mask_sigma(params))[..., None]
+    out_dim = values.shape[-1]
+    if out_dim % in_features:
+        raise ValueError(
+            f"the kernel net produces {out_dim} values per tap, not a multiple of "
+            f"in_features={in_features}: the input has the wrong number of features."
+        )
+    return (values * kernel_scale).reshape(*coords.shape[:-1], in_features, out_dim // in_features)
+
+
+def _num_dims(params: Params, kernel_net: str) -> int:
+    check_choice(kernel_net, KERNEL_NETS, "kernel_net")
+    net = params["kernel_net"]
+    return int(
+        net["gabor"][0]["w"].shape[0] if kernel_net == "magnet" else net["layers"][0]["w"].shape[0]
+    )
+
+
+def flex_conv_init(
+    key: jax.Array,
+    num_dims: int,
+    in_features: int,
+    out_features: int,
+    *,
+    kernel_size: int = 33,
+    kernel_net: str = "magnet",
+    use_mask: bool = True,
+    mask_init_sigma: float = 0.075,
+    causal: bool = False,
+    use_bias: bool = True,
+    hidden_features: int = 32,
+    num_layers: int = 3,
+    input_scale: float = 25.6,
+    omega_0: float = 30.0,
+) -> Params:
+    """Initialise FlexConv (``use_mask=True``) or CKConv (``use_mask=False``) parameters.
+
+    The kernel net is initialised as in its paper, then its output layer is rescaled so that
+    the masked kernel sampled on the horizon grid has ``sum_{taps, C_in} K^2 = 1`` on average
+    over output channels (LeCun-style variance preservation, like Flax's default conv init,
+    whatever the horizon, rank or mask size). The bias starts at zero.
+
+    Example:
+      >>> p = flex_conv_init(jax.random.key(0), 2, 3, 8)
+      >>> sorted(p), p["mask"]["mu"].shape, p["bias"].shape
+      (['bias', 'kernel_net', 'mask'], (2,), (8,))
+    """
+    _check_horizon(kernel_size)
+    check_choice(kernel_net, KERNEL_NETS, "kernel_net")
+    for name, v in (("in_features", in_features), ("out_features", out_features)):
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise ValueError(f"`{name}` must be an int >= 1, got {v!r}.")
+    if causal and num_dims != 1:
+        raise ValueError(f"`causal=True` needs num_dims=1, got {num_dims!r}.")
+    params: Params = {}
+    if use_mask:
+        params["mask"] = init_mask(num_dims, mask_init_sigma, causal=causal)
+    net_out = in_features * out_features
+    if kernel_net == "magnet":
+        center = 1.0 if causal else 0.0
+        spread = MAGNET_MU_FACTOR * mask_init_sigma if use_mask else 1.0
+        net = magnet_init(
+            key,
+            num_dims,
+            net_out,
+            hidden_features=hidden_features,
+            num_layers=num_layers,
+            input_scale=input_scale,
+            mu_center=center,
+            mu_scale=spread,
+        )
+    else:
+        net = siren_init(
+            key,
+            num_dims,
+            net_out,
+            hidden_features=hidden_features,
+            num_layers=num_layers,
+            omega_0=omega_0,
+        )
+    params["kernel_net"] = net
+    kernel = sample_kernel(
+        params,
+        in_features,
+        kernel_size=kernel_size,
+        causal=causal,
+        kernel_net=kernel_net,
+        omega_0=omega_0,
+    )
+    energy = jnp.mean(jnp.sum(kernel * kernel, axis=tuple(range(kernel.ndim - 1))))
+    net["out"]["w"] = net["out"]["w"] * jax.lax.rsqrt(energy + 1e-30)
+    if use_bias:
+        params["bias"] = jnp.zeros((out_features,), jnp.float32)
+    return params
+
+
+def resolution_change(kernel_size: int, num_dims: int, factor: float) -> tuple[int, float]:
+    """Horizon and kernel scale for running a layer at ``factor`` x its training resolution.
+
+    ``new_kernel_size = factor (k - 1) + 1`` (same continuous extent on a finer/coarser grid)
+    and ``kernel_scale = factor^-d`` (cell volume ratio, ``(src / tgt)^d``).
+
+    Example:
+      >>> resolution_change(33, 2, 2)
+      (65, 0.25)
+    """
+    _check_horizon(kernel_size)
+    check_positive(factor, "factor")
+    new = factor * (kernel_size - 1)
+    if abs(new - round(new)) > 1e-9 or round(new) % 2:
+        raise ValueError(
+            f"`factor` {factor!r} must make factor * (kernel_size - 1) = {new} an even integer "
+            f"(kernel_size={kernel_size}) so the new grid is odd and contains the old centre."
+        )
+    return int(round(new)) + 1, float(factor) ** (-num_dims)
+
+
+def active_bucket(
+    params: Params,
+    *,
+    kernel_size: int,
+    threshold: float = 0.1,
+    causal: bool = False,
+    buckets: Sequence[int] | None = None,
+) -> jax.Array:
+    """Index into the bucket ladder that :func:`flex_conv` uses now (int32 scalar)."""
+    ladder = check_buckets(
+        tuple(buckets) if buckets is not None else default_buckets(kernel_size), kernel_size, causal
+    )
+    if "mask" not in params:
+        return jnp.asarray(len(ladder) - 1, jnp.int32)
+    return bucket_index(
+        params["mask"]["mu"], mask_sigma(params), kernel_size, ladder, threshold, causal=causal
+    )
+
+
+def flex_conv(
+    params: Params,
+    x: jax.Array,
+    *,
+    kernel_size: int = 33,
+    kernel_net: str = "magnet",
+    omega_0: float = 30.0,
+    threshold: float = 0.1,
+    causal: bool = False,
+    strides: int | Sequence[int] = 1,
+    padding_mode: str = "zero",
+    buckets: Sequence[int] | None = None,
+    conv_method: str = "auto",
+    fft_threshold: int | None = None,
+    kernel_scale: float = 1.0,
+    dtype: Any = None,
+) -> jax.Array:
+    """FlexConv (with ``params["mask"]``) or CKConv (without) on ``(N, *S, C_in)`` input.
+
+    Args:
+      params: from :func:`flex_conv_init`.
+      x: ``(N, *S, C_in)`` float, 1-3 spatial dims matching the kernel net.
+      kernel_size: horizon ``k`` (odd): the grid ``linspace(-1, 1, k)`` and the maximum size.
+      kernel_net: ``"magnet"`` or ``"siren"`` (with its static ``omega_0``).
+      threshold: mask crop threshold ``T`` (0.1).
+      causal: 1-D causal conv (the kernel's last tap is the current step), output ``(N, T, C)``.
+      strides: output ``ceil(S / s)`` per dim ("SAME" alignment).
+      padding_mode: ``"zero" | "reflect" | "replicate" | "circular"`` (each bucket pads by
+        its own size; causal pads on the left only).
+      buckets: crop-size ladder (ascending, ending at ``k``); default ``5, 9, 17, 33, ...``.
+      conv_method: ``"auto"`` (FFT for sizes >= ``fft_threshold``), ``"spatial"`` or ``"fft"``.
+      kernel_scale: multiplies the kernel (``factor^-d`` after :func:`resolution_change`).
+      dtype: compute dtype of the convolution (default ``x.dtype``); the kernel net and the
+        mask always run in float32.
+
+    Returns:
+      ``(N, *ceil(S / s), C_out)`` in ``dtype``.
+
+    Example:
+      >>> p = flex_conv_init(jax.random.key(0), 2, 3, 4)
+      >>> flex_conv(p, jnp.ones((2, 16, 16, 3)), kernel_size=33).shape
+      (2, 16, 16, 4)
+    """
+    check_floating(x, "x")
+    check_choice(kernel_net, KERNEL_NETS, "kernel_net")
+    check_choice(padding_mode, FLEX_PADDING_MODES, "padding_mode")
+    check_choice(conv_method, CONV_METHODS, "conv_method")
+    _check_horizon(kernel_size)
+    _check_threshold(threshold)
+    d = _num_dims(params, kernel_net)
+    n = check_spatial_rank(x, "x")
+    if n != d:
+        raise ValueError(
+            f"`x` has {n} spatial dims (shape {tuple(x.shape)}) but the kernel is {d}-D: "
+            f"expected rank {d + 2}."
+        )
+    if causal and n != 1:
+        raise ValueError(f"`causal=True` needs 1-D input (N, T, C), got shape {tuple(x.shape)}.")
+    strides_t = normalize_tuple(strides, n, "strides")
+    spatial = x.shape[1:-1]
+    in_features = x.shape[-1]
+    ladder = check_buckets(
+        tuple(buckets) if buckets is not None else default_buckets(kernel_size), kernel_size, causal
+    )
+    if "mask" not in params:
+        ladder = (kernel_size,)
+    largest = ladder[-1]
+    for i, s in enumerate(spatial):
+        reach = largest - 1 if causal else (largest - 1) // 2
+        if (padding_mode == "reflect" and reach >= s) or (padding_mode == "circular" and reach > s):
+            raise ValueError(
+                f"`padding_mode` {padding_mode!r} pads up to {reach} (kernel_size={kernel_size}) "
+                f"but spatial dim {i} of `x` has size {s}; use 'zero'/'replicate' or a smaller "
+                f"kernel_size."
+            )
+    out_dim = params["kernel_net"]["out"]["w"].shape[-1]
+    if out_dim % in_features:
+        raise ValueError(
+            f"`x` has {in_features} features but the kernel net makes {out_dim} values per tap "
+            f"(in_features * out_features): wrong in_features."
+        )
+    out_features = out_dim // in_features
+    if "bias" in params and params["bias"].shape != (out_features,):
+        raise ValueError(
+            f"`x` has {in_features} features, implying out_features={out_features}, but the bias "
+            f"has shape {params['bias'].shape}: wrong in_features."
+        )
+    compute = jnp.dtype(dtype) if dtype is not None else x.dtype
+
+    def branch(size: int):
+        def run(p: Params, xin: jax.Array) -> jax.Array:
+            kernel = sample_kernel(
+                p,
+                in_features,
+                kernel_size=kernel_size,
+                size=size,
+                causal=causal,
+                kernel_net=kernel_net,
+                omega_0=omega_0,
+                kernel_scale=kernel_scale,
+            ).astype(compute)
+            if causal:
+                pads = ((size - 1, 0),)
+            else:
+                pads = tuple(same_pads(s, size, st) for s, st in zip(spatial, strides_t))
+            xp = pad(xin.astype(compute), pads, padding_mode)
+            y = conv_valid(xp, kernel, strides_t, method=conv_method, fft_threshold=fft_threshold)
+            if "bias" in p:
+                y = y + p["bias"].astype(compute)
+            return y.astype(compute)
+
+        return run
+
+    branches = [branch(size) for size in ladder]
+    if len(branches) == 1:
+        return branches[0](params, x)
+    index = bucket_index(
+        params["mask"]["mu"], mask_sigma(params), kernel_size, ladder, threshold, causal=causal
+    )
+    return jax.lax.switch(index, branches, params, x)
+
+
+def flex_conv_aliasing_penalty(
+    params: Params, kernel_size: int, weight: float = 0.1, kernel_net: str = "magnet"
+) -> jax.Array:
+    """FlexConv's anti-aliasing penalty for a MAGNet kernel net (0.0 for SIREN, which has none).
+
+    Example:
+      >>> p = flex_conv_init(jax.random.key(0), 2, 3, 4)
+      >>> flex_conv_aliasing_penalty(p, 33).shape
+      ()
+    """
+    check_choice(kernel_net, KERNEL_NETS, "kernel_net")
+    if kernel_net != "magnet":
+        return jnp.zeros((), jnp.float32)
+    return magnet_aliasing_penalty(params["kernel_net"], kernel_size, weight)
+
+
+__all__ = [
+    "FLEX_PADDING_MODES",
+    "KERNEL_NETS",
+    "active_bucket",
+    "flex_conv",
+    "flex_conv_aliasing_penalty",
+    "flex_conv_init",
+    "init_mask",
+    "kernel_net_apply",
+    "mask_sigma",
+    "resolution_change",
+    "sample_kernel",
+]

@@ -1,0 +1,180 @@
+"""MAGNet: the multiplicative anisotropic Gabor kernel network of FlexConv, and its
+anti-aliasing penalty.
+
+Romero et al., FlexConv (ICLR 2022, arXiv 2110.08059), Sec. 4 and App. A. A MAGNet maps a
+position ``x`` in ``[-1, 1]^d`` to the ``C_out * C_in`` kernel values at ``x``:
+
+    g_l(x) = exp(-1/2 sum_d (gamma_{l,d} (x_d - mu_{l,d}))^2) * sin(W_l x + b_l)     (Gabor)
+    h_1 = g_1(x);   h_l = g_l(x) * (A_l h_{l-1} + a_l),  l = 2..L+1;   K(x) = A_out h + a_out
+
+``num_layers = L`` hidden layers means ``L + 1`` Gabor filters. Init (per filter ``l = 0..L``):
+``gamma ~ Gamma(alpha / (l + 1), beta)`` (alpha 6, beta 1); ``mu ~ U(c - s, c + s)``;
+``W ~ U(-1/sqrt(d), 1/sqrt(d)) * input_scale / sqrt(L + 1) * gamma`` (input_scale 25.6);
+``b ~ U(-pi, pi)``. Linear layers use the PyTorch default ``U(+-1/sqrt(fan_in))``.
+
+Anti-aliasing (FlexConv Sec. 4.2): the top frequency of Gabor filter ``l`` along dim ``d`` is
+``f_{l,d} = max_j (|W_{l,j,d}| + 2 |gamma_{l,j,d}|) / (2 pi)`` (cycles per unit). Products of
+``L + 1`` filters add frequencies, so each gets ``1 / (L + 1)`` of the Nyquist frequency of the
+kernel grid, ``(k - 1) / 4``:
+
+    penalty = weight * sum_{l,d} relu(f_{l,d} - (k - 1) / (4 (L + 1)))^2        (weight 0.1)
+
+Parameters are a plain pytree: ``{"gabor": [{"gamma", "mu", "w": (d, H), "b": (H,)}] * (L+1),
+"hidden": [{"w": (H, H), "b": (H,)}] * L, "out": {"w": (H, O), "b": (O,)}}``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from convjax.ops.validation import check_positive
+
+Params = dict[str, Any]
+
+
+def _uniform(key: jax.Array, shape: tuple[int, ...], bound: float, dtype: Any) -> jax.Array:
+    return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+
+def _check_net_sizes(num_dims: int, out_features: int, hidden_features: int, num_layers: int):
+    if num_dims not in (1, 2, 3):
+        raise ValueError(f"`num_dims` must be 1, 2 or 3, got {num_dims!r}.")
+    for name, v, lo in (
+        ("out_features", out_features, 1),
+        ("hidden_features", hidden_features, 1),
+        ("num_layers", num_layers, 1),
+    ):
+        if not isinstance(v, int) or isinstance(v, bool) or v < lo:
+            raise ValueError(f"`{name}` must be an int >= {lo}, got {v!r}.")
+
+
+def magnet_init(
+    key: jax.Array,
+    num_dims: int,
+    out_features: int,
+    *,
+    hidden_features: int = 32,
+    num_layers: int = 3,
+    input_scale: float = 25.6,
+    alpha: float = 6.0,
+    beta: float = 1.0,
+    mu_center: float = 0.0,
+    mu_scale: float = 1.0,
+    dtype: Any = jnp.float32,
+) -> Params:
+    """Initialise MAGNet parameters (see the module docstring for the distributions).
+
+    Args:
+      key: PRNG key. num_dims: d, the spatial rank of the kernel (1-3).
+      out_features: outputs per position (``C_out * C_in`` for a conv kernel).
+      hidden_features, num_layers: width H and number L of hidden layers (L + 1 Gabor filters).
+      input_scale: frequency scale of the sine weights (25.6 in FlexConv).
+      alpha, beta: Gamma prior of the envelope widths (layer l uses ``alpha / (l + 1)``).
+      mu_center, mu_scale: envelope centres ``mu ~ U(mu_center - s, mu_center + s)``.
+
+    Example:
+      >>> p = magnet_init(jax.random.key(0), 2, 8)
+      >>> p["gabor"][0]["w"].shape, p["out"]["w"].shape
+      ((2, 32), (32, 8))
+    """
+    _check_net_sizes(num_dims, out_features, hidden_features, num_layers)
+    check_positive(input_scale, "input_scale")
+    check_positive(alpha, "alpha")
+    check_positive(beta, "beta")
+    check_positive(mu_scale, "mu_scale", allow_zero=True)
+    keys = jax.random.split(key, 2 * num_layers + 2)
+    d, h = num_dims, hidden_features
+    gabor = []
+    for layer in range(num_layers + 1):
+        kg, km, kw, kb = jax.random.split(keys[layer], 4)
+        gamma = jax.random.gamma(kg, alpha / (layer + 1), (d, h), dtype) / beta
+        mu = mu_center + _uniform(km, (d, h), mu_scale, dtype)
+        scale = input_scale / math.sqrt(num_layers + 1)
+        w = _uniform(kw, (d, h), 1.0 / math.sqrt(d), dtype) * scale * gamma
+        b = _uniform(kb, (h,), math.pi, dtype)
+        gabor.append({"gamma": gamma, "mu": mu, "w": w, "b": b})
+    hidden = []
+    for layer in range(num_layers):
+        kw, kb = jax.random.split(keys[num_layers + 1 + layer])
+        bound = 1.0 / math.sqrt(h)
+        hidden.append(
+            {"w": _uniform(kw, (h, h), bound, dtype), "b": _uniform(kb, (h,), bound, dtype)}
+        )
+    out = {
+        "w": _uniform(keys[-1], (h, out_features), 1.0 / math.sqrt(h), dtype),
+        "b": jnp.zeros((out_features,), dtype),
+    }
+    return {"gabor": gabor, "hidden": hidden, "out": out}
+
+
+def _gabor(p: Params, x: jax.Array) -> jax.Array:
+    # x: (P, d); gamma, mu, w: (d, H) -> (P, H)
+    z = p["gamma"] * (x[:, :, None] - p["mu"])
+    envelope = jnp.exp(-0.5 * jnp.sum(z * z, axis=1))
+    return envelope * jnp.sin(x @ p["w"] + p["b"])
+
+
+def magnet_apply(params: Params, coords: jax.Array) -> jax.Array:
+    """Evaluate MAGNet at positions ``coords`` ``(..., d)`` -> ``(..., out_features)``.
+
+    Runs in the parameters' dtype (float32). Cost is linear in the number of positions, so
+    evaluating only the cropped grid makes kernel generation follow the learned size.
+
+    Example:
+      >>> p = magnet_init(jax.random.key(0), 1, 4)
+      >>> magnet_apply(p, jnp.linspace(-1, 1, 5)[:, None]).shape
+      (5, 4)
+    """
+    coords = jnp.asarray(coords, params["out"]["w"].dtype)
+    d = params["gabor"][0]["w"].shape[0]
+    if coords.shape[-1] != d:
+        raise ValueError(f"`coords` must end in {d} (the net's spatial rank), got {coords.shape}.")
+    lead = coords.shape[:-1]
+    x = coords.reshape(-1, d)
+    h = _gabor(params["gabor"][0], x)
+    for g, lin in zip(params["gabor"][1:], params["hidden"]):
+        h = _gabor(g, x) * (h @ lin["w"] + lin["b"])
+    out = h @ params["out"]["w"] + params["out"]["b"]
+    return out.reshape(*lead, out.shape[-1])
+
+
+def magnet_frequencies(params: Params) -> jax.Array:
+    """Top frequency (cycles per unit) of each Gabor filter along each dim: ``(L + 1, d)``.
+
+    ``f_{l,d} = max_j (|W_{l,j,d}| + 2 |gamma_{l,j,d}|) / (2 pi)`` (FlexConv Sec. 4.2).
+    """
+    return jnp.stack(
+        [
+            jnp.max(jnp.abs(g["w"]) + 2.0 * jnp.abs(g["gamma"]), axis=1) / (2.0 * math.pi)
+            for g in params["gabor"]
+        ]
+    )
+
+
+def nyquist_budget(kernel_size: int, num_filters: int) -> float:
+    """Per-filter frequency budget ``(k - 1) / 4 / (L + 1)`` on the grid ``linspace(-1, 1, k)``."""
+    if not isinstance(kernel_size, int) or kernel_size < 1:
+        raise ValueError(f"`kernel_size` must be an int >= 1, got {kernel_size!r}.")
+    return (kernel_size - 1) / 4.0 / num_filters
+
+
+def magnet_aliasing_penalty(params: Params, kernel_size: int, weight: float = 0.1) -> jax.Array:
+    """Anti-aliasing penalty ``weight * sum_{l,d} relu(f_{l,d} - budget)^2`` (float32 scalar).
+
+    Zero iff every Gabor filter stays under its share of the Nyquist frequency of a
+    ``kernel_size`` grid; differentiable in ``W`` and ``gamma``.
+
+    Example:
+      >>> p = magnet_init(jax.random.key(0), 2, 4)
+      >>> bool(magnet_aliasing_penalty(p, 33) > 0)  # the paper's init starts above the budget
+      True
+    """
+    check_positive(weight, "weight", allow_zero=True)
+    freqs = magnet_frequencies(params)
+    budget = nyquist_budget(kernel_size, freqs.shape[0])
+    excess = jax.nn.relu(freqs - budget)
+    return weight * jnp.sum(excess * excess).astype(jnp.float32)
