@@ -529,14 +529,9 @@ class TfdsSource:
         return self._convert(self.data_source[index], index)
 
     def get_batch(self, indices: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
-        """Records ``indices`` at once (ArrayRecord batched read where available): a list of
-        uint8 images ``(H, W, C)`` and int64 labels ``(B,)``."""
-        indices = [int(i) for i in indices]
-        getitems = getattr(self.data_source, "__getitems__", None)
-        records = getitems(indices) if getitems is not None else None
-        if records is None or len(records) != len(indices):
-            records = [self.data_source[i] for i in indices]
-        converted = [self._convert(r, i) for r, i in zip(records, indices)]
+        """Records ``indices``: a list of uint8 images ``(H, W, C)`` and int64 labels ``(B,)``
+        (one random-access read per record; grain runs batches in parallel threads)."""
+        converted = [self[int(i)] for i in indices]
         return [c["image"] for c in converted], np.array([c["label"] for c in converted])
 
     def _convert(self, record: Any, index: int) -> dict[str, Any]:
@@ -606,7 +601,10 @@ def tfds_dataset(
     try:
         builder = tfds.builder(tfds_name, data_dir=data_dir)
     except Exception as e:  # tfds raises its own DatasetNotFoundError and friends
-        raise DataError(f"dataset {name!r}: TFDS cannot find it ({type(e).__name__}: {e})") from e
+        first_line = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise DataError(
+            f"dataset {name!r}: TFDS cannot find it ({type(e).__name__}: {first_line})"
+        ) from e
     info = builder.info
     image_key, label_key = _tfds_image_and_label_keys(info, name)
     image_feature = info.features[image_key]
@@ -637,9 +635,15 @@ def tfds_dataset(
         try:
             source = tfds.data_source(tfds_name, split=split, data_dir=data_dir, download=False)
         except Exception as e:  # missing files, unprepared dataset, unsupported file format
+            if not builder.is_prepared():
+                raise DataError(
+                    f"dataset {name!r}: not prepared in {builder.data_dir}; prepare it once "
+                    f"with `tfds build {tfds_name} --file_format=array_record "
+                    f"--data_dir=<dir>` (preparing needs TensorFlow; reading does not)"
+                ) from e
             raise DataError(
                 f"dataset {name!r}: cannot open split {split!r} with tfds.data_source "
-                f"(data_dir={data_dir!r}; prepare it in ArrayRecord format): "
+                f"(data_dir={builder.data_dir}; it must be prepared in ArrayRecord format): "
                 f"{type(e).__name__}: {e}"
             ) from e
         wrapped = TfdsSource(
