@@ -8,6 +8,9 @@ conventions (see :mod:`convjax.ops.validation`).
 from convjax.ops.pad import PAD_MODES, pad
 
 # --- softpool (issue 3) -------------------------------------------------------------------
+from convjax.ops.soft_pool import soft_pool, soft_pool_output_shape
+
+# isort: split
 # --- deconv (issue 4) ---------------------------------------------------------------------
 # --- flexconv (issue 5) -------------------------------------------------------------------
 # isort: split

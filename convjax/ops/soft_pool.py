@@ -1,0 +1,415 @@
+"""SoftPool: exponentially weighted pooling (Stergiou, Poppe & Kalliatakis, ICCV 2021).
+
+Over every pooling window ``R`` (Eq. 1-2 of the paper)::
+
+    w_i = exp(a_i) / sum_{j in R} exp(a_j)          out = sum_{i in R} w_i a_i
+
+with the exact gradient (paper Eq. 3 differentiated through the weights)::
+
+    d out / d a_i = w_i (1 + a_i - out)
+
+The weights are a softmax over the window, so shifting every ``a_j`` of a window by the same
+constant leaves them unchanged. This implementation shifts each window by its own maximum
+``m``, which makes it overflow-proof for inputs of any finite magnitude and *exact* (no
+clipping, no ``nan_to_num``)::
+
+    d_i = a_i - m <= 0,   e_i = exp(d_i) in (0, 1],   s = sum e_i in [1, |R|]
+    out = m + r,          r = sum e_i d_i / s  in  [min d, 0]
+
+fp16/bf16 inputs are computed in float32 and the result is cast back to the input dtype.
+
+Memory: a custom VJP keeps only the input ``x`` and three output-sized arrays (``m``, ``s``,
+``r``) for the backward pass, which recomputes the weights. When the window equals the stride
+(the common ``2x2 / 2`` downsampling) both passes are a reshape plus fused elementwise and
+reduction loops: no ``(N, H', W', k*k)`` array of weights is ever stored. Other window/stride
+combinations (overlap, gaps, padding) loop over the ``prod(window)`` window offsets with strided
+slices, so memory stays at a few output-sized buffers; the backward pass scatters each offset's
+contribution back with interior padding.
+
+Padding: ``"VALID"``, ``"SAME"`` or explicit ``(lo, hi)`` pairs, as in ``flax.linen.max_pool``.
+Padded positions are excluded from the window (they get exactly zero weight; they are not
+zeros that take part in the softmax). Every window must contain at least one real element.
+
+Differentiation: reverse mode of any order (``grad``, ``grad(grad)``, ``jacrev``). Forward
+mode (``jvp``, ``jacfwd``) is not available because the op is a ``jax.custom_vjp``.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from convjax.ops.validation import (
+    PaddingLike,
+    check_floating,
+    check_spatial_rank,
+    check_window_fits,
+    normalize_padding,
+    normalize_tuple,
+)
+
+__all__ = ["soft_pool", "soft_pool_output_shape"]
+
+
+class _Config(NamedTuple):
+    """Static (hashable) description of one pooling problem."""
+
+    window: tuple[int, ...]
+    strides: tuple[int, ...]
+    pads: tuple[tuple[int, int], ...]
+    in_spatial: tuple[int, ...]
+    out_spatial: tuple[int, ...]
+
+
+def _resolve(
+    x: jax.Array,
+    window_shape: int | Sequence[int],
+    strides: int | Sequence[int] | None,
+    padding: PaddingLike,
+) -> _Config:
+    """Validate the arguments (trace-time only) and build the static configuration."""
+    check_floating(x, "x")
+    if isinstance(window_shape, (tuple, list)):
+        n_expected = len(window_shape)
+        if not 1 <= n_expected <= 3:
+            raise ValueError(
+                f"`window_shape` must have 1 to 3 entries (one per spatial dim), "
+                f"got {window_shape!r}."
+            )
+        n = check_spatial_rank(x, "x", min_spatial=n_expected, max_spatial=n_expected)
+    else:
+        n = check_spatial_rank(x, "x")
+    window = normalize_tuple(window_shape, n, "window_shape")
+    stride = normalize_tuple(strides, n, "strides", default=(1,) * n)
+    spatial = tuple(int(s) for s in x.shape[1:-1])
+    pads = normalize_padding(padding, spatial, window, stride, "padding")
+    check_window_fits(spatial, window, pads, "window_shape")
+    out = tuple(
+        (s + lo + hi - k) // st + 1 for s, k, st, (lo, hi) in zip(spatial, window, stride, pads)
+    )
+    for d, (s, k, st, (lo, _), o) in enumerate(zip(spatial, window, stride, pads, out)):
+        # The first window starts at -lo, the last at (o - 1) * st - lo (input coordinates).
+        if lo >= k or (o - 1) * st - lo >= s:
+            raise ValueError(
+                f"`padding` {pads!r} leaves a window made only of padding along spatial dim {d} "
+                f"(size {s}, window {k}, stride {st}); SoftPool needs at least one real element "
+                f"per window. Use less padding."
+            )
+    return _Config(window, stride, pads, spatial, out)
+
+
+def soft_pool_output_shape(
+    input_shape: Sequence[int],
+    window_shape: int | Sequence[int],
+    strides: int | Sequence[int] | None = None,
+    padding: PaddingLike = "VALID",
+) -> tuple[int, ...]:
+    """Output shape of :func:`soft_pool` for an input of shape ``(batch, *spatial, features)``.
+
+    Per spatial dim: ``(size + lo + hi - window) // stride + 1``; ``"SAME"`` gives
+    ``ceil(size / stride)``.
+
+    Example:
+      >>> soft_pool_output_shape((8, 32, 32, 16), (2, 2), (2, 2))
+      (8, 16, 16, 16)
+    """
+    cfg = _resolve(
+        jax.ShapeDtypeStruct(tuple(input_shape), jnp.float32), window_shape, strides, padding
+    )
+    return (int(input_shape[0]), *cfg.out_spatial, int(input_shape[-1]))
+
+
+def _compute_dtype(dtype: jnp.dtype) -> jnp.dtype:
+    """At least float32 internally (fp16/bf16 -> fp32; fp64 stays fp64)."""
+    return jnp.promote_types(dtype, jnp.float32)
+
+
+def _d_floor(dtype: jnp.dtype) -> float:
+    """A value below which ``exp`` is exactly 0 in ``dtype``; clamping ``d`` there is exact.
+
+    Guards ``a - m`` against overflowing to ``-inf`` (e.g. ``-3e38 - 3e38`` in fp32), which
+    would give ``0 * -inf = nan`` in ``sum e_i d_i``. Padded positions also get ``d = floor``,
+    so their weight is exactly 0 and no ``inf`` appears even in unselected branches (which
+    would turn into ``nan`` under second-order differentiation).
+    """
+    return float(np.log(np.finfo(dtype).smallest_subnormal)) - 16.0
+
+
+def _is_block(cfg: _Config) -> bool:
+    """Window == stride along every dim: disjoint windows that tile the (cropped) input."""
+    return cfg.window == cfg.strides
+
+
+def _has_padding(cfg: _Config) -> bool:
+    return any(lo or hi for lo, hi in cfg.pads)
+
+
+def _valid_masks(cfg: _Config) -> list[np.ndarray | None]:
+    """Per spatial dim, a boolean mask over the padded axis (``None`` where nothing is padded)."""
+    masks: list[np.ndarray | None] = []
+    for s, (lo, hi) in zip(cfg.in_spatial, cfg.pads):
+        if lo == 0 and hi == 0:
+            masks.append(None)
+        else:
+            masks.append(np.concatenate([np.zeros(lo, bool), np.ones(s, bool), np.zeros(hi, bool)]))
+    return masks
+
+
+def _pad_input(x: jax.Array, cfg: _Config) -> jax.Array:
+    """Zero-pad the spatial dims (the zeros are masked out; they never get weight)."""
+    if not _has_padding(cfg):
+        return x
+    zero = jnp.zeros((), x.dtype)
+    return lax.pad(x, zero, [(0, 0, 0), *((lo, hi, 0) for lo, hi in cfg.pads), (0, 0, 0)])
+
+
+def _unpad(gp: jax.Array, cfg: _Config) -> jax.Array:
+    """Inverse of :func:`_pad_input` for gradients: keep the real positions only."""
+    if not _has_padding(cfg):
+        return gp
+    start = (0, *(lo for lo, _ in cfg.pads), 0)
+    limit = (gp.shape[0], *(lo + s for (lo, _), s in zip(cfg.pads, cfg.in_spatial)), gp.shape[-1])
+    return lax.slice(gp, start, limit)
+
+
+def _broadcast_mask(
+    parts: Sequence[np.ndarray | None], shape_of: Sequence[Sequence[int]], ndim: int
+):
+    """Combine separable per-dim masks into one boolean array broadcastable to rank ``ndim``.
+
+    ``parts[d]`` is ``None`` (all valid) or a boolean array whose axes go to positions
+    ``shape_of[d]`` of the result.
+    """
+    mask = None
+    for part, axes in zip(parts, shape_of):
+        if part is None:
+            continue
+        shape = [1] * ndim
+        for axis, size in zip(axes, part.shape):
+            shape[axis] = size
+        term = jnp.asarray(part.reshape(shape))
+        mask = term if mask is None else mask & term
+    return mask
+
+
+def _shifted(xs: jax.Array, m: jax.Array, mask: jax.Array | None, floor: float) -> jax.Array:
+    """``d = a - m`` clamped at ``floor`` (exact: ``exp(floor) == 0``), ``floor`` where padded."""
+    d = jnp.maximum(xs - m, floor)
+    return d if mask is None else jnp.where(mask, d, floor)
+
+
+def _masked_max(xs: jax.Array, mask: jax.Array | None) -> jax.Array:
+    return xs if mask is None else jnp.where(mask, xs, -jnp.inf)
+
+
+# ----------------------------------------------------------------------------------------------
+# Block path (window == stride): view (N, o1*k1, ..., C) as (N, o1, k1, ..., C), reduce the k axes.
+# ----------------------------------------------------------------------------------------------
+
+
+def _block_axes(cfg: _Config) -> tuple[int, ...]:
+    return tuple(2 + 2 * d for d in range(len(cfg.window)))
+
+
+def _block_view(xp: jax.Array, cfg: _Config) -> jax.Array:
+    crop = tuple(o * k for o, k in zip(cfg.out_spatial, cfg.window))
+    if crop != xp.shape[1:-1]:  # VALID: the remainder no window reaches
+        xp = lax.slice(xp, (0,) * xp.ndim, (xp.shape[0], *crop, xp.shape[-1]))
+    shape = [xp.shape[0]]
+    for o, k in zip(cfg.out_spatial, cfg.window):
+        shape += [o, k]
+    return xp.reshape(*shape, xp.shape[-1])
+
+
+def _block_mask(cfg: _Config) -> jax.Array | None:
+    parts = [
+        None if m is None else m[: o * k].reshape(o, k)
+        for m, o, k in zip(_valid_masks(cfg), cfg.out_spatial, cfg.window)
+    ]
+    axes = [(1 + 2 * d, 2 + 2 * d) for d in range(len(cfg.window))]
+    return _broadcast_mask(parts, axes, 2 * len(cfg.window) + 2)
+
+
+def _block_stats(x: jax.Array, cfg: _Config):
+    """``(m, s, r)`` per window, each ``(N, *out, C)`` in the compute dtype."""
+    ct = _compute_dtype(x.dtype)
+    xv = _block_view(_pad_input(x.astype(ct), cfg), cfg)
+    mask = _block_mask(cfg)
+    axes = _block_axes(cfg)
+    m = jnp.max(_masked_max(xv, mask), axis=axes, keepdims=True)
+    d = _shifted(xv, m, mask, _d_floor(ct))
+    e = jnp.exp(d)
+    s = jnp.sum(e, axis=axes)
+    r = jnp.sum(e * d, axis=axes) / s
+    return jnp.squeeze(m, axis=axes), s, r
+
+
+def _block_backward(x: jax.Array, cfg: _Config, m, s, r, g: jax.Array) -> jax.Array:
+    ct = _compute_dtype(x.dtype)
+    xp = _pad_input(x.astype(ct), cfg)
+    xv = _block_view(xp, cfg)
+    axes = _block_axes(cfg)
+    scale, m, r = (jnp.expand_dims(a, axes) for a in (g.astype(ct) / s, m, r))
+    d = _shifted(xv, m, _block_mask(cfg), _d_floor(ct))
+    # w_i (1 + a_i - out) with w_i = e_i / s and a_i - out = d_i - r.
+    gx = scale * jnp.exp(d) * (1.0 + d - r)
+    gx = gx.reshape(xv.shape[0], *(o * k for o, k in zip(cfg.out_spatial, cfg.window)), -1)
+    # Zero gradient for the VALID remainder no window reached, then drop the padding.
+    tail = [(0, p - c, 0) for p, c in zip(xp.shape[1:-1], gx.shape[1:-1])]
+    if any(hi for _, hi, _ in tail):
+        gx = lax.pad(gx, jnp.zeros((), ct), [(0, 0, 0), *tail, (0, 0, 0)])
+    return _unpad(gx, cfg).astype(x.dtype)
+
+
+# ----------------------------------------------------------------------------------------------
+# General path: any window/stride. One strided slice per window offset, fused by XLA.
+# ----------------------------------------------------------------------------------------------
+
+
+def _offsets(cfg: _Config) -> list[tuple[int, ...]]:
+    return list(itertools.product(*(range(k) for k in cfg.window)))
+
+
+def _offset_slice(xp: jax.Array, cfg: _Config, off: tuple[int, ...]) -> jax.Array:
+    """Element ``off`` of every window: ``xp[:, off + j * stride, :]`` for all outputs ``j``."""
+    ends = (o_ + (o - 1) * st + 1 for o_, o, st in zip(off, cfg.out_spatial, cfg.strides))
+    limit = (xp.shape[0], *ends, xp.shape[-1])
+    return lax.slice(xp, (0, *off, 0), limit, (1, *cfg.strides, 1))
+
+
+def _offset_mask(cfg: _Config, off: tuple[int, ...]) -> jax.Array | None:
+    parts = [
+        None if m is None else m[o_ : o_ + (o - 1) * st + 1 : st]
+        for m, o_, o, st in zip(_valid_masks(cfg), off, cfg.out_spatial, cfg.strides)
+    ]
+    n = len(cfg.window)
+    return _broadcast_mask(parts, [(1 + d,) for d in range(n)], n + 2)
+
+
+def _general_stats(x: jax.Array, cfg: _Config):
+    """``(m, s, r)`` per window, each ``(N, *out, C)`` in the compute dtype."""
+    ct = _compute_dtype(x.dtype)
+    xp = _pad_input(x.astype(ct), cfg)
+    floor = _d_floor(ct)
+    offs = _offsets(cfg)
+    slices = [_offset_slice(xp, cfg, off) for off in offs]
+    masks = [_offset_mask(cfg, off) for off in offs]
+    m = functools.reduce(jnp.maximum, [_masked_max(xs, mk) for xs, mk in zip(slices, masks)])
+    s = jnp.zeros_like(m)
+    q = jnp.zeros_like(m)
+    for xs, mk in zip(slices, masks):
+        d = _shifted(xs, m, mk, floor)
+        e = jnp.exp(d)
+        s = s + e
+        q = q + e * d
+    return m, s, q / s
+
+
+def _general_backward(x: jax.Array, cfg: _Config, m, s, r, g: jax.Array) -> jax.Array:
+    ct = _compute_dtype(x.dtype)
+    xp = _pad_input(x.astype(ct), cfg)
+    floor = _d_floor(ct)
+    scale = g.astype(ct) / s
+    zero = jnp.zeros((), ct)
+    gp = None
+    for off in _offsets(cfg):
+        d = _shifted(_offset_slice(xp, cfg, off), m, _offset_mask(cfg, off), floor)
+        c = scale * jnp.exp(d) * (1.0 + d - r)
+        # Scatter back: output j of this offset read padded position off + j * stride, so
+        # interior padding (stride - 1) plus edge padding puts c there and zeros elsewhere.
+        config = [(0, 0, 0)]
+        for o_, o, st, p in zip(off, cfg.out_spatial, cfg.strides, xp.shape[1:-1]):
+            config.append((o_, p - 1 - (o_ + (o - 1) * st), st - 1))
+        config.append((0, 0, 0))
+        term = lax.pad(c, zero, config)
+        gp = term if gp is None else gp + term
+    return _unpad(gp, cfg).astype(x.dtype)
+
+
+# ----------------------------------------------------------------------------------------------
+# Dispatch and custom VJP
+# ----------------------------------------------------------------------------------------------
+
+#: Block pooling with more window offsets than this reduces a reshaped view instead of
+#: unrolling one strided slice per offset (keeps the traced program small for big windows).
+_MAX_UNROLLED_OFFSETS = 64
+
+
+def _primal_stats(x: jax.Array, cfg: _Config):
+    """Inference path: strided slices (XLA fuses them into two passes over ``x``)."""
+    if _is_block(cfg) and int(np.prod(cfg.window)) > _MAX_UNROLLED_OFFSETS:
+        return _block_stats(x, cfg)
+    return _general_stats(x, cfg)
+
+
+def _training_stats(x: jax.Array, cfg: _Config):
+    """Differentiated path: for block pooling the reshaped view, which lets XLA fuse forward
+    and backward without materialising the per-offset exponentials."""
+    return _block_stats(x, cfg) if _is_block(cfg) else _general_stats(x, cfg)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+def _soft_pool(x: jax.Array, cfg: _Config) -> jax.Array:
+    m, _, r = _primal_stats(x, cfg)
+    return (m + r).astype(x.dtype)
+
+
+def _soft_pool_fwd(x: jax.Array, cfg: _Config):
+    m, s, r = _training_stats(x, cfg)
+    return (m + r).astype(x.dtype), (x, m, s, r)
+
+
+def _soft_pool_bwd(cfg: _Config, res, g: jax.Array):
+    x, m, s, r = res
+    backward = _block_backward if _is_block(cfg) else _general_backward
+    return (backward(x, cfg, m, s, r, g),)
+
+
+_soft_pool.defvjp(_soft_pool_fwd, _soft_pool_bwd)
+
+
+def soft_pool(
+    x: jax.Array,
+    window_shape: int | Sequence[int],
+    strides: int | Sequence[int] | None = None,
+    padding: PaddingLike = "VALID",
+) -> jax.Array:
+    """SoftPool: softmax-weighted average of each pooling window (paper Eq. 1-2).
+
+    ``out = sum_{i in R} w_i a_i`` with ``w_i = exp(a_i) / sum_{j in R} exp(a_j)``, computed
+    with a per-window max shift (exact and overflow-free for any finite input). The gradient is
+    exact: ``d out / d a_i = w_i (1 + a_i - out)`` (a custom VJP that stores no per-window
+    weights; see the module docstring). Same calling convention as ``flax.linen.max_pool``.
+
+    Args:
+      x: ``(batch, *spatial, features)`` with 1, 2 or 3 spatial dims; float16, bfloat16,
+        float32 or float64.
+      window_shape: window size, an int or one int per spatial dim.
+      strides: step between windows, an int or one int per spatial dim; default ``1`` per dim
+        (as ``flax.linen.max_pool``; pass ``strides=window_shape`` for non-overlapping pooling).
+      padding: ``"VALID"`` (default), ``"SAME"`` (output ``ceil(size / stride)``), an int, or
+        ``(lo, hi)`` pairs per spatial dim. Padded positions get zero weight.
+
+    Returns:
+      ``(batch, *out_spatial, features)`` with ``out = (size + lo + hi - window) // stride + 1``
+      per spatial dim, same dtype as ``x`` (fp16/bf16 are computed in float32 internally).
+
+    Raises:
+      TypeError: ``x`` is not a floating array.
+      ValueError: wrong rank, bad window/stride/padding, window larger than the padded input,
+        or a window that would contain only padding.
+
+    Example:
+      >>> x = jnp.array([[[0.0], [1.0], [2.0], [3.0]]])  # (1, 4, 1)
+      >>> soft_pool(x, (2,), strides=(2,))[0, :, 0]  # e.g. (0 + e) / (1 + e) = 0.731
+      Array([0.7310586, 2.7310586], dtype=float32)
+    """
+    cfg = _resolve(x, window_shape, strides, padding)
+    return _soft_pool(x, cfg)
