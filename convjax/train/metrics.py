@@ -1,0 +1,125 @@
+"""Metric sinks: a JSON-lines file, an optional TensorBoard writer, and running averages.
+
+Every record is one JSON object per line, e.g.
+``{"step": 100, "split": "train", "loss": 0.31, "accuracy": 0.91, "time": 12.3}``, which is
+easy to read back with :func:`read_jsonl` (the quickstart notebook plots from it).
+Only process 0 writes (``enabled=False`` elsewhere).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import numpy as np
+
+
+class MetricsWriter:
+    """Write metric records to ``<workdir>/metrics.jsonl`` and optionally TensorBoard.
+
+    Args:
+      workdir: output directory (created).
+      enabled: write anything at all (process 0 only).
+      tensorboard: also write TensorBoard event files under ``<workdir>/tb`` if
+        ``tensorboardX`` is installed (a warning is printed otherwise).
+      filename: name of the JSON-lines file.
+
+    Example:
+      >>> w = MetricsWriter("runs/x")
+      >>> w.write(10, "train", {"loss": 0.5})
+    """
+
+    def __init__(
+        self,
+        workdir: str,
+        *,
+        enabled: bool = True,
+        tensorboard: bool = False,
+        filename: str = "metrics.jsonl",
+    ) -> None:
+        self.enabled = enabled
+        self.path = os.path.join(workdir, filename)
+        self._tb = None
+        if not enabled:
+            return
+        os.makedirs(workdir, exist_ok=True)
+        if tensorboard:
+            try:
+                from tensorboardX import SummaryWriter
+            except ImportError:
+                print("convjax: tensorboard=True but tensorboardX is not installed; skipping.")
+            else:
+                self._tb = SummaryWriter(os.path.join(workdir, "tb"))
+
+    def write(self, step: int, split: str, values: Mapping[str, float]) -> None:
+        """Append one record ``{"step", "split", **values}`` (floats; non-finite as null)."""
+        if not self.enabled:
+            return
+        record: dict[str, Any] = {"step": int(step), "split": split}
+        for key, value in values.items():
+            value = float(value)
+            record[key] = value if math.isfinite(value) else None
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+        if self._tb is not None:
+            for key, value in values.items():
+                self._tb.add_scalar(f"{split}/{key}", float(value), int(step))
+
+    def close(self) -> None:
+        """Flush and close the TensorBoard writer."""
+        if self._tb is not None:
+            self._tb.close()
+            self._tb = None
+
+
+class Averager:
+    """Running mean of dicts of scalars (host floats or device arrays, fetched lazily).
+
+    Example:
+      >>> avg = Averager(); avg.add({"loss": 1.0}); avg.add({"loss": 3.0}); avg.result()
+      {'loss': 2.0}
+    """
+
+    def __init__(self) -> None:
+        self._items: list[Mapping[str, Any]] = []
+
+    def add(self, values: Mapping[str, Any]) -> None:
+        """Queue one dict of scalars (device arrays are not fetched until :meth:`result`)."""
+        self._items.append(values)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def result(self, reset: bool = True) -> dict[str, float]:
+        """Mean of every key over the queued dicts."""
+        if not self._items:
+            return {}
+        keys = self._items[0].keys()
+        out = {k: float(np.mean([np.asarray(d[k], np.float64) for d in self._items])) for k in keys}
+        if reset:
+            self._items = []
+        return out
+
+
+def read_jsonl(path: str, split: str | None = None) -> list[dict[str, Any]]:
+    """Read the records of a metrics file, optionally only those of one ``split``.
+
+    Example:
+      >>> train = read_jsonl("runs/default/metrics.jsonl", "train")
+      >>> steps, losses = [r["step"] for r in train], [r["loss"] for r in train]
+    """
+    return [r for r in _iter_jsonl(path) if split is None or r.get("split") == split]
+
+
+def _iter_jsonl(path: str) -> Iterator[dict[str, Any]]:
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            line = line.strip()
+            if line:
+                yield json.loads(line)
+
+
+__all__ = ["Averager", "MetricsWriter", "read_jsonl"]
