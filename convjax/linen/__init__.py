@@ -1,6 +1,9 @@
 """Flax Linen modules over :mod:`convjax.ops`, for Linen codebases."""
 
 # --- softpool (issue 3) -------------------------------------------------------------------
+from convjax.linen.soft_pool import SoftPool
+
+# isort: split
 # --- deconv (issue 4) ---------------------------------------------------------------------
 # --- flexconv (issue 5) -------------------------------------------------------------------
 # --- padding module and conv wrapper (issue 6) --------------------------------------------

@@ -1,6 +1,9 @@
 """Flax NNX modules over :mod:`convjax.ops`."""
 
 # --- softpool (issue 3) -------------------------------------------------------------------
+from convjax.nnx.soft_pool import SoftPool
+
+# isort: split
 # --- deconv (issue 4) ---------------------------------------------------------------------
 # --- flexconv (issue 5) -------------------------------------------------------------------
 # isort: split

@@ -55,7 +55,7 @@ from convjax.ops.validation import (
     normalize_tuple,
 )
 
-__all__ = ["soft_pool", "soft_pool_output_shape"]
+__all__ = ["soft_pool", "soft_pool_output_shape", "check_soft_pool_args"]
 
 
 class _Config(NamedTuple):
@@ -103,6 +103,38 @@ def _resolve(
                 f"per window. Use less padding."
             )
     return _Config(window, stride, pads, spatial, out)
+
+
+def check_soft_pool_args(
+    window_shape: int | Sequence[int],
+    strides: int | Sequence[int] | None = None,
+    padding: PaddingLike = "VALID",
+) -> None:
+    """Check pooling arguments that do not depend on the input (for module constructors).
+
+    Raises the same ``ValueError``/``TypeError`` as :func:`soft_pool` would for a bad
+    window, stride or padding, before any input is seen. Input-dependent checks (rank, dtype,
+    window larger than the input) still happen at call time.
+
+    Example:
+      >>> check_soft_pool_args((2, 2), (2, 2), "SAME")
+    """
+    if isinstance(window_shape, (tuple, list)):
+        n = len(window_shape)
+        if not 1 <= n <= 3:
+            raise ValueError(
+                f"`window_shape` must have 1 to 3 entries (one per spatial dim), "
+                f"got {window_shape!r}."
+            )
+    elif isinstance(strides, (tuple, list)):
+        n = len(strides)
+    elif not isinstance(padding, str) and isinstance(padding, (tuple, list)):
+        n = len(padding)
+    else:
+        n = 1
+    window = normalize_tuple(window_shape, n, "window_shape")
+    normalize_tuple(strides, n, "strides", default=(1,) * n)
+    normalize_padding(padding, (max(window),) * n, window, (1,) * n, "padding")
 
 
 def soft_pool_output_shape(

@@ -1,0 +1,69 @@
+"""NNX SoftPool module: a parameter-free wrapper around :func:`convjax.ops.soft_pool`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+from flax import nnx
+
+from convjax.ops.soft_pool import check_soft_pool_args, soft_pool
+from convjax.ops.validation import PaddingLike
+
+__all__ = ["SoftPool"]
+
+
+class SoftPool(nnx.Module):
+    """SoftPool layer (Stergiou et al., ICCV 2021): softmax-weighted pooling of each window.
+
+    Implements ``out = sum_{i in R} w_i a_i`` with ``w_i = exp(a_i) / sum_{j in R} exp(a_j)``
+    (paper Eq. 1-2) with the exact gradient ``w_i (1 + a_i - out)``; max-shifted, so it never
+    overflows. Arguments follow ``flax.linen.max_pool``; see :func:`convjax.ops.soft_pool`.
+
+    The layer has no parameters and no state, so ``train()`` / ``eval()`` do not change it.
+
+    Args:
+      window_shape: window size, an int or one int per spatial dim (1 to 3 dims).
+      strides: step between windows (int or per dim); default 1 per dim, like
+        ``flax.linen.max_pool``. Use ``strides=window_shape`` to downsample.
+      padding: ``"VALID"``, ``"SAME"``, an int or ``(lo, hi)`` pairs; padded positions get
+        zero weight.
+      dtype: compute dtype the input is cast to (None = the input's dtype). fp16/bf16 are
+        still reduced in float32 internally; the output has this dtype.
+
+    Shapes: ``(N, *spatial, C) -> (N, *out_spatial, C)``,
+    ``out = (size + lo + hi - window) // stride + 1`` per spatial dim.
+
+    Example:
+      >>> pool = SoftPool((2, 2), strides=(2, 2))
+      >>> pool(jnp.ones((8, 32, 32, 16))).shape
+      (8, 16, 16, 16)
+    """
+
+    def __init__(
+        self,
+        window_shape: int | Sequence[int],
+        strides: int | Sequence[int] | None = None,
+        padding: PaddingLike = "VALID",
+        *,
+        dtype: Any | None = None,
+    ) -> None:
+        check_soft_pool_args(window_shape, strides, padding)
+        self.window_shape = tuple(window_shape) if isinstance(window_shape, list) else window_shape
+        self.strides = tuple(strides) if isinstance(strides, list) else strides
+        self.padding = _freeze(padding)
+        self.dtype = dtype
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """Pool ``x`` of shape ``(N, *spatial, C)``; see the class docstring."""
+        if self.dtype is not None:
+            x = x.astype(self.dtype)
+        return soft_pool(x, self.window_shape, self.strides, self.padding)
+
+
+def _freeze(padding: PaddingLike) -> PaddingLike:
+    """Lists -> tuples, so the module's static attributes are hashable."""
+    if isinstance(padding, (list, tuple)):
+        return tuple(tuple(p) if isinstance(p, (list, tuple)) else p for p in padding)
+    return padding
