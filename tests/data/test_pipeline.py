@@ -235,3 +235,22 @@ def test_make_loaders_argument_errors():
         make_loaders("digits", global_batch_size=2048, **kwargs)
     with pytest.raises(TypeError, match="data config must be"):
         make_loaders(3.5, global_batch_size=8, **kwargs)
+
+
+def test_plain_record_sources_work(toy):
+    """Any object with len() and [i] -> {"image", "label"} works (no get_batch needed)."""
+    source, info = toy
+
+    class ListSource:
+        def __len__(self):
+            return len(source)
+
+        def __getitem__(self, i):
+            return {"image": source.images[i], "label": int(source.labels[i])}
+
+    t = ImageTransform(info, train=True, crop_padding=1, flip=True)
+    a, _ = train_dataset(ListSource(), t, seed=2, batch_size=8, read_options=SYNC)
+    b, _ = train_dataset(source, t, seed=2, batch_size=8, read_options=SYNC)
+    for x, y in zip(_batches(iter(a), 3), _batches(iter(b), 3)):
+        np.testing.assert_array_equal(x["image"], y["image"])
+        np.testing.assert_array_equal(x["label"], y["label"])

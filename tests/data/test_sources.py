@@ -1,6 +1,7 @@
 """Sources: embedded digits, IDX files, TFDS through tfds.data_source, spec strings, errors."""
 
 import gzip
+import os
 import struct
 import sys
 from collections import Counter
@@ -273,3 +274,40 @@ def test_tfds_errors_name_the_dataset(tmp_path):
     _error(lambda: load_dataset("tfds:no_such_dataset_xyz"), "tfds:no_such_dataset_xyz")
     message = _error(lambda: load_dataset("tfds:mnist", data_dir=str(tmp_path)), "tfds:mnist")
     assert "not prepared" in message and str(tmp_path) in message
+
+
+def test_tfds_records_are_checked_as_they_are_read():
+    from convjax.data import TfdsSource
+
+    records = [
+        {"image": np.zeros((4, 4, 1), np.uint8), "label": 3},
+        {"image": np.zeros((4, 4, 1), np.uint8), "label": 12},
+        {"image": np.zeros((4, 5, 1), np.uint8), "label": 0},
+        {"image": np.zeros((4, 4, 1), np.float32), "label": 0},
+        {"pixels": np.zeros((4, 4, 1), np.uint8), "label": 0},
+    ]
+    src = TfdsSource(
+        records,
+        name="tfds:fake",
+        split="train",
+        image_key="image",
+        label_key="label",
+        image_shape=(4, 4, 1),
+        num_classes=10,
+    )
+    assert src[0]["label"] == 3 and len(src) == 5
+    _error(lambda: src[1], "tfds:fake", "record 1", "'train'", "label 12 is out of range")
+    _error(lambda: src[2], "record 2", "(4, 5, 1)")
+    _error(lambda: src[3], "record 3", "uint8")
+    _error(lambda: src[4], "record 4", "no feature")
+
+
+@pytest.mark.skipif(
+    not os.path.isdir("/usr/share/datasets/fashion-mnist"),
+    reason="Debian package dataset-fashion-mnist not installed",
+)
+def test_debian_fashion_mnist_directory():
+    ds = load_dataset("idx:/usr/share/datasets/fashion-mnist")
+    assert (len(ds.train), len(ds.test), ds.info.image_shape) == (60000, 10000, (28, 28, 1))
+    np.testing.assert_allclose(ds.info.mean, [0.2860], atol=1e-3)
+    np.testing.assert_allclose(ds.info.std, [0.3530], atol=1e-3)
