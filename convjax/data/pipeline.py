@@ -19,9 +19,13 @@ global batch ``G = P * B``, ``S = n // G`` steps per epoch):
 * global batch ``s`` of epoch ``e`` is ``perm_e[s * G : (s + 1) * G]``; process ``p`` reads only
   its contiguous slice ``[p * B, (p + 1) * B)`` of it. Concatenating the process batches in
   process order gives exactly the global batch that one process with batch ``G`` would read;
-* augmentation draws come from a generator seeded by ``(seed, epoch, position)``, so the
-  stream is a pure function of ``(seed, step)``: independent of ``P``, of thread timing, and
-  of where it was resumed.
+* augmentation draws for global batch ``s`` come from one generator seeded by
+  ``(seed, e, s)``, drawn for all ``G`` examples and sliced per process, so the stream is a
+  pure function of ``(seed, step)``: independent of ``P``, of thread timing, and of where it
+  was resumed;
+* each element of the ``grain.MapDataset`` is one per-process batch (read, augmented and
+  normalised vectorised, ~10x faster on CPU than per-example maps); ``to_iter_dataset``
+  prefetches batches in reader threads and its iterator state is the next step number.
 
 Evaluation covers the split exactly once: ``ceil(n / G)`` batches on every process (the same
 count everywhere, so cross-host collectives line up); positions past ``n`` are padding with
