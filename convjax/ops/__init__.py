@@ -12,6 +12,20 @@ from convjax.ops.soft_pool import soft_pool, soft_pool_output_shape
 
 # isort: split
 # --- deconv (issue 4) ---------------------------------------------------------------------
+from convjax.ops.deconv import (
+    DeconvStats,
+    deconv_block_size,
+    deconv_conv,
+    deconv_conv_eval,
+    deconv_dense,
+    deconv_dense_eval,
+    deconv_patches,
+    deconv_statistics,
+    fold_deconv,
+    init_deconv_stats,
+    isqrt_newton_schulz,
+)
+
 # --- flexconv (issue 5) -------------------------------------------------------------------
 # isort: split
 from convjax.ops.fft_conv import (
