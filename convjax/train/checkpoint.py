@@ -6,11 +6,17 @@ as a nested dict of arrays (``flax.serialization.to_state_dict``), plus the data
 state (``iterator.get_state()``, e.g. a grain ``DatasetIterator``) as JSON. Restoring both
 continues a run exactly where the checkpoint was taken: on CPU a killed-and-resumed run ends
 bit-identical to an uninterrupted one.
+
+With several processes (``jax.distributed``) only process 0 touches the checkpoint
+directory: it writes (the host copy is the same on every process) and, on restore, reads and
+broadcasts the state and data position to the other processes. So resuming needs no shared
+file system between hosts, and there are no orbax barriers the other processes could miss.
 """
 
 from __future__ import annotations
 
 import base64
+import json
 import os
 from typing import Any
 
@@ -65,6 +71,33 @@ def _fill_from(template: Any, restored: Any) -> Any:
     return value.astype(np.asarray(template).dtype)
 
 
+def _broadcast_from_primary(template: Any, restored: tuple[Any, Any] | None) -> Any:
+    """Send process 0's ``restored`` (``(state, data_state)`` or ``None``) to all processes.
+
+    Every process passes a ``template`` of the same structure; the result has host numpy
+    leaves with the template's dtypes.
+    """
+    from jax.experimental import multihost_utils
+
+    primary = jax.process_index() == 0
+    found = multihost_utils.broadcast_one_to_all(np.int32(restored is not None and primary))
+    if not int(found):
+        return None
+    host_template = jax.device_get(template)
+    source = restored[0] if primary and restored is not None else host_template
+    state = multihost_utils.broadcast_one_to_all(source)
+    state = jax.tree.map(
+        lambda x, t: np.asarray(x).astype(np.asarray(t).dtype), state, host_template
+    )
+    payload = b""
+    if primary and restored is not None:
+        payload = json.dumps(_encode_data_state(restored[1])).encode("utf-8")
+    size = int(multihost_utils.broadcast_one_to_all(np.int32(len(payload))))
+    buffer = np.frombuffer(payload, np.uint8) if primary else np.zeros(size, np.uint8)
+    data = np.asarray(multihost_utils.broadcast_one_to_all(buffer)).astype(np.uint8)
+    return state, _decode_data_state(json.loads(data.tobytes().decode("utf-8")))
+
+
 class Checkpointer:
     """Save / restore ``(train state, data iterator state)`` with an orbax CheckpointManager.
 
@@ -72,7 +105,8 @@ class Checkpointer:
       directory: checkpoint root (created if missing); step ``s`` goes to ``directory/s``.
       max_to_keep: number of most recent checkpoints kept.
       enabled: write checkpoints (``False`` on processes other than 0 when each process
-        would write the same host copy; restoring still works everywhere).
+        would write the same host copy; restoring still works everywhere). With several
+        processes only process 0 ever opens the directory (see the module docstring).
 
     Example:
       >>> ckpt = Checkpointer("runs/x/checkpoints")
@@ -82,16 +116,23 @@ class Checkpointer:
 
     def __init__(self, directory: str, *, max_to_keep: int = 2, enabled: bool = True) -> None:
         self.directory = os.path.abspath(directory)
-        self.enabled = enabled
+        self.multiprocess = jax.process_count() > 1
+        primary = jax.process_index() == 0
+        self.enabled = enabled and primary if self.multiprocess else enabled
+        # Host numpy copies are identical on every process: process 0 alone writes. With
+        # several processes the manager lives on process 0 only (no cross-process barriers).
+        mp_options = ocp.options.MultiprocessingOptions(
+            primary_host=0, active_processes={0} if self.multiprocess else None
+        )
         options = ocp.CheckpointManagerOptions(
             max_to_keep=max_to_keep,
-            create=enabled,
+            create=self.enabled,
             enable_async_checkpointing=False,
-            # Host numpy copies are identical on every process: process 0 alone writes.
-            multiprocessing_options=ocp.options.MultiprocessingOptions(primary_host=0),
+            multiprocessing_options=mp_options,
         )
         self._manager: ocp.CheckpointManager | None = None
-        if enabled or os.path.isdir(self.directory):
+        may_open = primary or not self.multiprocess
+        if may_open and (self.enabled or os.path.isdir(self.directory)):
             self._manager = ocp.CheckpointManager(self.directory, options=options)
 
     def latest_step(self) -> int | None:
@@ -114,8 +155,14 @@ class Checkpointer:
         """Restore the newest (or given) checkpoint into the structure of ``template``.
 
         Returns ``(state, data_state)`` with host numpy leaves, or ``None`` if there is no
-        checkpoint.
+        checkpoint. With several processes every process must call it: process 0 reads and
+        broadcasts.
         """
+        if self.multiprocess:
+            return _broadcast_from_primary(template, self._restore_local(template, step))
+        return self._restore_local(template, step)
+
+    def _restore_local(self, template: Any, step: int | None) -> tuple[Any, Any] | None:
         if self._manager is None:
             return None
         step = self._manager.latest_step() if step is None else step

@@ -16,6 +16,8 @@ from these parts over all devices of all processes.
 from __future__ import annotations
 
 import os
+import socket
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -30,29 +32,189 @@ from convjax.ops.validation import check_choice
 BACKENDS = ("pmap", "shard_map")
 
 
+#: Environment variables read when the config / command line leave a field unset.
+ENV_COORDINATOR_ADDRESS = "JAX_COORDINATOR_ADDRESS"
+ENV_NUM_PROCESSES = "JAX_NUM_PROCESSES"
+ENV_PROCESS_ID = "JAX_PROCESS_ID"
+
+
+class DistributedError(RuntimeError):
+    """The multi-process setup failed (e.g. the coordinator cannot be reached)."""
+
+
+def _env_int(name: str) -> int | None:
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"environment variable {name}={value!r} is not an integer.") from None
+
+
+def distributed_settings(dist: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Resolve the multi-process settings from ``config.distributed`` and the environment.
+
+    A config field that is unset (``""``, ``0`` processes, ``-1`` process id) is taken from
+    ``JAX_COORDINATOR_ADDRESS`` / ``JAX_NUM_PROCESSES`` / ``JAX_PROCESS_ID``. Multi-process
+    mode is on if ``dist["initialize"]`` is true or any of these is set; otherwise the run is
+    a single host and ``jax.distributed`` is not touched.
+
+    Returns:
+      ``{"initialize", "coordinator_address", "num_processes", "process_id",
+      "initialization_timeout", "heartbeat_timeout"}`` (``None`` = let JAX auto-detect,
+      e.g. on TPU pods, SLURM or Open MPI).
+
+    Example:
+      >>> os.environ["JAX_NUM_PROCESSES"] = "2"
+      >>> distributed_settings({"process_id": 1})["num_processes"]
+      2
+    """
+    dist = dist.to_dict() if hasattr(dist, "to_dict") else dict(dist or {})
+    address = (
+        str(dist.get("coordinator_address") or "")
+        or os.environ.get(ENV_COORDINATOR_ADDRESS, "").strip()
+    )
+    num_processes = int(dist.get("num_processes") or 0) or _env_int(ENV_NUM_PROCESSES)
+    process_id = dist.get("process_id")
+    process_id = int(process_id) if process_id is not None and int(process_id) >= 0 else None
+    if process_id is None:
+        process_id = _env_int(ENV_PROCESS_ID)
+    if num_processes is not None and num_processes < 1:
+        raise ValueError(f"num_processes must be >= 1, got {num_processes}.")
+    if process_id is not None and num_processes is not None and not 0 <= process_id < num_processes:
+        raise ValueError(
+            f"process_id must be in [0, num_processes={num_processes}), got {process_id}."
+        )
+    enabled = bool(dist.get("initialize", False)) or bool(
+        address or num_processes is not None or process_id is not None
+    )
+    return {
+        "initialize": enabled,
+        "coordinator_address": address or None,
+        "num_processes": num_processes,
+        "process_id": process_id,
+        "initialization_timeout": int(dist.get("initialization_timeout") or 300),
+        "heartbeat_timeout": int(dist.get("heartbeat_timeout") or 100),
+    }
+
+
+def _split_address(address: str) -> tuple[str, int]:
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise ValueError(
+            f"coordinator_address must be 'host:port', got {address!r} (e.g. '10.0.0.1:1234')."
+        )
+    return host.strip("[]"), int(port)
+
+
+def wait_for_coordinator(address: str, timeout: float, *, interval: float = 0.25) -> None:
+    """Block until a TCP connection to ``address`` ("host:port") succeeds.
+
+    Raises :class:`DistributedError` naming the address if nothing accepts a connection
+    within ``timeout`` seconds (the coordinator process is not running, is still starting
+    past the timeout, or a firewall blocks the port).
+
+    Example:
+      >>> wait_for_coordinator("127.0.0.1:1234", timeout=30)
+    """
+    host, port = _split_address(address)
+    deadline = time.monotonic() + timeout
+    last_error: OSError | None = None
+    while True:
+        remaining = deadline - time.monotonic()
+        try:
+            with socket.create_connection((host, port), timeout=max(min(remaining, 2.0), 0.1)):
+                return
+        except OSError as err:
+            last_error = err
+        if time.monotonic() + interval > deadline:
+            break
+        time.sleep(interval)
+    raise DistributedError(
+        f"could not reach the coordinator at {address} within {timeout:g} s ({last_error}). "
+        "Is process 0 running, and does coordinator_address / JAX_COORDINATOR_ADDRESS name "
+        "its host and a free, reachable port?"
+    )
+
+
 def initialize(
     coordinator_address: str | None = None,
     num_processes: int | None = None,
     process_id: int | None = None,
     *,
     initialization_timeout: int = 300,
+    heartbeat_timeout: int = 100,
 ) -> None:
     """Call ``jax.distributed.initialize`` (before any other JAX call), once.
 
-    Arguments left ``None`` are taken from the environment the way JAX does (cluster
-    auto-detection: TPU pods, SLURM, Open MPI, ``JAX_COORDINATOR_ADDRESS`` ...).
+    Arguments left ``None`` are taken from ``JAX_COORDINATOR_ADDRESS`` / ``JAX_NUM_PROCESSES``
+    / ``JAX_PROCESS_ID``, then from JAX's cluster auto-detection (TPU pods, SLURM, Open
+    MPI). CPU collectives use gloo (unless ``JAX_CPU_COLLECTIVES_IMPLEMENTATION`` says
+    otherwise), so N local CPU processes form one data-parallel job over loopback.
+
+    Failure is bounded: a process other than 0 first checks that the coordinator accepts
+    connections and raises :class:`DistributedError` after ``initialization_timeout``
+    seconds if it does not; once connected, a peer that stops sending heartbeats for
+    ``heartbeat_timeout`` seconds makes JAX terminate every process with an error.
 
     Example:
       >>> initialize("10.0.0.1:1234", num_processes=2, process_id=0)
     """
-    kwargs: dict[str, Any] = {"initialization_timeout": initialization_timeout}
-    if coordinator_address:
-        kwargs["coordinator_address"] = coordinator_address
-    if num_processes is not None and num_processes > 0:
-        kwargs["num_processes"] = int(num_processes)
-    if process_id is not None and process_id >= 0:
-        kwargs["process_id"] = int(process_id)
+    settings = distributed_settings(
+        {
+            "coordinator_address": coordinator_address or "",
+            "num_processes": num_processes or 0,
+            "process_id": -1 if process_id is None else process_id,
+        }
+    )
+    address = settings["coordinator_address"]
+    num_processes, process_id = settings["num_processes"], settings["process_id"]
+    if not os.environ.get("JAX_CPU_COLLECTIVES_IMPLEMENTATION"):
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    kwargs: dict[str, Any] = {
+        "initialization_timeout": int(initialization_timeout),
+        "heartbeat_timeout_seconds": int(heartbeat_timeout),
+    }
+    if address:
+        kwargs["coordinator_address"] = address
+    if num_processes is not None:
+        kwargs["num_processes"] = num_processes
+    if process_id is not None:
+        kwargs["process_id"] = process_id
+    who = f"process {'?' if process_id is None else process_id}/{num_processes or '?'}"
+    print(
+        f"convjax: {who} joining coordinator {address or '(auto-detected)'} "
+        f"(timeout {initialization_timeout} s)",
+        flush=True,
+    )
+    if address and process_id not in (None, 0):
+        wait_for_coordinator(address, initialization_timeout)
     jax.distributed.initialize(**kwargs)
+
+
+def setup_distributed(dist: Mapping[str, Any] | None = None) -> bool:
+    """Initialize ``jax.distributed`` if the config or the environment asks for it.
+
+    Returns True when the run is multi-process (``jax.distributed`` initialized, now or
+    before). Call it before any other JAX call. See :func:`distributed_settings`.
+
+    Example:
+      >>> setup_distributed(config.distributed)   # no-op on a single host
+    """
+    settings = distributed_settings(dist)
+    if jax.distributed.is_initialized():
+        return True
+    if not settings["initialize"]:
+        return False
+    initialize(
+        settings["coordinator_address"],
+        settings["num_processes"],
+        settings["process_id"],
+        initialization_timeout=settings["initialization_timeout"],
+        heartbeat_timeout=settings["heartbeat_timeout"],
+    )
+    return True
 
 
 def is_primary() -> bool:
@@ -182,4 +344,14 @@ class DataParallel:
         return jax.jit(mapped, donate_argnums=donate)
 
 
-__all__ = ["BACKENDS", "DataParallel", "env_flag", "initialize", "is_primary"]
+__all__ = [
+    "BACKENDS",
+    "DataParallel",
+    "DistributedError",
+    "distributed_settings",
+    "env_flag",
+    "initialize",
+    "is_primary",
+    "setup_distributed",
+    "wait_for_coordinator",
+]

@@ -29,7 +29,7 @@ from flax import nnx
 
 from convjax.ops.validation import check_choice
 from convjax.train.checkpoint import Checkpointer
-from convjax.train.distributed import DataParallel, initialize, is_primary
+from convjax.train.distributed import DataParallel, is_primary, setup_distributed
 from convjax.train.metrics import Averager, MetricsWriter
 from convjax.train.optim import make_padding_optimizer, make_task_optimizer, param_labels
 from convjax.train.state import TrainState, create_train_state, split_model
@@ -154,13 +154,8 @@ def train(
       True
     """
     t_start = time.perf_counter()
-    dist = _get(config, "distributed", {})
-    if _get(dist, "initialize", False) and not jax.distributed.is_initialized():
-        initialize(
-            _get(dist, "coordinator_address", "") or None,
-            int(_get(dist, "num_processes", 0)) or None,
-            int(_get(dist, "process_id", -1)),
-        )
+    # Multi-process if config.distributed or JAX_COORDINATOR_ADDRESS/... ask for it.
+    setup_distributed(_get(config, "distributed", {}))
     workdir = os.path.abspath(workdir or config.workdir)
     primary = is_primary()
     dp = DataParallel(_get(config, "parallel", "pmap"))

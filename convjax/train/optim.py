@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from convjax.nnx import MaskParam
 from convjax.ops.validation import check_choice
 
 #: Optimizer names accepted by :func:`make_task_optimizer` and :func:`make_padding_optimizer`.
@@ -31,15 +32,6 @@ SCHEDULES = ("cosine", "constant")
 #: Label of ordinary parameters and of FlexConv mask parameters in the label tree.
 DEFAULT_GROUP = "default"
 MASK_GROUP = "mask"
-
-
-def _mask_param_type() -> type | None:
-    """``convjax.nnx.MaskParam`` if the FlexConv module is available, else ``None``."""
-    try:
-        from convjax.nnx import MaskParam
-    except ImportError:
-        return None
-    return MaskParam
 
 
 def _cfg(config: Any, name: str, default: Any) -> Any:
@@ -56,7 +48,7 @@ def param_labels(params_state: nnx.State, mask_type: type | None = None) -> dict
       params_state: the ``nnx.State`` of a model's ``nnx.Param`` variables (with Variable
         objects, i.e. before ``nnx.to_pure_dict``).
       mask_type: the Variable type of the reduced-learning-rate group; default
-        ``convjax.nnx.MaskParam`` when it exists.
+        ``convjax.nnx.MaskParam`` (FlexConv's mask mu / sigma).
 
     Returns:
       A nested dict with the same keys as ``nnx.to_pure_dict(params_state)`` whose leaves are
@@ -66,13 +58,13 @@ def param_labels(params_state: nnx.State, mask_type: type | None = None) -> dict
       >>> labels = param_labels(nnx.state(model, nnx.Param))
     """
     if mask_type is None:
-        mask_type = _mask_param_type()
+        mask_type = MaskParam
     labels: dict = {}
     for path, var in nnx.to_flat_state(params_state):
         node = labels
         for key in path[:-1]:
             node = node.setdefault(key, {})
-        is_mask = mask_type is not None and isinstance(var, mask_type)
+        is_mask = isinstance(var, mask_type)
         node[path[-1]] = MASK_GROUP if is_mask else DEFAULT_GROUP
     return labels
 

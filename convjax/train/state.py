@@ -26,17 +26,12 @@ import numpy as np
 import optax
 from flax import nnx, struct
 
-
-def pad_param_type() -> type:
-    """``convjax.nnx.PadParam`` (the learned-padding Variable type)."""
-    from convjax.nnx.padding import PadParam
-
-    return PadParam
+from convjax.nnx import PadParam
 
 
 def stats_filter() -> nnx.filterlib.Filter:
     """Filter of the ``stats`` group: not Param, PadParam, RNG state or intermediates."""
-    return nnx.Not(nnx.Any(nnx.Param, pad_param_type(), nnx.RngState, nnx.Intermediate))
+    return nnx.Not(nnx.Any(nnx.Param, PadParam, nnx.RngState, nnx.Intermediate))
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -96,7 +91,7 @@ def split_model(model: nnx.Module) -> tuple[ModelDef, dict, dict, dict, nnx.Stat
     Example:
       >>> model_def, params, pad_params, stats, param_state = split_model(model)
     """
-    filters = (nnx.Param, pad_param_type(), nnx.RngState, stats_filter())
+    filters = (nnx.Param, PadParam, nnx.RngState, stats_filter())
     model.eval()
     eval_graph, *_ = nnx.split(model, *filters)
     model.train()
@@ -146,7 +141,6 @@ __all__ = [
     "ModelDef",
     "TrainState",
     "create_train_state",
-    "pad_param_type",
     "split_model",
     "stats_filter",
     "to_host",

@@ -24,24 +24,11 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from convjax.nnx import pop_padding_losses, total_aliasing_penalty
 from convjax.train.state import ModelDef, TrainState, stats_filter
 
 Batch = dict[str, jax.Array]
 Metrics = dict[str, jax.Array]
-
-
-def _padding_losses(model: nnx.Module) -> jax.Array:
-    from convjax.nnx.padding import pop_padding_losses
-
-    return pop_padding_losses(model)
-
-
-def _aliasing_penalty(model: nnx.Module) -> jax.Array:
-    try:
-        from convjax.nnx import total_aliasing_penalty
-    except ImportError:  # FlexConv not installed in this checkout: no FlexConv layers either.
-        return jnp.zeros((), jnp.float32)
-    return total_aliasing_penalty(model)
 
 
 def step_key(base: jax.Array, step: jax.Array, axis_name: str | None) -> jax.Array:
@@ -57,9 +44,57 @@ def _reseed(model: nnx.Module, tags: tuple[str, ...], key: jax.Array) -> None:
         nnx.reseed(model, **{tag: jax.random.fold_in(key, i) for i, tag in enumerate(tags)})
 
 
+def _global_norm(tree: Any) -> jax.Array:
+    """``sqrt(sum of squares)`` over every leaf of ``tree`` (float32)."""
+    squares = [jnp.sum(jnp.square(x.astype(jnp.float32))) for x in jax.tree.leaves(tree)]
+    return jnp.sqrt(sum(squares, jnp.zeros((), jnp.float32)))
+
+
 def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
     """Per-example softmax cross entropy in float32: ``-log softmax(logits)[label]``."""
     return optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels)
+
+
+def make_loss_fn(
+    model_def: ModelDef, *, compute_dtype: Any = None, aliasing_weight: float = 1.0
+) -> Callable[..., tuple[jax.Array, tuple[dict, Metrics]]]:
+    """Per-device loss ``loss_fn(params, pad_params, stats, batch, key) -> (total, aux)``.
+
+    ``total = mean_i CE(f(x_i), y_i) + pop_padding_losses(model) + aliasing_weight *
+    total_aliasing_penalty(model)`` with the model in train mode, its RNG streams reseeded
+    from ``key``. ``aux = (new_stats, metrics)``: the statistics after the forward pass and
+    the per-device ``loss`` (task), ``accuracy``, ``padding_loss``, ``aliasing_penalty``,
+    ``total_loss``. Differentiate w.r.t. ``(params, pad_params)``: the task loss gives exact
+    zeros on ``pad_params`` and the padding losses exact zeros on ``params``.
+
+    Example:
+      >>> loss_fn = make_loss_fn(model_def)
+      >>> grads = jax.grad(loss_fn, argnums=(0, 1), has_aux=True)(p, pp, s, batch, key)[0]
+    """
+
+    def loss_fn(params: dict, pad_params: dict, stats: dict, batch: Batch, key: jax.Array):
+        model = model_def.merge(params, pad_params, stats, train=True)
+        _reseed(model, model_def.rng_tags, key)
+        images = batch["image"]
+        if compute_dtype is not None:
+            images = images.astype(compute_dtype)
+        logits = model(images)
+        task_loss = cross_entropy(logits, batch["label"]).mean()
+        pad_loss = jnp.asarray(pop_padding_losses(model), jnp.float32)
+        penalty = jnp.asarray(total_aliasing_penalty(model), jnp.float32)
+        total = task_loss + pad_loss + aliasing_weight * penalty
+        new_stats = nnx.to_pure_dict(nnx.state(model, stats_filter()))
+        accuracy = jnp.mean((jnp.argmax(logits, -1) == batch["label"]).astype(jnp.float32))
+        metrics = {
+            "loss": task_loss,
+            "accuracy": accuracy,
+            "padding_loss": pad_loss,
+            "aliasing_penalty": penalty,
+            "total_loss": total,
+        }
+        return total, (new_stats, metrics)
+
+    return loss_fn
 
 
 def make_train_step(
@@ -95,28 +130,7 @@ def make_train_step(
       >>> p_step = jax.pmap(step, axis_name="batch")
     """
 
-    def loss_fn(params: dict, pad_params: dict, stats: dict, batch: Batch, key: jax.Array):
-        model = model_def.merge(params, pad_params, stats, train=True)
-        _reseed(model, model_def.rng_tags, key)
-        images = batch["image"]
-        if compute_dtype is not None:
-            images = images.astype(compute_dtype)
-        logits = model(images)
-        task_loss = cross_entropy(logits, batch["label"]).mean()
-        pad_loss = jnp.asarray(_padding_losses(model), jnp.float32)
-        penalty = jnp.asarray(_aliasing_penalty(model), jnp.float32)
-        total = task_loss + pad_loss + aliasing_weight * penalty
-        new_stats = nnx.to_pure_dict(nnx.state(model, stats_filter()))
-        accuracy = jnp.mean((jnp.argmax(logits, -1) == batch["label"]).astype(jnp.float32))
-        metrics = {
-            "loss": task_loss,
-            "accuracy": accuracy,
-            "padding_loss": pad_loss,
-            "aliasing_penalty": penalty,
-            "total_loss": total,
-        }
-        return total, (new_stats, metrics)
-
+    loss_fn = make_loss_fn(model_def, compute_dtype=compute_dtype, aliasing_weight=aliasing_weight)
     grad_fn = jax.grad(loss_fn, argnums=(0, 1), has_aux=True)
 
     def train_step(state: TrainState, batch: Batch) -> tuple[TrainState, Metrics]:
@@ -130,7 +144,7 @@ def make_train_step(
         params = optax.apply_updates(state.params, updates)
         pad_updates, opt_pad = tx_pad.update(g_pad, state.opt_pad, state.pad_params)
         pad_params = optax.apply_updates(state.pad_params, pad_updates)
-        metrics["grad_norm"] = optax.global_norm(g_task)
+        metrics["grad_norm"] = _global_norm(g_task)
         lr = schedule(state.step) if schedule is not None else 0.0
         metrics["learning_rate"] = jnp.asarray(lr, jnp.float32)
         new_state = state.replace(
@@ -167,7 +181,7 @@ def make_eval_step(
         if compute_dtype is not None:
             images = images.astype(compute_dtype)
         logits = model(images)
-        _padding_losses(model)  # eval records nothing we need; keep the model clean
+        pop_padding_losses(model)  # eval records nothing we need; keep the model clean
         labels = batch["label"]
         mask = batch.get("mask")
         mask = jnp.ones(labels.shape, jnp.float32) if mask is None else mask.astype(jnp.float32)
@@ -184,4 +198,10 @@ def make_eval_step(
     return eval_step
 
 
-__all__ = ["cross_entropy", "make_eval_step", "make_train_step", "step_key"]
+__all__ = [
+    "cross_entropy",
+    "make_eval_step",
+    "make_loss_fn",
+    "make_train_step",
+    "step_key",
+]
