@@ -334,6 +334,9 @@ def _general_stats(x: jax.Array, cfg: _Config):
     slices = [_offset_slice(xp, cfg, off) for off in offs]
     masks = [_offset_mask(cfg, off) for off in offs]
     m = functools.reduce(jnp.maximum, [_masked_max(xs, mk) for xs, mk in zip(slices, masks)])
+    # Materialise the window max once: otherwise XLA re-computes the prod(window)-way max
+    # inside every consumer fusion, reading the input prod(window)^2 times.
+    m = lax.optimization_barrier(m)
     s = jnp.zeros_like(m)
     q = jnp.zeros_like(m)
     for xs, mk in zip(slices, masks):
@@ -345,23 +348,54 @@ def _general_stats(x: jax.Array, cfg: _Config):
 
 
 def _general_backward(x: jax.Array, cfg: _Config, m, s, r, g: jax.Array) -> jax.Array:
+    """Scatter each offset's contribution ``g / s * e_i (1 + d_i - r)`` back to the input.
+
+    Polyphase form (no interior padding, no input-sized term per offset): the padded position
+    ``p = q * stride + rho`` (``0 <= rho < stride`` per dim) receives from the window offsets
+    ``off = rho + t * stride < window``, from output ``j = q - t``. So each residue class
+    ``rho`` is a sum of output-sized arrays shifted by ``t``; the classes are then interleaved
+    with one reshape.
+    """
     ct = _compute_dtype(x.dtype)
     xp = _pad_input(x.astype(ct), cfg)
     floor = _d_floor(ct)
     scale = g.astype(ct) / s
     zero = jnp.zeros((), ct)
-    gp = None
+    padded = xp.shape[1:-1]
+    classes = tuple(-(-p // st) for p, st in zip(padded, cfg.strides))  # Q = ceil(P / stride)
+    batch, feat = xp.shape[0], xp.shape[-1]
+    phase_sums = {}
     for off in _offsets(cfg):
         d = _shifted(_offset_slice(xp, cfg, off), m, _offset_mask(cfg, off), floor)
         c = scale * jnp.exp(d) * (1.0 + d - r)
-        # Scatter back: output j of this offset read padded position off + j * stride, so
-        # interior padding (stride - 1) plus edge padding puts c there and zeros elsewhere.
+        rho = tuple(o_ % st for o_, st in zip(off, cfg.strides))
+        # Class array index q = j + t: shift by t = off // stride, fill to Q (crop if negative).
         config = [(0, 0, 0)]
-        for o_, o, st, p in zip(off, cfg.out_spatial, cfg.strides, xp.shape[1:-1]):
-            config.append((o_, p - 1 - (o_ + (o - 1) * st), st - 1))
+        for o_, o, st, q in zip(off, cfg.out_spatial, cfg.strides, classes):
+            t = o_ // st
+            config.append((t, q - o - t, 0))
         config.append((0, 0, 0))
         term = lax.pad(c, zero, config)
-        gp = term if gp is None else gp + term
+        phase_sums[rho] = term if rho not in phase_sums else phase_sums[rho] + term
+    empty = jnp.zeros((batch, *classes, feat), ct)
+    # Interleave: (N, Q1, s1, Q2, s2, ..., C) -> (N, Q1 * s1, Q2 * s2, ..., C).
+    n = len(cfg.window)
+    stacked = jnp.stack(
+        [
+            phase_sums.get(rho, empty)
+            for rho in itertools.product(*(range(st) for st in cfg.strides))
+        ],
+        axis=-2,
+    ).reshape(batch, *classes, *cfg.strides, feat)
+    perm = [0]
+    for d in range(n):
+        perm += [1 + d, 1 + n + d]
+    perm.append(2 * n + 1)
+    gp = stacked.transpose(perm).reshape(
+        batch, *(q * st for q, st in zip(classes, cfg.strides)), feat
+    )
+    if gp.shape[1:-1] != padded:
+        gp = lax.slice(gp, (0,) * gp.ndim, (batch, *padded, feat))
     return _unpad(gp, cfg).astype(x.dtype)
 
 

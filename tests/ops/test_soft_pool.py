@@ -294,9 +294,10 @@ def test_pmap_over_devices_equals_single_call(num_devices):
     np.testing.assert_allclose(np.asarray(gp).reshape(g1.shape), np.asarray(g1), atol=1e-6)
 
 
-def test_vmap_over_extra_batch_axis():
+@pytest.mark.parametrize("k,s", [((2, 2), (2, 2)), ((3, 3), (2, 2))], ids=["block", "overlap"])
+def test_vmap_over_extra_batch_axis(k, s):
     x = jnp.asarray(np.random.default_rng(9).normal(size=(3, 2, 5, 5, 2)), jnp.float32)
-    f = lambda a: soft_pool(a, (2, 2), (2, 2), "SAME")
+    f = lambda a: soft_pool(a, k, s, "SAME")
     yv = jax.vmap(f)(x)
     np.testing.assert_allclose(np.asarray(yv), np.stack([np.asarray(f(a)) for a in x]), atol=1e-6)
     gv = jax.vmap(jax.grad(lambda a: jnp.sum(f(a) ** 2)))(x)
