@@ -25,7 +25,7 @@ from ml_collections import config_flags
 
 #: Directory of the configs shipped with convjax.
 CONFIG_DIR = pathlib.Path(__file__).resolve().parent / "configs"
-COMMANDS = ("train", "configs", "models")
+COMMANDS = ("train", "configs", "models", "launch")
 
 USAGE = """usage: convjax <command> [flags]
 
@@ -33,9 +33,16 @@ commands:
   train     --config=<file or shipped name> [--config.<field>=<value> ...] [--workdir=<dir>]
   configs   list the configs shipped in convjax/configs
   models    list the model names accepted by --config.model
+  launch    [--processes N] [--devices-per-process D] [--port P] -- <command>
+            run a command as N local JAX processes (multi-host on one machine)
+
+multi-host flags of train (default: the JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and
+JAX_PROCESS_ID environment variables, else JAX's auto-detection, else a single host):
+  --coordinator_address=<host:port> --num_processes=<N> --process_id=<i>
 
 example:
   convjax train --config=convjax/configs/default.py --config.num_epochs=5
+  convjax launch --processes 2 -- train --config=default
 """
 
 
@@ -88,6 +95,11 @@ def parse_args(argv: Sequence[str]) -> tuple[str, Any, str | None]:
     flags.DEFINE_string(
         "workdir", None, "output directory (default: config.workdir)", flag_values=fv
     )
+    flags.DEFINE_string(
+        "coordinator_address", None, "multi-host: host:port of process 0", flag_values=fv
+    )
+    flags.DEFINE_integer("num_processes", None, "multi-host: number of processes", flag_values=fv)
+    flags.DEFINE_integer("process_id", None, "multi-host: this process's id", flag_values=fv)
     positional = fv(args)[1:]
     if not positional:
         raise ValueError(f"a command is required, one of {list(COMMANDS)}.\n\n{USAGE}")
@@ -100,7 +112,53 @@ def parse_args(argv: Sequence[str]) -> tuple[str, Any, str | None]:
     config = fv.config
     if command == "train" and config is None:
         raise ValueError(f"`convjax train` needs --config=<file>.\n\n{USAGE}")
+    _apply_distributed_flags(config, fv.coordinator_address, fv.num_processes, fv.process_id)
     return command, config, fv.workdir
+
+
+def _apply_distributed_flags(
+    config: Any, address: str | None, num_processes: int | None, process_id: int | None
+) -> None:
+    """Copy ``--coordinator_address/--num_processes/--process_id`` into config.distributed."""
+    given = {
+        "coordinator_address": address,
+        "num_processes": num_processes,
+        "process_id": process_id,
+    }
+    given = {k: v for k, v in given.items() if v is not None}
+    if config is None or not given:
+        return
+    from ml_collections import ConfigDict
+
+    with config.unlocked():
+        if config.get("distributed") is None:
+            config.distributed = ConfigDict()
+        config.distributed.initialize = True
+        for key, value in given.items():
+            config.distributed[key] = value
+
+
+def _exit_now_if_multiprocess() -> None:
+    """After an error in a multi-process run: print it and exit at once with status 1.
+
+    A normal interpreter exit would wait in ``jax.distributed``'s shutdown barrier for the
+    other processes (up to minutes); exiting at once lets the coordinator's heartbeat check
+    (or ``convjax launch``) stop the peers promptly.
+    """
+    import jax
+
+    if jax.distributed.is_initialized():
+        import traceback
+
+        traceback.print_exc()
+        print(
+            f"convjax: error on process {jax.process_index()}; exiting without waiting for "
+            "the other processes.",
+            file=sys.stderr,
+            flush=True,
+        )
+        sys.stdout.flush()
+        os._exit(1)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -109,6 +167,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if len(argv) < 2 or argv[1] in ("-h", "--help", "help"):
         print(USAGE)
         return 0 if len(argv) >= 2 else 2
+    if argv[1] == "launch":
+        from convjax.train.launch import main as launch_main
+
+        return launch_main(argv[2:])
     try:
         command, config, workdir = parse_args(argv)
     except (AttributeError, KeyError) as err:
@@ -128,9 +190,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         print("\n".join(available_models()))
         return 0
+    from convjax.train.distributed import DistributedError
     from convjax.train.loop import train
 
-    summary = train(config, workdir)
+    try:
+        summary = train(config, workdir)
+    except DistributedError as err:
+        print(f"convjax: error: {err}", file=sys.stderr, flush=True)
+        return 1
+    except Exception:
+        _exit_now_if_multiprocess()
+        raise
     return 0 if summary["test_examples"] > 0 else 1
 
 

@@ -126,11 +126,13 @@ class Checkpointer:
         )
         options = ocp.CheckpointManagerOptions(
             max_to_keep=max_to_keep,
-            create=self.enabled,
+            create=False,  # made below (orbax cannot with active_processes)
             enable_async_checkpointing=False,
             multiprocessing_options=mp_options,
         )
         self._manager: ocp.CheckpointManager | None = None
+        if self.enabled:
+            os.makedirs(self.directory, exist_ok=True)
         may_open = primary or not self.multiprocess
         if may_open and (self.enabled or os.path.isdir(self.directory)):
             self._manager = ocp.CheckpointManager(self.directory, options=options)
