@@ -48,7 +48,6 @@ Parameters are a dict ``{"kernel", "bias"}``:
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Mapping, Sequence
 
 import jax
@@ -195,6 +194,18 @@ def _unorient(x: jax.Array, d: int, high: bool) -> jax.Array:
     return x if rot is None else jnp.rot90(x, k=-rot[0], axes=rot[1])
 
 
+def _band(x: jax.Array, d: int, high: bool, lines: int) -> jax.Array:
+    """The (at most) ``lines`` outermost lines of ``x`` on side ``(d, high)``, unoriented.
+
+    Orienting only this thin band (not the whole map) keeps padding cheap: no full-map
+    transposes, just the border slabs.
+    """
+    size = x.shape[1 + d]
+    lines = min(lines, size)
+    start = size - lines if high else 0
+    return jax.lax.slice_in_dim(x, start, start + lines, axis=1 + d)
+
+
 def _side_params(params: PadParams, side: int) -> tuple[jax.Array, jax.Array]:
     kernel, bias = params["kernel"], params["bias"]
     s = 0 if kernel.shape[0] == 1 else side
@@ -217,19 +228,28 @@ def _predict_line(
     hi = width - 1 - lo
     if edge_rank and width > 1:
         context = jnp.pad(context, ((0, 0), (0, 0), *((lo, hi),) * edge_rank, (0, 0)), mode="edge")
-    edge = tuple(context.shape[2 + i] - (width - 1) for i in range(edge_rank))
-    patches = []
-    for offset in itertools.product(range(width), repeat=edge_rank):
-        index = tuple(slice(o, o + e) for o, e in zip(offset, edge))
-        patches.append(context[(slice(None), slice(None), *index)])
-    stacked = jnp.stack(patches, axis=-2)  # (N, k, *edge, P, C)
-    p = len(patches)
+    if edge_rank == 0:  # 1-D maps: the edge is a single point
+        eq = "nkc,kc->nc" if mixing == "depthwise" else "nkc,kcd->nd"
+        return jnp.einsum(eq, context, kernel) + bias
+    # a "VALID" conv along the edge, the k context lines stacked as input channels
+    c = context.shape[-1]
+    spatial = "DHW"[3 - edge_rank :]
+    dims = ("N" + spatial + "C", spatial + "IO", "N" + spatial + "C")
+    perm = (0, *range(2, 2 + edge_rank))
     if mixing == "depthwise":
-        w = kernel.reshape(k, p, kernel.shape[-1])
-        out = jnp.einsum("nk...pc,kpc->n...c", stacked, w)
+        lhs = context.transpose(*perm, 2 + edge_rank, 1)  # (N, *edge, C, k)
+        lhs = lhs.reshape(*lhs.shape[:-2], c * k)
+        rhs = jnp.moveaxis(kernel, 0, -2)  # (*win, k, C)
+        groups = c
     else:
-        w = kernel.reshape(k, p, *kernel.shape[-2:])
-        out = jnp.einsum("nk...pc,kpcd->n...d", stacked, w)
+        lhs = context.transpose(*perm, 1, 2 + edge_rank)  # (N, *edge, k, C)
+        lhs = lhs.reshape(*lhs.shape[:-2], k * c)
+        rhs = jnp.moveaxis(kernel, 0, -3)  # (*win, k, C, D)
+        rhs = rhs.reshape(*rhs.shape[:-3], k * c, rhs.shape[-1])
+        groups = 1
+    out = jax.lax.conv_general_dilated(
+        lhs, rhs, (1,) * edge_rank, "VALID", dimension_numbers=dims, feature_group_count=groups
+    )
     return out + bias
 
 
@@ -268,15 +288,14 @@ def learned_pad(params: PadParams, x: jax.Array, pad: PadWidth) -> jax.Array:
             if amount == 0:
                 continue
             kernel, bias = _side_params(params, 2 * d + int(high))
-            m = _orient(out, d, high)
-            front = m[:, :depth]
+            front = _orient(_band(out, d, high, depth), d, high)
             new_lines = []
             for _ in range(amount):
                 line = _predict_line(kernel, bias, front, mixing, width)[:, None]
                 new_lines.append(line)
                 front = jnp.concatenate([line, front], axis=1)[:, :depth]
-            m = jnp.concatenate([*reversed(new_lines), m], axis=1)
-            out = _unorient(m, d, high)
+            block = _unorient(jnp.concatenate(new_lines[::-1], axis=1), d, high)
+            out = jnp.concatenate([out, block] if high else [block, out], axis=1 + d)
     return out
 
 
@@ -317,7 +336,7 @@ def padding_loss(params: PadParams, x: jax.Array) -> jax.Array:
             continue
         for high in (False, True):
             kernel, bias = _side_params(pf, 2 * d + int(high))
-            m = _orient(xf, d, high)
+            m = _orient(_band(xf, d, high, k + 1), d, high)
             pred = _predict_line(kernel, bias, m[:, 1 : 1 + k], mixing, width)
             err = pred - m[:, 0]
             total = total + jnp.sum(err * err)
