@@ -161,7 +161,8 @@ def test_matches_float64_reference(shape, pairs, depth, width, mixing, shared):
 def test_replicate_init_equals_edge_padding(shape, pad, mixing, shared):
     x = np.random.default_rng(1).normal(size=shape).astype(np.float32)
     n = len(shape) - 2
-    pairs = [(p, p) if isinstance(p, int) else p for p in pad]
+    per_dim = [pad] * n if isinstance(pad, int) else pad
+    pairs = [(p, p) if isinstance(p, int) else p for p in per_dim]
     params = init_padding_params(shape[-1], n, mixing=mixing, shared=shared)
     expected = np.pad(x, [(0, 0), *pairs, (0, 0)], mode="edge")
     np.testing.assert_array_equal(np.asarray(jpad(params, x, pad)), expected)
