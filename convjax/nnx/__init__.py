@@ -5,6 +5,8 @@ from convjax.nnx.soft_pool import SoftPool
 
 # isort: split
 # --- deconv (issue 4) ---------------------------------------------------------------------
+from convjax.nnx.deconv import DeconvConv, DeconvDense, DeconvStat
+
 # --- flexconv (issue 5) -------------------------------------------------------------------
 # isort: split
 from convjax.nnx.flex_conv import (

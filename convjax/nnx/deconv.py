@@ -1,0 +1,298 @@
+"""Network Deconvolution layers for Flax NNX: ``DeconvConv`` and ``DeconvDense``.
+
+Drop-in replacements for ``Conv -> BatchNorm`` (papers.md §3): the layer's input patches are
+whitened with batch statistics in training and with running averages in evaluation; in both
+modes the statistics are folded into the kernel and bias so one convolution runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from convjax.ops.deconv import (
+    DeconvStats,
+    deconv_block_size,
+    deconv_conv,
+    deconv_conv_eval,
+    deconv_dense,
+    deconv_dense_eval,
+    init_deconv_stats,
+)
+from convjax.ops.validation import PaddingLike, check_positive, normalize_tuple
+
+__all__ = ["DeconvStat", "DeconvConv", "DeconvDense"]
+
+Initializer = nnx.initializers.Initializer
+default_kernel_init = nnx.initializers.lecun_normal()
+default_bias_init = nnx.initializers.zeros_init()
+
+
+class DeconvStat(nnx.BatchStat):
+    """Running statistics of a deconvolution layer (patch mean and deconv matrix).
+
+    A subclass of ``nnx.BatchStat``: filters on ``nnx.BatchStat`` (e.g. ``nnx.state(model,
+    nnx.BatchStat)``) include it, and ``nnx.Optimizer(model, tx, wrt=nnx.Param)`` never
+    touches it. Always float32.
+    """
+
+
+def _check_momentum(momentum: float) -> None:
+    if not 0.0 <= momentum <= 1.0:
+        raise ValueError(f"`momentum` must be in [0, 1], got {momentum!r}.")
+
+
+def _update(var: DeconvStat, batch: jax.Array, momentum: float) -> None:
+    """``running <- (1 - momentum) running + momentum batch`` (PyTorch convention)."""
+    old = var[...]
+    var[...] = jax.lax.stop_gradient((1.0 - momentum) * old + momentum * batch.astype(old.dtype))
+
+
+def _cast(dtype: jnp.dtype | None, *arrays: jax.Array | None) -> tuple[jax.Array | None, ...]:
+    if dtype is None:
+        return arrays
+    return tuple(None if a is None else jnp.asarray(a, dtype) for a in arrays)
+
+
+class DeconvConv(nnx.Module):
+    """Convolution with network deconvolution of its input (replaces Conv + BatchNorm).
+
+    Training (``use_running_average=False``): ``y = (X - mu) D W + b`` with the batch patch
+    mean ``mu`` and ``D = (Cov + eps I)^(-1/2)`` (papers.md §3, :func:`convjax.ops.deconv_conv`),
+    fused into one convolution; running averages are updated as ``r <- (1 - momentum) r +
+    momentum * batch`` (momentum 0.1, the PyTorch convention, not Flax's ``0.99``).
+    Evaluation (``use_running_average=True``, set by ``model.eval()``): one convolution with the
+    running statistics folded into the weights. ``freeze_stats=True`` uses (and keeps) the
+    running statistics in training too, as the reference code does for the first layer.
+
+    Shapes: ``(N, *spatial, in_features) -> (N, *out_spatial, out_features)``; the number of
+    spatial dims comes from ``kernel_size``: an int means a square 2-D kernel ``(k, k)``, a
+    tuple of 1--3 ints gives a 1-D/2-D/3-D layer.
+
+    Variables: ``kernel`` (``Param``, ``(*kernel_size, in_features / groups, out_features)``),
+    ``bias`` (``Param`` or ``None``), ``mean`` ``(nb, F)`` and ``deconv`` ``(nb, F, F)``
+    (:class:`DeconvStat`, float32), ``F = prod(kernel_size) * b``, ``b`` the block size.
+
+    Args:
+      in_features, out_features: channels.
+      kernel_size: int (2-D square) or tuple.
+      strides, padding, feature_group_count: as in ``nnx.Conv`` (zero padding).
+      use_bias: learn a bias (recommended: it replaces BatchNorm's shift).
+      block, eps, num_iters, sampling_stride: see :func:`convjax.ops.deconv_conv` (first
+        layers usually get ``num_iters=10..15``).
+      momentum: running-average rate in ``[0, 1]``.
+      use_running_average: eval mode; toggled by ``model.train()`` / ``model.eval()``.
+      freeze_stats: always use the stored statistics and never update them.
+      axis_name: inside ``pmap``/``shard_map``, average the moments over this axis.
+      dtype: compute dtype (``None``: promotion of input and parameters); param_dtype: float32.
+      rngs: ``nnx.Rngs`` for the kernel initialiser.
+
+    Example:
+      >>> layer = DeconvConv(3, 16, 3, rngs=nnx.Rngs(0))
+      >>> layer(jnp.ones((2, 8, 8, 3))).shape
+      (2, 8, 8, 16)
+      >>> layer.eval(); layer(jnp.ones((2, 8, 8, 3))).shape
+      (2, 8, 8, 16)
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        kernel_size: int | Sequence[int],
+        *,
+        strides: int | Sequence[int] = 1,
+        padding: PaddingLike = "SAME",
+        use_bias: bool = True,
+        block: int = 64,
+        eps: float = 1e-5,
+        num_iters: int = 5,
+        sampling_stride: int = 3,
+        momentum: float = 0.1,
+        feature_group_count: int = 1,
+        use_running_average: bool = False,
+        freeze_stats: bool = False,
+        axis_name: str | None = None,
+        kernel_init: Initializer = default_kernel_init,
+        bias_init: Initializer = default_bias_init,
+        dtype: jnp.dtype | None = None,
+        param_dtype: jnp.dtype = jnp.float32,
+        rngs: nnx.Rngs,
+    ):
+        if isinstance(kernel_size, int):
+            window = normalize_tuple(kernel_size, 2, "kernel_size")
+        else:
+            window = tuple(kernel_size)
+            if not 1 <= len(window) <= 3:
+                raise ValueError(
+                    f"`kernel_size` must be an int or a tuple of 1 to 3 ints, got {kernel_size!r}."
+                )
+            window = normalize_tuple(window, len(window), "kernel_size")
+        deconv_block_size(in_features, block, feature_group_count)  # validates the grouping
+        if out_features % feature_group_count:
+            raise ValueError(
+                f"`out_features` ({out_features}) must be divisible by `feature_group_count` "
+                f"({feature_group_count})."
+            )
+        check_positive(eps, "eps")
+        _check_momentum(momentum)
+        shape = (*window, in_features // feature_group_count, out_features)
+        self.kernel = nnx.Param(kernel_init(rngs.params(), shape, param_dtype))
+        self.bias: nnx.Param | None
+        if use_bias:
+            self.bias = nnx.Param(bias_init(rngs.params(), (out_features,), param_dtype))
+        else:
+            self.bias = nnx.data(None)
+        stats = init_deconv_stats(in_features, window, block, feature_group_count)
+        self.mean = DeconvStat(stats.mean)
+        self.deconv = DeconvStat(jnp.array(stats.deconv))
+        self.in_features = in_features
+        self.out_features = out_features
+        self.kernel_size = window
+        self.strides = strides
+        self.padding = padding
+        self.use_bias = use_bias
+        self.block = block
+        self.eps = eps
+        self.num_iters = num_iters
+        self.sampling_stride = sampling_stride
+        self.momentum = momentum
+        self.feature_group_count = feature_group_count
+        self.use_running_average = use_running_average
+        self.freeze_stats = freeze_stats
+        self.axis_name = axis_name
+        self.dtype = dtype
+        self.param_dtype = param_dtype
+
+    def __call__(self, x: jax.Array, use_running_average: bool | None = None) -> jax.Array:
+        """Apply the layer; ``use_running_average`` overrides the attribute for this call."""
+        eval_mode = self.use_running_average if use_running_average is None else use_running_average
+        bias = self.bias[...] if self.bias is not None else None
+        x, kernel, bias = _cast(self.dtype, x, self.kernel[...], bias)
+        if eval_mode or self.freeze_stats:
+            stats = DeconvStats(self.mean[...], self.deconv[...])
+            return deconv_conv_eval(
+                x,
+                kernel,
+                bias,
+                stats,
+                strides=self.strides,
+                padding=self.padding,
+                feature_group_count=self.feature_group_count,
+            )
+        y, stats = deconv_conv(
+            x,
+            kernel,
+            bias,
+            strides=self.strides,
+            padding=self.padding,
+            block=self.block,
+            eps=self.eps,
+            num_iters=self.num_iters,
+            sampling_stride=self.sampling_stride,
+            axis_name=self.axis_name,
+            feature_group_count=self.feature_group_count,
+        )
+        _update(self.mean, stats.mean, self.momentum)
+        _update(self.deconv, stats.deconv, self.momentum)
+        return y
+
+    def set_view(self, use_running_average: bool | None = None) -> None:
+        """Used by ``nnx.view(model, use_running_average=...)``."""
+        if use_running_average is not None:
+            self.use_running_average = use_running_average
+
+
+class DeconvDense(nnx.Module):
+    """Fully connected layer on decorrelated inputs (the paper's "Delinear").
+
+    ``y = (x - mu) D W + b`` per block of ``b`` input features (papers.md §3,
+    :func:`convjax.ops.deconv_dense`), with the same train/eval/freeze behaviour and running
+    averages as :class:`DeconvConv`. Shapes: ``(..., in_features) -> (..., out_features)``;
+    every leading dim counts as a sample for the statistics.
+
+    Args:
+      in_features, out_features: features.
+      use_bias, block (default 512, as the reference uses for CIFAR heads), eps, num_iters,
+      momentum, use_running_average, freeze_stats, axis_name, kernel_init, bias_init, dtype,
+      param_dtype, rngs: as in :class:`DeconvConv`.
+
+    Example:
+      >>> head = DeconvDense(64, 10, rngs=nnx.Rngs(0))
+      >>> head(jnp.ones((8, 64))).shape
+      (8, 10)
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        *,
+        use_bias: bool = True,
+        block: int = 512,
+        eps: float = 1e-5,
+        num_iters: int = 5,
+        momentum: float = 0.1,
+        use_running_average: bool = False,
+        freeze_stats: bool = False,
+        axis_name: str | None = None,
+        kernel_init: Initializer = default_kernel_init,
+        bias_init: Initializer = default_bias_init,
+        dtype: jnp.dtype | None = None,
+        param_dtype: jnp.dtype = jnp.float32,
+        rngs: nnx.Rngs,
+    ):
+        check_positive(eps, "eps")
+        _check_momentum(momentum)
+        stats = init_deconv_stats(in_features, (), block)
+        self.kernel = nnx.Param(
+            kernel_init(rngs.params(), (in_features, out_features), param_dtype)
+        )
+        self.bias: nnx.Param | None
+        if use_bias:
+            self.bias = nnx.Param(bias_init(rngs.params(), (out_features,), param_dtype))
+        else:
+            self.bias = nnx.data(None)
+        self.mean = DeconvStat(stats.mean)
+        self.deconv = DeconvStat(jnp.array(stats.deconv))
+        self.in_features = in_features
+        self.out_features = out_features
+        self.use_bias = use_bias
+        self.block = block
+        self.eps = eps
+        self.num_iters = num_iters
+        self.momentum = momentum
+        self.use_running_average = use_running_average
+        self.freeze_stats = freeze_stats
+        self.axis_name = axis_name
+        self.dtype = dtype
+        self.param_dtype = param_dtype
+
+    def __call__(self, x: jax.Array, use_running_average: bool | None = None) -> jax.Array:
+        """Apply the layer; ``use_running_average`` overrides the attribute for this call."""
+        eval_mode = self.use_running_average if use_running_average is None else use_running_average
+        bias = self.bias[...] if self.bias is not None else None
+        x, kernel, bias = _cast(self.dtype, x, self.kernel[...], bias)
+        if eval_mode or self.freeze_stats:
+            stats = DeconvStats(self.mean[...], self.deconv[...])
+            return deconv_dense_eval(x, kernel, bias, stats)
+        y, stats = deconv_dense(
+            x,
+            kernel,
+            bias,
+            block=self.block,
+            eps=self.eps,
+            num_iters=self.num_iters,
+            axis_name=self.axis_name,
+        )
+        _update(self.mean, stats.mean, self.momentum)
+        _update(self.deconv, stats.deconv, self.momentum)
+        return y
+
+    def set_view(self, use_running_average: bool | None = None) -> None:
+        """Used by ``nnx.view(model, use_running_average=...)``."""
+        if use_running_average is not None:
+            self.use_running_average = use_running_average
