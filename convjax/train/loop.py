@@ -232,28 +232,35 @@ def train(
     progress = _progress_bar(num_steps, start, enabled=primary and _get(config, "progress", True))
     t_loop = time.perf_counter()
     last_eval: dict[str, float] = {}
-    for step in range(start, num_steps):
-        batch = next(train_iter)
-        dstate, metrics = train_step(dstate, dp.shard_batch(batch))
-        averager.add(metrics)
-        done = step + 1
-        if done % log_every == 0 or done == num_steps:
-            values = averager.result()
-            values["time_s"] = time.perf_counter() - t_start
-            writer.write(done, "train", values)
-            progress.set_postfix(loss=f"{values['loss']:.4f}", acc=f"{values['accuracy']:.3f}")
-        if eval_every > 0 and done % eval_every == 0 and done != num_steps:
-            last_eval = evaluate(dp, eval_step, dstate, eval_batches)
-            writer.write(done, "test", last_eval)
-            progress.write(
-                f"step {done}: test accuracy {last_eval['accuracy']:.4f}, "
-                f"loss {last_eval['loss']:.4f}"
-            )
-        if (ckpt_every > 0 and done % ckpt_every == 0) or done == num_steps:
-            checkpointer.save(done, dp.unreplicate(dstate), train_iter.get_state())
-        progress.update(1)
-        for hook in hooks:
-            hook(done, dstate)
+    try:
+        for step in range(start, num_steps):
+            batch = next(train_iter)
+            dstate, metrics = train_step(dstate, dp.shard_batch(batch))
+            averager.add(metrics)
+            done = step + 1
+            if done % log_every == 0 or done == num_steps:
+                values = averager.result()
+                values["time_s"] = time.perf_counter() - t_start
+                writer.write(done, "train", values)
+                progress.set_postfix(loss=f"{values['loss']:.4f}", acc=f"{values['accuracy']:.3f}")
+            if eval_every > 0 and done % eval_every == 0 and done != num_steps:
+                last_eval = evaluate(dp, eval_step, dstate, eval_batches)
+                writer.write(done, "test", last_eval)
+                progress.write(
+                    f"step {done}: test accuracy {last_eval['accuracy']:.4f}, "
+                    f"loss {last_eval['loss']:.4f}"
+                )
+            if (ckpt_every > 0 and done % ckpt_every == 0) or done == num_steps:
+                checkpointer.save(done, dp.unreplicate(dstate), train_iter.get_state())
+            progress.update(1)
+            for hook in hooks:
+                hook(done, dstate)
+    except BaseException:
+        # A crash (or kill) between checkpoints: release the writers, keep the checkpoints.
+        progress.close()
+        writer.close()
+        checkpointer.close()
+        raise
     progress.close()
     train_time = time.perf_counter() - t_loop
 
