@@ -5,6 +5,9 @@ from convjax.linen.soft_pool import SoftPool
 
 # isort: split
 # --- deconv (issue 4) ---------------------------------------------------------------------
+from convjax.linen.deconv import DeconvConv, DeconvDense
+
+# isort: split
 # --- flexconv (issue 5) -------------------------------------------------------------------
 # --- padding module and conv wrapper (issue 6) --------------------------------------------
 # isort: split

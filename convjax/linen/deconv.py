@@ -1,0 +1,214 @@
+"""Network Deconvolution layers for Flax Linen: ``DeconvConv`` and ``DeconvDense``.
+
+Same maths as :mod:`convjax.nnx.deconv` (papers.md §3) with Linen conventions: parameters
+``kernel``/``bias`` in ``params``, running statistics ``mean`` and ``deconv`` in the
+``batch_stats`` collection (pass ``mutable=["batch_stats"]`` in training, like BatchNorm).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import linen as nn
+
+from convjax.ops.deconv import (
+    DeconvStats,
+    deconv_block_size,
+    deconv_conv,
+    deconv_conv_eval,
+    deconv_dense,
+    deconv_dense_eval,
+    init_deconv_stats,
+)
+from convjax.ops.validation import PaddingLike, check_spatial_rank, normalize_tuple
+
+__all__ = ["DeconvConv", "DeconvDense"]
+
+Initializer = Any
+default_kernel_init = nn.initializers.lecun_normal()
+default_bias_init = nn.initializers.zeros_init()
+
+
+def _check_momentum(momentum: float) -> None:
+    if not 0.0 <= momentum <= 1.0:
+        raise ValueError(f"`momentum` must be in [0, 1], got {momentum!r}.")
+
+
+def _cast(dtype: Any, *arrays: jax.Array | None) -> tuple[jax.Array | None, ...]:
+    if dtype is None:
+        return arrays
+    return tuple(None if a is None else jnp.asarray(a, dtype) for a in arrays)
+
+
+def _running_update(module: nn.Module, stats: DeconvStats, momentum: float) -> None:
+    """``r <- (1 - momentum) r + momentum * batch`` for both statistics (not at init)."""
+    if module.is_initializing():
+        return
+    for name, batch in zip(("mean", "deconv"), stats):
+        var = module.get_variable("batch_stats", name)
+        new = (1.0 - momentum) * var + momentum * jax.lax.stop_gradient(batch)
+        module.put_variable("batch_stats", name, new.astype(var.dtype))
+
+
+class DeconvConv(nn.Module):
+    """Convolution with network deconvolution of its input (replaces Conv + BatchNorm), Linen.
+
+    Training (``use_running_average=False``): ``y = (X - mu) D W + b`` with batch statistics
+    (:func:`convjax.ops.deconv_conv`) fused into one convolution, and ``batch_stats`` updated
+    as ``r <- (1 - momentum) r + momentum * batch`` (momentum 0.1). Evaluation: one convolution
+    with the stored statistics folded in. ``freeze_stats`` uses and keeps the stored ones.
+
+    Shapes: ``(N, *spatial, C_in) -> (N, *out_spatial, features)``; an int ``kernel_size`` is
+    used for every spatial dim of the input (1-D/2-D/3-D).
+
+    Attributes:
+      features: output channels.
+      kernel_size: int or tuple with one entry per spatial dim.
+      strides, padding, feature_group_count: as ``nn.Conv`` (zero padding).
+      use_bias, block, eps, num_iters, sampling_stride, momentum, freeze_stats, axis_name:
+        as in :class:`convjax.nnx.DeconvConv`.
+      use_running_average: eval mode (may instead be passed to ``__call__``, as BatchNorm).
+      dtype, param_dtype, kernel_init, bias_init: as ``nn.Conv``.
+
+    Example:
+      >>> layer = DeconvConv(16, 3)
+      >>> x = jnp.ones((2, 8, 8, 3))
+      >>> variables = layer.init(jax.random.key(0), x, use_running_average=False)
+      >>> y, upd = layer.apply(variables, x, use_running_average=False, mutable=["batch_stats"])
+      >>> y.shape, upd["batch_stats"]["deconv"].shape
+      ((2, 8, 8, 16), (1, 27, 27))
+    """
+
+    features: int
+    kernel_size: int | Sequence[int]
+    strides: int | Sequence[int] = 1
+    padding: PaddingLike = "SAME"
+    use_bias: bool = True
+    block: int = 64
+    eps: float = 1e-5
+    num_iters: int = 5
+    sampling_stride: int = 3
+    momentum: float = 0.1
+    feature_group_count: int = 1
+    use_running_average: bool | None = None
+    freeze_stats: bool = False
+    axis_name: str | None = None
+    dtype: Any = None
+    param_dtype: Any = jnp.float32
+    kernel_init: Initializer = default_kernel_init
+    bias_init: Initializer = default_bias_init
+
+    @nn.compact
+    def __call__(self, x: jax.Array, use_running_average: bool | None = None) -> jax.Array:
+        """Apply the layer to ``x`` of shape ``(N, *spatial, C_in)``."""
+        eval_mode = nn.merge_param(
+            "use_running_average", self.use_running_average, use_running_average
+        )
+        _check_momentum(self.momentum)
+        n = check_spatial_rank(x, "x")
+        window = normalize_tuple(self.kernel_size, n, "kernel_size")
+        c_in = x.shape[-1]
+        groups = self.feature_group_count
+        deconv_block_size(c_in, self.block, groups)
+        kernel = self.param(
+            "kernel", self.kernel_init, (*window, c_in // groups, self.features), self.param_dtype
+        )
+        bias = (
+            self.param("bias", self.bias_init, (self.features,), self.param_dtype)
+            if self.use_bias
+            else None
+        )
+        init = init_deconv_stats(c_in, window, self.block, groups)
+        mean = self.variable("batch_stats", "mean", lambda: init.mean)
+        deconv = self.variable("batch_stats", "deconv", lambda: jnp.array(init.deconv))
+        x, kernel, bias = _cast(self.dtype, x, kernel, bias)
+        if eval_mode or self.freeze_stats:
+            return deconv_conv_eval(
+                x,
+                kernel,
+                bias,
+                DeconvStats(mean.value, deconv.value),
+                strides=self.strides,
+                padding=self.padding,
+                feature_group_count=groups,
+            )
+        y, stats = deconv_conv(
+            x,
+            kernel,
+            bias,
+            strides=self.strides,
+            padding=self.padding,
+            block=self.block,
+            eps=self.eps,
+            num_iters=self.num_iters,
+            sampling_stride=self.sampling_stride,
+            axis_name=None if self.is_initializing() else self.axis_name,
+            feature_group_count=groups,
+        )
+        _running_update(self, stats, self.momentum)
+        return y
+
+
+class DeconvDense(nn.Module):
+    """Fully connected layer on decorrelated inputs ("Delinear"), Linen.
+
+    ``y = (x - mu) D W + b`` per block of input features (:func:`convjax.ops.deconv_dense`),
+    with the same modes and ``batch_stats`` as :class:`DeconvConv`.
+    Shapes: ``(..., C_in) -> (..., features)``.
+
+    Example:
+      >>> head = DeconvDense(10)
+      >>> x = jnp.ones((8, 64))
+      >>> variables = head.init(jax.random.key(0), x, use_running_average=True)
+      >>> head.apply(variables, x, use_running_average=True).shape
+      (8, 10)
+    """
+
+    features: int
+    use_bias: bool = True
+    block: int = 512
+    eps: float = 1e-5
+    num_iters: int = 5
+    momentum: float = 0.1
+    use_running_average: bool | None = None
+    freeze_stats: bool = False
+    axis_name: str | None = None
+    dtype: Any = None
+    param_dtype: Any = jnp.float32
+    kernel_init: Initializer = default_kernel_init
+    bias_init: Initializer = default_bias_init
+
+    @nn.compact
+    def __call__(self, x: jax.Array, use_running_average: bool | None = None) -> jax.Array:
+        """Apply the layer to ``x`` of shape ``(..., C_in)``."""
+        eval_mode = nn.merge_param(
+            "use_running_average", self.use_running_average, use_running_average
+        )
+        _check_momentum(self.momentum)
+        c_in = x.shape[-1]
+        kernel = self.param("kernel", self.kernel_init, (c_in, self.features), self.param_dtype)
+        bias = (
+            self.param("bias", self.bias_init, (self.features,), self.param_dtype)
+            if self.use_bias
+            else None
+        )
+        init = init_deconv_stats(c_in, (), self.block)
+        mean = self.variable("batch_stats", "mean", lambda: init.mean)
+        deconv = self.variable("batch_stats", "deconv", lambda: jnp.array(init.deconv))
+        x, kernel, bias = _cast(self.dtype, x, kernel, bias)
+        if eval_mode or self.freeze_stats:
+            return deconv_dense_eval(x, kernel, bias, DeconvStats(mean.value, deconv.value))
+        y, stats = deconv_dense(
+            x,
+            kernel,
+            bias,
+            block=self.block,
+            eps=self.eps,
+            num_iters=self.num_iters,
+            axis_name=None if self.is_initializing() else self.axis_name,
+        )
+        _running_update(self, stats, self.momentum)
+        return y
