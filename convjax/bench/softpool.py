@@ -112,6 +112,10 @@ def overflow_check(dtype) -> str:
     )
 
 
+def _ratio(a: float, b: float) -> str:
+    return f"{a / b:.2f}x" if b > 0 and a >= 0 else "n/a"
+
+
 def plot(all_results, out: pathlib.Path, title: str) -> None:
     import matplotlib
 
@@ -153,19 +157,20 @@ def main(argv: list[str] | None = None) -> None:
 
     print(f"SoftPool benchmark ({'quick' if args.quick else 'full'} sizes, {dtype.name})")
     print("ratios = soft / baseline (time: < 1 is faster; memory: < 1 is smaller)")
-    head = f"{'case':28s} {'baseline':8s} {'fwd':>7s} {'fwd+bwd':>8s} {'mem':>7s} {'res':>7s}"
+    head = f"{'case':28s} {'baseline':8s} {'fwd':>8s} {'fwd+bwd':>8s} {'mem':>8s} {'res':>8s}"
     print(head)
     for label, res in all_results:
         soft = res["soft"]
         for base in ("max", "avg", "naive"):
             b = res[base]
             ratios = [
-                soft["fwd"] / b["fwd"],
-                soft["fwd_bwd"] / b["fwd_bwd"],
-                soft["mem"] / b["mem"] if b["mem"] > 0 else float("nan"),
-                soft["res"] / b["res"] if b["res"] > 0 else float("nan"),
+                _ratio(soft["fwd"], b["fwd"]),
+                _ratio(soft["fwd_bwd"], b["fwd_bwd"]),
+                _ratio(soft["mem"], b["mem"]),
+                # avg-pool is linear: autodiff keeps (almost) nothing, so no meaningful ratio.
+                _ratio(soft["res"], b["res"]) if b["res"] >= 1024 else "n/a",
             ]
-            print(f"{label:28s} {base:8s} " + " ".join(f"{r:7.2f}x" for r in ratios))
+            print(f"{label:28s} {base:8s} " + " ".join(f"{r:>8s}" for r in ratios))
     print()
     print("absolute figures (median ms; mem = fwd+bwd temp+output; res = autodiff residuals)")
     print(
