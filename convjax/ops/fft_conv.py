@@ -20,6 +20,7 @@ padding to ``S + K - 1`` is unnecessary. The FFT runs in float32 (or the input's
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -65,8 +66,63 @@ def _check_conv_args(x: jax.Array, kernel: jax.Array, strides) -> tuple[int, tup
     return n, strides_t
 
 
+def _conv(
+    x: jax.Array, kernel: jax.Array, strides, lhs_dilation=None, rhs_dilation=None, pads=None
+):
+    n = x.ndim - 2
+    return jax.lax.conv_general_dilated(
+        x,
+        kernel,
+        window_strides=strides,
+        padding=pads if pads is not None else "VALID",
+        lhs_dilation=lhs_dilation,
+        rhs_dilation=rhs_dilation,
+        dimension_numbers=_DIMENSION_NUMBERS[n],
+    )
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _valid_conv(x: jax.Array, kernel: jax.Array, strides: tuple[int, ...]) -> jax.Array:
+    return _conv(x, kernel, strides)
+
+
+def _valid_conv_fwd(x, kernel, strides):
+    return _conv(x, kernel, strides), (x, kernel)
+
+
+def _valid_conv_bwd(strides, res, g):
+    """Both gradients as ordinary channels-last convolutions (see :func:`spatial_conv`)."""
+    x, kernel = res
+    n = x.ndim - 2
+    spatial, window, out = x.shape[1:-1], kernel.shape[:n], g.shape[1:-1]
+    # dx[r] = sum_{p s + q = r} g[p] k[q]: dilate g by s, pad by k - 1, correlate with the
+    # flipped kernel (in/out swapped). Trailing positions no window reads get zeros.
+    pads = [
+        (k - 1, k - 1 + s_in - ((o - 1) * st + k))
+        for s_in, k, o, st in zip(spatial, window, out, strides)
+    ]
+    flipped = jnp.flip(kernel, axis=tuple(range(n))).swapaxes(-1, -2)
+    dx = _conv(g, flipped, (1,) * n, lhs_dilation=strides, pads=pads)
+    # dk[q] = sum_{n, p} x[n, p s + q] g[n, p]: batch <-> features swapped, g as the window.
+    perm_x = (n + 1, *range(1, n + 1), 0)
+    perm_g = (*range(1, n + 1), 0, n + 1)
+    dk = _conv(x.transpose(perm_x), g.transpose(perm_g), (1,) * n, rhs_dilation=strides)
+    dk = dk[(slice(None), *(slice(0, k) for k in window))]
+    dk = dk.transpose(*range(1, n + 1), 0, n + 1)
+    return dx.astype(x.dtype), dk.astype(kernel.dtype)
+
+
+_valid_conv.defvjp(_valid_conv_fwd, _valid_conv_bwd)
+
+
 def spatial_conv(x: jax.Array, kernel: jax.Array, strides: int | Sequence[int] = 1) -> jax.Array:
     """VALID cross-correlation with ``lax.conv_general_dilated`` (direct/im2col by XLA).
+
+    The backward pass is a custom VJP that writes both gradients as ordinary channels-last
+    convolutions (``dx``: the flipped kernel over the stride-dilated cotangent; ``dk``: the
+    input correlated with the cotangent, batch and feature axes swapped). It equals JAX's own
+    transpose rule, but XLA:CPU runs the layouts of JAX's rule ~20x slower when the conv sits
+    inside a ``lax.switch`` branch (as in FlexConv's bucket ladder); this form is fast there.
 
     Args:
       x: ``(N, *S, C_in)``; kernel: ``(*K, C_in, C_out)``; strides: int or per dim.
@@ -78,15 +134,9 @@ def spatial_conv(x: jax.Array, kernel: jax.Array, strides: int | Sequence[int] =
       >>> spatial_conv(jnp.ones((1, 8, 8, 2)), jnp.ones((3, 3, 2, 4))).shape
       (1, 6, 6, 4)
     """
-    n, strides_t = _check_conv_args(x, kernel, strides)
+    _, strides_t = _check_conv_args(x, kernel, strides)
     dtype = jnp.promote_types(x.dtype, kernel.dtype)
-    return jax.lax.conv_general_dilated(
-        x.astype(dtype),
-        kernel.astype(dtype),
-        window_strides=strides_t,
-        padding="VALID",
-        dimension_numbers=_DIMENSION_NUMBERS[n],
-    )
+    return _valid_conv(x.astype(dtype), kernel.astype(dtype), strides_t)
 
 
 def next_fast_len(n: int) -> int:

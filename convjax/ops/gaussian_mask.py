@@ -233,7 +233,7 @@ def bucket_index(
     a jitted/pmapped step with no host round trip.
 
     Example:
-      >>> int(bucket_index(jnp.zeros(2), jnp.full(2, 0.3), 33, (5, 9, 17, 33)))
+      >>> int(bucket_index(jnp.zeros(2), jnp.full(2, 0.2), 33, (5, 9, 17, 33)))
       2
     """
     buckets = check_buckets(tuple(buckets), horizon, causal)
