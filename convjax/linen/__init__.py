@@ -9,6 +9,10 @@ from convjax.linen.deconv import DeconvConv, DeconvDense
 
 # isort: split
 # --- flexconv (issue 5) -------------------------------------------------------------------
+# isort: split
+from convjax.linen.flex_conv import CKConv, FlexConv
+
+# isort: split
 # --- padding module and conv wrapper (issue 6) --------------------------------------------
 # isort: split
 from convjax.linen.conv import Conv
