@@ -4,7 +4,7 @@ Over every pooling window ``R`` (Eq. 1-2 of the paper)::
 
     w_i = exp(a_i) / sum_{j in R} exp(a_j)          out = sum_{i in R} w_i a_i
 
-with the exact gradient (paper Eq. 3 differentiated through the weights)::
+with the exact gradient (Eq. 2 differentiated through the weights as well)::
 
     d out / d a_i = w_i (1 + a_i - out)
 
@@ -18,17 +18,26 @@ clipping, no ``nan_to_num``)::
 
 fp16/bf16 inputs are computed in float32 and the result is cast back to the input dtype.
 
-Memory: a custom VJP keeps only the input ``x`` and three output-sized arrays (``m``, ``s``,
-``r``) for the backward pass, which recomputes the weights. When the window equals the stride
-(the common ``2x2 / 2`` downsampling) both passes are a reshape plus fused elementwise and
-reduction loops: no ``(N, H', W', k*k)`` array of weights is ever stored. Other window/stride
-combinations (overlap, gaps, padding) loop over the ``prod(window)`` window offsets with strided
-slices, so memory stays at a few output-sized buffers; the backward pass scatters each offset's
-contribution back with interior padding.
+Memory and speed: a custom VJP keeps the input ``x`` and three output-sized arrays (``m``,
+``s``, ``r``, float32 or wider) for the backward pass, which recomputes the weights; no
+per-window weight array is kept. Three code paths, all exact:
+
+- inference (not differentiated): one strided slice per window offset; XLA fuses them into one
+  pass for the window max and one for the exponentials;
+- training with window == stride (the usual ``2x2 / 2``): the input is viewed as
+  ``(N, H', k, W', k, C)`` and reduced over the ``k`` axes; the backward pass is a single
+  elementwise loop over that view, so forward + backward need no ``(N, H', W', k*k)``
+  temporary at all;
+- training with other windows/strides (overlap, gaps): strided slices forward; the backward
+  pass is polyphase (each input residue class modulo the stride sums shifted output-sized
+  terms, then one interleaving reshape). XLA may keep the ``prod(window)`` exponentials as
+  temporaries inside a fused forward+backward program.
 
 Padding: ``"VALID"``, ``"SAME"`` or explicit ``(lo, hi)`` pairs, as in ``flax.linen.max_pool``.
 Padded positions are excluded from the window (they get exactly zero weight; they are not
-zeros that take part in the softmax). Every window must contain at least one real element.
+zeros that take part in the softmax): they hold ``-inf`` internally, and ``d`` is clamped at a
+finite floor where ``exp`` is exactly 0, so no mask and no ``inf``/``nan`` arithmetic.
+Every window must contain at least one real element.
 
 Differentiation: reverse mode of any order (``grad``, ``grad(grad)``, ``jacrev``). Forward
 mode (``jvp``, ``jacfwd``) is not available because the op is a ``jax.custom_vjp``.
@@ -183,23 +192,15 @@ def _has_padding(cfg: _Config) -> bool:
     return any(lo or hi for lo, hi in cfg.pads)
 
 
-def _valid_masks(cfg: _Config) -> list[np.ndarray | None]:
-    """Per spatial dim, a boolean mask over the padded axis (``None`` where nothing is padded)."""
-    masks: list[np.ndarray | None] = []
-    for s, (lo, hi) in zip(cfg.in_spatial, cfg.pads):
-        if lo == 0 and hi == 0:
-            masks.append(None)
-        else:
-            masks.append(np.concatenate([np.zeros(lo, bool), np.ones(s, bool), np.zeros(hi, bool)]))
-    return masks
-
-
 def _pad_input(x: jax.Array, cfg: _Config) -> jax.Array:
-    """Zero-pad the spatial dims (the zeros are masked out; they never get weight)."""
+    """Pad the spatial dims with ``-inf``: padded positions never get weight (see `_shifted`)."""
     if not _has_padding(cfg):
         return x
-    zero = jnp.zeros((), x.dtype)
-    return lax.pad(x, zero, [(0, 0, 0), *((lo, hi, 0) for lo, hi in cfg.pads), (0, 0, 0)])
+    return lax.pad(
+        x,
+        jnp.array(-jnp.inf, x.dtype),
+        [(0, 0, 0), *((lo, hi, 0) for lo, hi in cfg.pads), (0, 0, 0)],
+    )
 
 
 def _unpad(gp: jax.Array, cfg: _Config) -> jax.Array:
@@ -211,34 +212,13 @@ def _unpad(gp: jax.Array, cfg: _Config) -> jax.Array:
     return lax.slice(gp, start, limit)
 
 
-def _broadcast_mask(
-    parts: Sequence[np.ndarray | None], shape_of: Sequence[Sequence[int]], ndim: int
-):
-    """Combine separable per-dim masks into one boolean array broadcastable to rank ``ndim``.
+def _shifted(xs: jax.Array, m: jax.Array, floor: float) -> jax.Array:
+    """``d = a - m`` clamped at ``floor`` (exact: ``exp(floor) == 0``).
 
-    ``parts[d]`` is ``None`` (all valid) or a boolean array whose axes go to positions
-    ``shape_of[d]`` of the result.
+    Padded positions hold ``-inf``, so they get ``d = floor`` and exactly zero weight, and
+    ``e * d = 0 * floor = 0``: no mask, no ``inf`` or ``nan`` anywhere, even in derivatives.
     """
-    mask = None
-    for part, axes in zip(parts, shape_of):
-        if part is None:
-            continue
-        shape = [1] * ndim
-        for axis, size in zip(axes, part.shape):
-            shape[axis] = size
-        term = jnp.asarray(part.reshape(shape))
-        mask = term if mask is None else mask & term
-    return mask
-
-
-def _shifted(xs: jax.Array, m: jax.Array, mask: jax.Array | None, floor: float) -> jax.Array:
-    """``d = a - m`` clamped at ``floor`` (exact: ``exp(floor) == 0``), ``floor`` where padded."""
-    d = jnp.maximum(xs - m, floor)
-    return d if mask is None else jnp.where(mask, d, floor)
-
-
-def _masked_max(xs: jax.Array, mask: jax.Array | None) -> jax.Array:
-    return xs if mask is None else jnp.where(mask, xs, -jnp.inf)
+    return jnp.maximum(xs - m, floor)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -260,23 +240,13 @@ def _block_view(xp: jax.Array, cfg: _Config) -> jax.Array:
     return xp.reshape(*shape, xp.shape[-1])
 
 
-def _block_mask(cfg: _Config) -> jax.Array | None:
-    parts = [
-        None if m is None else m[: o * k].reshape(o, k)
-        for m, o, k in zip(_valid_masks(cfg), cfg.out_spatial, cfg.window)
-    ]
-    axes = [(1 + 2 * d, 2 + 2 * d) for d in range(len(cfg.window))]
-    return _broadcast_mask(parts, axes, 2 * len(cfg.window) + 2)
-
-
 def _block_stats(x: jax.Array, cfg: _Config):
     """``(m, s, r)`` per window, each ``(N, *out, C)`` in the compute dtype."""
     ct = _compute_dtype(x.dtype)
     xv = _block_view(_pad_input(x.astype(ct), cfg), cfg)
-    mask = _block_mask(cfg)
     axes = _block_axes(cfg)
-    m = jnp.max(_masked_max(xv, mask), axis=axes, keepdims=True)
-    d = _shifted(xv, m, mask, _d_floor(ct))
+    m = jnp.max(xv, axis=axes, keepdims=True)
+    d = _shifted(xv, m, _d_floor(ct))
     e = jnp.exp(d)
     s = jnp.sum(e, axis=axes)
     r = jnp.sum(e * d, axis=axes) / s
@@ -289,7 +259,7 @@ def _block_backward(x: jax.Array, cfg: _Config, m, s, r, g: jax.Array) -> jax.Ar
     xv = _block_view(xp, cfg)
     axes = _block_axes(cfg)
     scale, m, r = (jnp.expand_dims(a, axes) for a in (g.astype(ct) / s, m, r))
-    d = _shifted(xv, m, _block_mask(cfg), _d_floor(ct))
+    d = _shifted(xv, m, _d_floor(ct))
     # w_i (1 + a_i - out) with w_i = e_i / s and a_i - out = d_i - r.
     gx = scale * jnp.exp(d) * (1.0 + d - r)
     gx = gx.reshape(xv.shape[0], *(o * k for o, k in zip(cfg.out_spatial, cfg.window)), -1)
@@ -316,15 +286,6 @@ def _offset_slice(xp: jax.Array, cfg: _Config, off: tuple[int, ...]) -> jax.Arra
     return lax.slice(xp, (0, *off, 0), limit, (1, *cfg.strides, 1))
 
 
-def _offset_mask(cfg: _Config, off: tuple[int, ...]) -> jax.Array | None:
-    parts = [
-        None if m is None else m[o_ : o_ + (o - 1) * st + 1 : st]
-        for m, o_, o, st in zip(_valid_masks(cfg), off, cfg.out_spatial, cfg.strides)
-    ]
-    n = len(cfg.window)
-    return _broadcast_mask(parts, [(1 + d,) for d in range(n)], n + 2)
-
-
 def _general_stats(x: jax.Array, cfg: _Config):
     """``(m, s, r)`` per window, each ``(N, *out, C)`` in the compute dtype."""
     ct = _compute_dtype(x.dtype)
@@ -332,15 +293,14 @@ def _general_stats(x: jax.Array, cfg: _Config):
     floor = _d_floor(ct)
     offs = _offsets(cfg)
     slices = [_offset_slice(xp, cfg, off) for off in offs]
-    masks = [_offset_mask(cfg, off) for off in offs]
-    m = functools.reduce(jnp.maximum, [_masked_max(xs, mk) for xs, mk in zip(slices, masks)])
+    m = functools.reduce(jnp.maximum, slices)
     # Materialise the window max once: otherwise XLA re-computes the prod(window)-way max
     # inside every consumer fusion, reading the input prod(window)^2 times.
     m = lax.optimization_barrier(m)
     s = jnp.zeros_like(m)
     q = jnp.zeros_like(m)
-    for xs, mk in zip(slices, masks):
-        d = _shifted(xs, m, mk, floor)
+    for xs in slices:
+        d = _shifted(xs, m, floor)
         e = jnp.exp(d)
         s = s + e
         q = q + e * d
@@ -366,7 +326,7 @@ def _general_backward(x: jax.Array, cfg: _Config, m, s, r, g: jax.Array) -> jax.
     batch, feat = xp.shape[0], xp.shape[-1]
     phase_sums = {}
     for off in _offsets(cfg):
-        d = _shifted(_offset_slice(xp, cfg, off), m, _offset_mask(cfg, off), floor)
+        d = _shifted(_offset_slice(xp, cfg, off), m, floor)
         c = scale * jnp.exp(d) * (1.0 + d - r)
         rho = tuple(o_ % st for o_, st in zip(off, cfg.strides))
         # Class array index q = j + t: shift by t = off // stride, fill to Q (crop if negative).
