@@ -58,7 +58,7 @@ class PaddingModule(nn.Module):
 
     Attributes:
       pad_width: int, per-dim ints or ``(lo, hi)`` pairs (the call may override it).
-      depth, width, mixing, shared, init: filter options (see
+      depth, width, mixing, shared, filter_init: filter options (see
         :func:`convjax.ops.init_padding_params`).
       deterministic: eval mode (no loss sown); may also be passed to ``__call__``.
       dtype: compute dtype (None = input dtype). param_dtype: filter dtype (float32).
@@ -76,7 +76,7 @@ class PaddingModule(nn.Module):
     width: int = 3
     mixing: str = "depthwise"
     shared: bool = True
-    init: str = "replicate"
+    filter_init: str = "replicate"
     deterministic: bool | None = None
     dtype: Any = None
     param_dtype: Any = jnp.float32
@@ -95,7 +95,7 @@ class PaddingModule(nn.Module):
             width=self.width,
             mixing=self.mixing,
             shared=self.shared,
-            init=self.init,
+            init=self.filter_init,
             dtype=self.param_dtype,
         )
         kernel = self.variable(PADDING_COLLECTION, "kernel", lambda: make()["kernel"])

@@ -54,7 +54,7 @@ class Conv(nnx.Module):
       kernel_dilation: per-dim dilation.
       num_spatial_dims: spatial rank when ``kernel_size`` is an int (default 2).
       padding_kwargs: options of the learned :class:`PaddingModule` (``depth``, ``width``,
-        ``mixing``, ``shared``, ``init``, ...); only with ``padding_mode="learned"``.
+        ``mixing``, ``shared``, ``filter_init``, ...); only with ``padding_mode="learned"``.
       dtype: compute dtype (None = the input's dtype). param_dtype: parameter dtype (fp32).
       kernel_init, bias_init: Flax initialisers (defaults: LeCun normal, zeros).
       rngs: ``nnx.Rngs`` with a ``params`` stream.

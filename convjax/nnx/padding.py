@@ -97,7 +97,7 @@ class PaddingModule(nnx.Module):
       mixing: ``"depthwise"`` (default) or ``"full"`` channel mixing.
       shared: one filter for all sides by rotation (default) or one per side.
       num_spatial_dims: spatial rank; default ``len(pad_width)`` for a tuple, else 2.
-      init: ``"replicate"`` (default), ``"zero"`` or ``"linear"``
+      filter_init: ``"replicate"`` (default), ``"zero"`` or ``"linear"``
         (see :data:`convjax.ops.learned_pad.PAD_INITS`).
       deterministic: eval mode (no loss recorded).
       dtype: compute dtype of the padding (None = input dtype); param_dtype: float32.
@@ -121,7 +121,7 @@ class PaddingModule(nnx.Module):
         mixing: str = "depthwise",
         shared: bool = True,
         num_spatial_dims: int | None = None,
-        init: str = "replicate",
+        filter_init: str = "replicate",
         deterministic: bool = False,
         dtype: jnp.dtype | None = None,
         param_dtype: jnp.dtype = jnp.float32,
@@ -135,7 +135,7 @@ class PaddingModule(nnx.Module):
             width=width,
             mixing=mixing,
             shared=shared,
-            init=init,
+            init=filter_init,
             dtype=param_dtype,
         )
         normalize_pad_width(pad_width, n)
@@ -183,7 +183,7 @@ class Pad(nnx.Module):
         override it (``pad(x, pad_width=...)``), which :class:`Conv` uses for "SAME" sizes.
       mode: one of :data:`PADDING_MODES`.
       padding_kwargs: extra keyword arguments for :class:`PaddingModule` (``depth``,
-        ``width``, ``mixing``, ``shared``, ``num_spatial_dims``, ``init``, ``dtype``,
+        ``width``, ``mixing``, ``shared``, ``num_spatial_dims``, ``filter_init``, ``dtype``,
         ``param_dtype``); only for ``mode="learned"``.
       rngs: passed to the :class:`PaddingModule`.
 
