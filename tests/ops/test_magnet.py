@@ -1,0 +1,138 @@
+"""MAGNet: equations against NumPy, init distributions, anti-aliasing penalty."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.test_util import check_grads
+
+from convjax.ops.magnet import (
+    magnet_aliasing_penalty,
+    magnet_apply,
+    magnet_frequencies,
+    magnet_init,
+    nyquist_budget,
+)
+
+
+def magnet_numpy(params, x):
+    """The MAGNet equations in float64 NumPy, one hidden unit at a time for the envelopes."""
+    p = jax.tree.map(lambda a: np.asarray(a, np.float64), params)
+    x = np.asarray(x, np.float64)
+
+    def gabor(g):
+        env = np.ones((x.shape[0], g["w"].shape[1]))
+        for d in range(x.shape[1]):
+            env *= np.exp(-0.5 * (g["gamma"][d] * (x[:, d : d + 1] - g["mu"][d])) ** 2)
+        return env * np.sin(x @ g["w"] + g["b"])
+
+    h = gabor(p["gabor"][0])
+    for g, lin in zip(p["gabor"][1:], p["hidden"]):
+        h = gabor(g) * (h @ lin["w"] + lin["b"])
+    return h @ p["out"]["w"] + p["out"]["b"]
+
+
+@pytest.mark.parametrize("d", [1, 2, 3])
+def test_apply_matches_numpy(d):
+    params = magnet_init(jax.random.key(d), d, 5, hidden_features=8, num_layers=3)
+    x = np.random.default_rng(0).uniform(-1, 1, (17, d)).astype(np.float32)
+    y = magnet_apply(params, x)
+    assert y.shape == (17, 5) and bool(jnp.all(jnp.isfinite(y)))
+    np.testing.assert_allclose(y, magnet_numpy(params, x), rtol=2e-4, atol=2e-5)
+    grid = magnet_apply(params, np.zeros((3, 4, d), np.float32))
+    assert grid.shape == (3, 4, 5)
+
+
+def test_init_statistics():
+    d, h, layers, scale, alpha, beta = 2, 4096, 3, 25.6, 6.0, 1.0
+    p = magnet_init(
+        jax.random.key(0), d, 3, hidden_features=h, num_layers=layers, mu_center=0.2, mu_scale=0.125
+    )
+    n = d * h
+    for layer, g in enumerate(p["gabor"]):
+        gamma = np.asarray(g["gamma"], np.float64)
+        shape_k = alpha / (layer + 1)
+        # Gamma(k, beta): mean k / beta, variance k / beta^2
+        assert abs(gamma.mean() - shape_k / beta) < 5 * math.sqrt(shape_k / n)
+        assert abs(gamma.var() - shape_k / beta**2) < 0.15 * shape_k
+        assert gamma.min() > 0
+        mu = np.asarray(g["mu"])
+        assert mu.min() >= 0.2 - 0.125 and mu.max() <= 0.2 + 0.125
+        assert abs(mu.mean() - 0.2) < 5 * 0.125 / math.sqrt(3 * n)
+        # sine weights: U(-1/sqrt(d), 1/sqrt(d)) * input_scale / sqrt(L + 1) * gamma
+        u = np.asarray(g["w"], np.float64) / (scale / math.sqrt(layers + 1) * gamma)
+        bound = 1 / math.sqrt(d)
+        assert np.abs(u).max() <= bound * (1 + 1e-5)
+        assert abs(u.var() - bound**2 / 3) < 0.05 * bound**2
+        b = np.asarray(g["b"], np.float64)
+        assert np.abs(b).max() <= math.pi and abs(b.var() - math.pi**2 / 3) < 0.3
+    for lin in p["hidden"]:
+        assert np.abs(np.asarray(lin["w"])).max() <= 1 / math.sqrt(h)
+    assert np.all(np.asarray(p["out"]["b"]) == 0)
+
+
+def test_values_finite_for_large_parameters():
+    p = magnet_init(jax.random.key(1), 2, 4, hidden_features=8, input_scale=1e4)
+    p = jax.tree.map(lambda a: a * 50.0, p)
+    y = magnet_apply(p, np.random.default_rng(0).uniform(-1, 1, (64, 2)).astype(np.float32))
+    assert bool(jnp.all(jnp.isfinite(y)))
+
+
+def _penalty_numpy(params, k, weight):
+    total = 0.0
+    budget = (k - 1) / 4 / len(params["gabor"])
+    for g in params["gabor"]:
+        w, gamma = np.asarray(g["w"], np.float64), np.asarray(g["gamma"], np.float64)
+        f = np.max(np.abs(w) + 2 * np.abs(gamma), axis=1) / (2 * math.pi)
+        total += np.sum(np.maximum(f - budget, 0.0) ** 2)
+    return weight * total
+
+
+def test_aliasing_penalty_zero_under_budget_positive_above():
+    p = magnet_init(jax.random.key(2), 2, 4, hidden_features=16)
+    k = 33
+    assert nyquist_budget(k, 4) == pytest.approx(2.0)
+    above = magnet_aliasing_penalty(p, k)
+    assert float(above) > 0
+    assert float(above) == pytest.approx(_penalty_numpy(p, k, 0.1), rel=1e-5)
+    # shrink every Gabor filter's frequencies until all are under the per-filter budget
+    top = float(jnp.max(magnet_frequencies(p)))
+    factor = 0.9 * nyquist_budget(k, 4) / top
+    small = dict(p)
+    small["gabor"] = [{**g, "w": g["w"] * factor, "gamma": g["gamma"] * factor} for g in p["gabor"]]
+    assert float(jnp.max(magnet_frequencies(small))) < nyquist_budget(k, 4)
+    assert float(magnet_aliasing_penalty(small, k)) == 0.0
+    # a finer grid (larger k) has a larger budget
+    assert float(magnet_aliasing_penalty(p, 129)) < float(above)
+
+
+def test_gradients():
+    p = magnet_init(jax.random.key(3), 2, 2, hidden_features=4, num_layers=2, input_scale=4.0)
+    x = jnp.asarray(np.random.default_rng(1).uniform(-0.5, 0.5, (6, 2)), jnp.float32)
+    check_grads(lambda q: magnet_apply(q, x), (p,), order=1, modes=("rev",), atol=5e-2, rtol=5e-2)
+    big = magnet_init(jax.random.key(4), 2, 2, hidden_features=4, num_layers=2)
+    check_grads(
+        lambda q: magnet_aliasing_penalty(q, 9),
+        (big,),
+        order=1,
+        modes=("rev",),
+        atol=5e-2,
+        rtol=5e-2,
+    )
+    g = jax.grad(lambda q: magnet_aliasing_penalty(q, 9))(big)
+    assert float(jnp.abs(g["gabor"][0]["w"]).max()) > 0
+    assert float(jnp.abs(g["gabor"][0]["mu"]).max()) == 0  # envelopes' centres don't matter
+
+
+def test_errors():
+    with pytest.raises(ValueError, match="num_dims"):
+        magnet_init(jax.random.key(0), 4, 2)
+    with pytest.raises(ValueError, match="hidden_features"):
+        magnet_init(jax.random.key(0), 2, 2, hidden_features=0)
+    with pytest.raises(ValueError, match="input_scale"):
+        magnet_init(jax.random.key(0), 2, 2, input_scale=-1.0)
+    p = magnet_init(jax.random.key(0), 2, 2, hidden_features=4)
+    with pytest.raises(ValueError, match="coords"):
+        magnet_apply(p, jnp.zeros((5, 3)))
