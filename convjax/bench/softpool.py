@@ -4,8 +4,9 @@ Run ``python -m convjax.bench.softpool`` (``--quick`` for smaller shapes). For e
 measures, in the same process and on the same input:
 
 - ``fwd``: the jitted forward pass; ``fwd+bwd``: ``jax.grad`` of ``sum(pool(x))`` (forward and
-  backward in one compiled program), median wall time after warm-up
-  (:func:`convjax.bench.timing.time_fn`);
+  backward in one compiled program); wall time after warm-up
+  (:func:`convjax.bench.timing.time_fn`), methods interleaved round by round, median over
+  rounds (robust to the load of a shared machine changing over time);
 - ``mem``: :func:`convjax.bench.timing.peak_memory_bytes` of the fwd+bwd program (XLA's
   compile-time temporaries + outputs, arguments excluded);
 - ``res``: :func:`convjax.bench.timing.residual_bytes`, what autodiff keeps from the forward
@@ -82,20 +83,35 @@ def fwd_bwd(pool: Callable[[jax.Array], jax.Array]) -> Callable[[jax.Array], jax
     return jax.grad(lambda x: jnp.sum(pool(x).astype(jnp.float32)))
 
 
-def run_case(case, dtype, repeats: int) -> dict[str, dict[str, float]]:
+def run_case(case, dtype, rounds: int, repeats: int) -> dict[str, dict[str, float]]:
+    """Time every method on one shape, interleaving the methods round by round.
+
+    Each round times every method (``time_fn``: 1 warm-up call, median of ``repeats`` calls);
+    the figure reported is the median over ``rounds`` rounds. Interleaving makes the ratios
+    robust to load that changes over time on a shared machine.
+    """
     label, shape, window, strides, padding = case
     x = jax.random.normal(jax.random.key(0), shape, dtype)
-    results: dict[str, dict[str, float]] = {}
-    for method in METHODS:
-        pool = make_pool(method, window, strides, padding)
-        grad = fwd_bwd(pool)
-        results[method] = {
-            "fwd": time_fn(pool, x, repeats=repeats),
-            "fwd_bwd": time_fn(grad, x, repeats=repeats),
-            "mem": peak_memory_bytes(grad, x),
-            "res": residual_bytes(pool, x),
+    pools = {m: make_pool(m, window, strides, padding) for m in METHODS}
+    grads = {m: fwd_bwd(p) for m, p in pools.items()}
+    fwd = {m: [] for m in METHODS}
+    fb = {m: [] for m in METHODS}
+    for m in METHODS:  # compile everything before timing anything
+        jax.block_until_ready(jax.jit(pools[m])(x))
+        jax.block_until_ready(jax.jit(grads[m])(x))
+    for _ in range(rounds):
+        for m in METHODS:
+            fwd[m].append(time_fn(pools[m], x, warmup=1, repeats=repeats))
+            fb[m].append(time_fn(grads[m], x, warmup=1, repeats=repeats))
+    return {
+        m: {
+            "fwd": float(np.median(fwd[m])),
+            "fwd_bwd": float(np.median(fb[m])),
+            "mem": peak_memory_bytes(grads[m], x),
+            "res": residual_bytes(pools[m], x),
         }
-    return results
+        for m in METHODS
+    }
 
 
 def overflow_check(dtype) -> str:
@@ -145,7 +161,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller shapes (CPU-friendly)")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    parser.add_argument("--repeats", type=int, default=7, help="timed runs per measurement")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds per shape")
+    parser.add_argument("--repeats", type=int, default=3, help="timed calls per round")
     parser.add_argument("--out", type=pathlib.Path, default=pathlib.Path("runs/bench_softpool.png"))
     args = parser.parse_args(argv)
     dtype = jnp.dtype(args.dtype)
@@ -153,7 +170,7 @@ def main(argv: list[str] | None = None) -> None:
 
     all_results = []
     for case in cases:
-        all_results.append((case[0], run_case(case, dtype, args.repeats)))
+        all_results.append((case[0], run_case(case, dtype, args.rounds, args.repeats)))
 
     print(f"SoftPool benchmark ({'quick' if args.quick else 'full'} sizes, {dtype.name})")
     print("ratios = soft / baseline (time: < 1 is faster; memory: < 1 is smaller)")
@@ -172,7 +189,10 @@ def main(argv: list[str] | None = None) -> None:
             ]
             print(f"{label:28s} {base:8s} " + " ".join(f"{r:>8s}" for r in ratios))
     print()
-    print("absolute figures (median ms; mem = fwd+bwd temp+output; res = autodiff residuals)")
+    print(
+        f"absolute figures (ms: median of {args.rounds} interleaved rounds x {args.repeats} "
+        "calls; mem = fwd+bwd temp+output; res = autodiff residuals)"
+    )
     print(
         f"{'case':28s} {'method':8s} {'fwd ms':>9s} {'fwd+bwd ms':>11s} {'mem':>11s} {'res':>11s}"
     )
