@@ -34,6 +34,7 @@ class SoftPool(nn.Module):
     ``out = (size + lo + hi - window) // stride + 1`` per spatial dim.
 
     Example:
+      >>> import jax.numpy as jnp
       >>> pool = SoftPool((2, 2), strides=(2, 2))
       >>> y = pool.apply({}, jnp.ones((8, 32, 32, 16)))
       >>> y.shape

@@ -36,6 +36,7 @@ class SoftPool(nnx.Module):
     ``out = (size + lo + hi - window) // stride + 1`` per spatial dim.
 
     Example:
+      >>> import jax.numpy as jnp
       >>> pool = SoftPool((2, 2), strides=(2, 2))
       >>> pool(jnp.ones((8, 32, 32, 16))).shape
       (8, 16, 16, 16)
