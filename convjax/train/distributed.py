@@ -36,6 +36,10 @@ BACKENDS = ("pmap", "shard_map")
 ENV_COORDINATOR_ADDRESS = "JAX_COORDINATOR_ADDRESS"
 ENV_NUM_PROCESSES = "JAX_NUM_PROCESSES"
 ENV_PROCESS_ID = "JAX_PROCESS_ID"
+#: Seconds to wait for the coordinator / all processes at start-up (default 300).
+ENV_INITIALIZATION_TIMEOUT = "CONVJAX_INITIALIZATION_TIMEOUT"
+#: Seconds without heartbeats after which a process counts as dead (default 100).
+ENV_HEARTBEAT_TIMEOUT = "CONVJAX_HEARTBEAT_TIMEOUT"
 
 
 class DistributedError(RuntimeError):
@@ -56,7 +60,8 @@ def distributed_settings(dist: Mapping[str, Any] | None = None) -> dict[str, Any
     """Resolve the multi-process settings from ``config.distributed`` and the environment.
 
     A config field that is unset (``""``, ``0`` processes, ``-1`` process id) is taken from
-    ``JAX_COORDINATOR_ADDRESS`` / ``JAX_NUM_PROCESSES`` / ``JAX_PROCESS_ID``. Multi-process
+    ``JAX_COORDINATOR_ADDRESS`` / ``JAX_NUM_PROCESSES`` / ``JAX_PROCESS_ID`` (timeouts from
+    ``CONVJAX_INITIALIZATION_TIMEOUT`` / ``CONVJAX_HEARTBEAT_TIMEOUT``). Multi-process
     mode is on if ``dist["initialize"]`` is true or any of these is set; otherwise the run is
     a single host and ``jax.distributed`` is not touched.
 
@@ -94,8 +99,12 @@ def distributed_settings(dist: Mapping[str, Any] | None = None) -> dict[str, Any
         "coordinator_address": address or None,
         "num_processes": num_processes,
         "process_id": process_id,
-        "initialization_timeout": int(dist.get("initialization_timeout") or 300),
-        "heartbeat_timeout": int(dist.get("heartbeat_timeout") or 100),
+        "initialization_timeout": int(
+            dist.get("initialization_timeout") or _env_int(ENV_INITIALIZATION_TIMEOUT) or 300
+        ),
+        "heartbeat_timeout": int(
+            dist.get("heartbeat_timeout") or _env_int(ENV_HEARTBEAT_TIMEOUT) or 100
+        ),
     }
 
 
