@@ -338,3 +338,42 @@ def test_bad_inputs_raise_clear_errors():
         soft_pool(x, (1, 1, 1, 1))
     with pytest.raises(ValueError, match="`x` must have shape"):
         jax.jit(lambda a: soft_pool(a, 2))(jnp.zeros((4,)))
+
+
+# ------------------------------------------------------------------------------------------------
+# Random configurations (hypothesis): shapes, windows, strides, paddings, incl. k < s and k > s.
+# ------------------------------------------------------------------------------------------------
+
+hypothesis = pytest.importorskip("hypothesis")
+st = hypothesis.strategies
+
+
+@st.composite
+def pool_configs(draw):
+    n = draw(st.integers(1, 2))
+    size = tuple(draw(st.integers(1, 7)) for _ in range(n))
+    window = tuple(draw(st.integers(1, s + 1)) for s in size)
+    strides = tuple(draw(st.integers(1, 3)) for _ in range(n))
+    kind = draw(st.sampled_from(["VALID", "SAME", "explicit"]))
+    if kind == "explicit":
+        padding = tuple((draw(st.integers(0, k - 1)), draw(st.integers(0, k - 1))) for k in window)
+    else:
+        padding = kind
+    return (1, *size, 2), window, strides, padding
+
+
+@hypothesis.settings(max_examples=15, deadline=None, derandomize=True)
+@hypothesis.given(pool_configs())
+def test_random_configurations_match_reference(config):
+    shape, k, s, padding = config
+    try:
+        expected_shape = soft_pool_output_shape(shape, k, s, padding)
+    except ValueError:
+        hypothesis.assume(False)  # window larger than the padded input, or an all-padding window
+    x = np.random.default_rng(len(str(config))).normal(size=shape).astype(np.float32) * 2
+    y, gx = pool_and_grad(jnp.asarray(x), k, s, padding)
+    assert y.shape == expected_shape
+    np.testing.assert_allclose(np.asarray(y), ref_soft_pool(x, k, s, padding), atol=1e-5)
+    np.testing.assert_allclose(
+        np.asarray(gx), ref_soft_pool_grad(x, np.ones(y.shape), k, s, padding), atol=1e-5
+    )
