@@ -175,10 +175,9 @@ def _compute_dtype(dtype: jnp.dtype) -> jnp.dtype:
 def _d_floor(dtype: jnp.dtype) -> float:
     """A value below which ``exp`` is exactly 0 in ``dtype``; clamping ``d`` there is exact.
 
-    Guards ``a - m`` against overflowing to ``-inf`` (e.g. ``-3e38 - 3e38`` in fp32), which
-    would give ``0 * -inf = nan`` in ``sum e_i d_i``. Padded positions also get ``d = floor``,
-    so their weight is exactly 0 and no ``inf`` appears even in unselected branches (which
-    would turn into ``nan`` under second-order differentiation).
+    Guards ``a - m`` against overflowing to ``-inf`` (e.g. ``-3e38 - 3e38`` in fp32, or the
+    ``-inf`` that marks padded positions), which would give ``0 * -inf = nan`` in
+    ``sum e_i d_i``; with the clamp those terms are ``0 * floor = 0``.
     """
     return float(np.log(np.finfo(dtype).smallest_subnormal)) - 16.0
 
