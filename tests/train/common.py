@@ -8,6 +8,7 @@ import jax
 import numpy as np
 from flax import nnx
 
+import convjax.nnx as cnn
 from convjax.models import build
 from convjax.train.optim import make_padding_optimizer, make_task_optimizer, param_labels
 from convjax.train.state import create_train_state, split_model
@@ -41,6 +42,24 @@ def tiny_model(
         rngs=nnx.Rngs(params=seed, dropout=seed + 1),
         **kwargs,
     )
+
+
+class MixedNet(nnx.Module):
+    """Every kind of state in one tiny net: learned padding (PadParam + padding loss),
+    BatchNorm statistics and deconvolution statistics (DeconvStat), all synced over
+    ``axis_name``. ``(N, 8, 8, 1) -> (N, 10)``."""
+
+    def __init__(self, *, axis_name: str | None = "batch", seed: int = 0) -> None:
+        rngs = nnx.Rngs(seed)
+        self.conv = cnn.Conv(1, 4, 3, padding_mode="learned", use_bias=False, rngs=rngs)
+        self.bn = nnx.BatchNorm(4, axis_name=axis_name, rngs=rngs)
+        self.deconv = cnn.DeconvConv(4, 6, 3, sampling_stride=1, axis_name=axis_name, rngs=rngs)
+        self.head = nnx.Linear(6, 10, rngs=rngs)
+
+    def __call__(self, x):
+        h = nnx.relu(self.bn(self.conv(x)))
+        h = nnx.relu(self.deconv(h))
+        return self.head(h.mean(axis=(1, 2)))
 
 
 def fixed_batch(n: int = 16, size: int = 8, seed: int = 0) -> dict[str, np.ndarray]:

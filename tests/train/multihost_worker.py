@@ -9,13 +9,15 @@ Every process of the job runs this script with ``JAX_COORDINATOR_ADDRESS`` /
    newest one; all processes train the same config again, restarting from the older one;
 3. writes its final host state of each run to ``<out>/state_<run>_p<i>.npz``.
 
-The single-process reference runs the same :func:`run_job` in the test process.
+The single-process reference runs the same script alone: ``multihost_worker.py <out>
+--single`` with 8 CPU devices.
 
 Process ``i`` uses the working directory ``<out>/p<i>/<run>``, so the test can check that
 only process 0 wrote logs, metrics and checkpoints (and that resuming needs no files on the
 other processes).
 
-Usage: ``convjax launch --processes 2 -- tests/train/multihost_worker.py <out_dir>``.
+Usage: ``convjax launch --processes 2 -- tests/train/multihost_worker.py <out_dir>``, or
+``JAX_NUM_CPU_DEVICES=8 python tests/train/multihost_worker.py <out_dir> --single``.
 """
 
 from __future__ import annotations
@@ -120,15 +122,22 @@ def run_job(out_dir: str) -> None:
     run("resume", "shard_map")
 
 
-def main(out_dir: str) -> None:
-    """Join the job described by the launcher's environment, then :func:`run_job`."""
+def main(out_dir: str, single: bool = False) -> None:
+    """Join the job described by the launcher's environment, then :func:`run_job`.
+
+    With ``single`` run alone instead (the one-process reference; no ``jax.distributed``).
+    """
     from convjax.train.distributed import setup_distributed
 
-    if not setup_distributed():
+    if single:
+        import jax
+
+        assert jax.process_count() == 1
+    elif not setup_distributed():
         raise SystemExit("expected JAX_COORDINATOR_ADDRESS etc. from `convjax launch`")
     run_job(out_dir)
     print("worker: done", flush=True)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1], single=sys.argv[2:] == ["--single"])

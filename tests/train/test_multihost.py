@@ -3,7 +3,7 @@
 ``convjax launch`` starts two real JAX processes joined by ``jax.distributed`` over loopback
 (gloo CPU collectives), each reading only its shard of the data. They run
 ``tests/train/multihost_worker.py``: a pmap run, then a shard_map run resumed from its
-checkpoint. This test process runs the same job on its own 8 devices as the reference.
+checkpoint. The reference is the same script in one process with 8 CPU devices.
 """
 
 from __future__ import annotations
@@ -60,6 +60,23 @@ def _launch_cli(args: list[str], log_path: str) -> subprocess.Popen:
         )
 
 
+def _start_reference(out: str, log_path: str) -> subprocess.Popen:
+    """The same job in one process with 8 CPU devices (no jax.distributed)."""
+    env = _clean_env(JAX_PLATFORMS="cpu", JAX_NUM_CPU_DEVICES="8")
+    env["XLA_FLAGS"] = launch_mod.child_env(
+        env, process_id=0, num_processes=1, coordinator_address="", devices_per_process=8
+    )["XLA_FLAGS"]
+    with open(log_path, "wb") as log:
+        return subprocess.Popen(
+            [sys.executable, WORKER, out, "--single"],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
 def _finish(proc: subprocess.Popen, timeout: float) -> int:
     """Wait for a launched job; on timeout (or any error) kill its process group."""
     try:
@@ -98,19 +115,24 @@ def _max_diff(a: dict, b: dict, prefix: str) -> float:
 
 @pytest.fixture(scope="module")
 def job(tmp_path_factory):
-    """Run the 2 x 4 job (background) and the 1 x 8 reference (here) on the same data."""
+    """Run the 2 x 4 job and the 1 x 8 reference (at the same time) on the same data."""
     multi = str(tmp_path_factory.mktemp("multi"))
     single = str(tmp_path_factory.mktemp("single"))
     log_path = os.path.join(multi, "launch.log")
+    ref_log_path = os.path.join(single, "reference.log")
     proc = _launch_cli(
         ["--processes", "2", "--devices-per-process", "4", "--timeout", str(JOB_TIMEOUT_S)]
         + ["--", WORKER, multi],
         log_path,
     )
     try:
-        worker.run_job(single)  # overlaps with the launched processes
-    finally:
-        status = _finish(proc, JOB_TIMEOUT_S + 30)
+        ref = _start_reference(single, ref_log_path)
+    except BaseException:
+        _finish(proc, 0)
+        raise
+    ref_status = _finish(ref, JOB_TIMEOUT_S)
+    status = _finish(proc, JOB_TIMEOUT_S + 30)
+    assert ref_status == 0, _read(ref_log_path)[-6000:]
     log = _read(log_path)
     assert status == 0, log[-6000:]
     return multi, single, log

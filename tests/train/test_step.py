@@ -6,11 +6,11 @@ import numpy as np
 import optax
 import pytest
 
-import convjax.nnx
 from convjax.train.distributed import DataParallel
 from convjax.train.state import create_train_state, split_model
 from convjax.train.step import make_eval_step, make_loss_fn, make_train_step, step_key
 from tests.train.common import (
+    MixedNet,
     fixed_batch,
     make_setup,
     max_abs_diff,
@@ -26,10 +26,11 @@ NUM_STEPS = 2
 def three_ways():
     """Two steps of the same model on the same global batches: pmap, shard_map, 1 device.
 
-    Learned padding (PadParam + padding optimizer) and BatchNorm synced over "batch". Two
-    different batches, so the second step sees updated params, statistics and momentum.
+    Learned padding (PadParam + padding optimizer), BatchNorm and deconvolution statistics
+    synced over "batch". Two different batches, so the second step sees updated params,
+    statistics and momentum.
     """
-    model = tiny_model(padding="learned", norm="batch")
+    model = MixedNet()
     _, state, step, _ = make_setup(model)
     batches = [fixed_batch(16, seed=0), fixed_batch(16, seed=1)]
     out = {
@@ -45,12 +46,14 @@ def test_eight_devices(num_devices):
     assert DataParallel("shard_map").num_devices == 8
 
 
-def test_pmap_equals_shard_map_exactly(three_ways):
+def test_pmap_equals_shard_map(three_ways):
     _, out = three_ways
     (s_p, m_p), (s_s, m_s) = out["pmap"], out["shard_map"]
-    # The same per-device function and the same collectives: identical bits.
-    assert trees_equal(s_p, s_s)
-    assert m_p == m_s
+    # The same per-device function and the same collectives: equal up to the last bits
+    # (usually bit-identical; a 1e-6 margin keeps the test robust to XLA scheduling).
+    assert jax.tree.structure(s_p) == jax.tree.structure(s_s)
+    assert max_abs_diff(s_p, s_s) <= 1e-6
+    assert m_p == pytest.approx(m_s, rel=1e-6, abs=1e-7)
 
 
 @pytest.mark.parametrize("field", ["params", "pad_params", "stats", "opt_task", "opt_pad"])
@@ -71,7 +74,8 @@ def test_state_contents(three_ways):
     state, metrics = out["pmap"]
     assert int(state.step) == NUM_STEPS
     assert jax.tree.leaves(state.pad_params), "learned padding must give PadParam leaves"
-    assert "mean" in str(jax.tree.structure(state.stats))  # BatchNorm running statistics
+    assert set(state.stats["bn"]) == {"mean", "var"}  # BatchNorm running statistics
+    assert {"mean", "deconv"} <= set(state.stats["deconv"])  # deconvolution statistics
     # Padding momentum buffers are non-zero: the padding optimizer was stepped.
     assert max_abs_diff(init.opt_pad, state.opt_pad) > 0
     m_single = out["single"][1]
@@ -185,12 +189,7 @@ def test_eval_step_counts_masked_examples():
 SWITCH_COMBOS = [
     dict(padding="reflect", pool="soft", norm="none", conv="standard"),
     dict(padding="partial", pool="avg", norm="batch", conv="standard"),
-    pytest.param(
-        dict(padding="circular", pool="max", norm="deconv", conv="standard"),
-        marks=pytest.mark.skipif(
-            not hasattr(convjax.nnx, "DeconvConv"), reason="DeconvConv (issue 4) not landed yet"
-        ),
-    ),
+    dict(padding="circular", pool="max", norm="deconv", conv="standard"),
     dict(padding="replicate", pool="max", norm="batch", conv="flex", flex_kernel_size=5),
 ]
 
