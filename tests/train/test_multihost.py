@@ -327,3 +327,40 @@ def test_launch_rejects_bad_arguments(kwargs, match):
 def test_launch_cli_errors(capsys):
     assert launch_mod.main(["--processes", "2"]) == 2
     assert "needs a command after '--'" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_dead_peer_stops_the_survivor_without_launcher(tmp_path):
+    """No launcher: JAX's heartbeat check ends process 0 after process 1 died."""
+    out = str(tmp_path)
+    address = f"127.0.0.1:{launch_mod.free_port()}"
+    procs = []
+    for i in range(2):
+        env = launch_mod.child_env(
+            _clean_env(CONVJAX_HEARTBEAT_TIMEOUT="5"),
+            process_id=i,
+            num_processes=2,
+            coordinator_address=address,
+            devices_per_process=1,
+        )
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, CRASH, out],
+                cwd=ROOT,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        )
+    try:
+        output0 = procs[0].communicate(timeout=120)[0].decode(errors="replace")
+        procs[1].communicate(timeout=30)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+    assert procs[1].returncode == 3
+    assert procs[0].returncode != 0, output0[-3000:]
+    assert "stopped sending heartbeats" in output0, output0[-3000:]
