@@ -12,7 +12,8 @@
 
 The output of every process is forwarded line by line with a ``[p<i>]`` prefix. If one
 process fails, the others are stopped (SIGTERM, then SIGKILL after a grace period) and the
-launcher exits with the failed process's status; Ctrl-C stops all of them. The command after
+launcher exits with the failed process's status; Ctrl-C or SIGTERM stops all of them, and on
+Linux the processes are killed if the launcher itself dies. The command after
 ``--`` is a ``convjax`` command (``train ...``), a Python script (``path.py ...``, run with
 this interpreter) or any executable.
 
@@ -122,6 +123,16 @@ def _forward(stream: IO[bytes], prefix: str, out: IO[str], lock: threading.Lock)
     stream.close()
 
 
+def _die_with_parent() -> None:
+    """In the child before exec (Linux): get SIGKILL if the launcher dies, even by SIGKILL."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def _signal_group(proc: subprocess.Popen, sig: int) -> None:
     """Send ``sig`` to the process group of our child ``proc`` (it and its own children)."""
     try:
@@ -226,6 +237,7 @@ def launch(
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # its own process group: we can stop its children too
+                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
             )
             procs.append(proc)
             thread = threading.Thread(
@@ -283,6 +295,11 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument("--port", type=int, default=None, help="coordinator port (default free)")
     parser.add_argument("--timeout", type=float, default=None, help="stop after this many s")
     args = parser.parse_args(options)
+
+    def terminate(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt  # stop the processes like Ctrl-C does
+
+    signal.signal(signal.SIGTERM, terminate)
     try:
         return launch(
             command,
