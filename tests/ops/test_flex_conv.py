@@ -1,0 +1,212 @@
+"""flex_conv: against a float64 NumPy pipeline, bucket selection, gradients, resolution change."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.test_util import check_grads
+
+from convjax.ops.flex_conv import (
+    active_bucket,
+    flex_conv,
+    flex_conv_init,
+    resolution_change,
+    sample_kernel,
+    switch_recompute,
+)
+from convjax.ops.gaussian_mask import raw_from_sigma, threshold_radius
+from convjax.ops.magnet import magnet_aliasing_penalty, magnet_frequencies, nyquist_budget
+from tests.ops.test_fft_conv import reference_conv
+from tests.ops.test_magnet import magnet_numpy
+
+NET = dict(hidden_features=4, num_layers=2)
+
+
+def _params(d, cin, cout, k, sigma=None, seed=0, **kw):
+    p = flex_conv_init(jax.random.key(seed), d, cin, cout, kernel_size=k, **{**NET, **kw})
+    if sigma is not None:
+        p["mask"]["sigma_raw"] = jnp.full((d,), float(raw_from_sigma(sigma)), jnp.float32)
+    return p
+
+
+def numpy_flex_conv(params, x, horizon, size, causal=False, mode="constant"):
+    """Independent float64 pipeline: grid -> MAGNet -> mask -> reshape -> pad -> correlate."""
+    x = np.asarray(x, np.float64)
+    d = x.ndim - 2
+    full = np.linspace(-1, 1, horizon)
+    pts = full[horizon - size :] if causal else full[(horizon - size) // 2 :][:size]
+    grid = np.stack(np.meshgrid(*([pts] * d), indexing="ij"), -1)
+    values = magnet_numpy(params["kernel_net"], grid.reshape(-1, d))
+    mu = np.asarray(params["mask"]["mu"], np.float64)
+    sigma = np.log1p(np.exp(np.asarray(params["mask"]["sigma_raw"], np.float64))) + 1e-4
+    mask = np.exp(-0.5 * np.sum(((grid.reshape(-1, d) - mu) / sigma) ** 2, axis=-1))
+    cin = x.shape[-1]
+    kernel = (values * mask[:, None]).reshape(*(size,) * d, cin, -1)
+    pads = [(size - 1, 0)] if causal else [((size - 1) // 2, (size - 1) // 2)] * d
+    xp = np.pad(x, [(0, 0), *pads, (0, 0)], mode=mode)
+    return reference_conv(xp, kernel, (1,) * d) + np.asarray(params["bias"], np.float64)
+
+
+@pytest.mark.parametrize(
+    "d,horizon,sigma,expected_size",
+    [(2, 9, 0.075, 5), (2, 9, 0.4, 9), (1, 17, 0.2, 9), (3, 5, None, 5)],
+)
+def test_matches_numpy_pipeline_and_picks_bucket(d, horizon, sigma, expected_size):
+    p = _params(d, 2, 3, horizon, sigma)
+    p["bias"] = jnp.arange(3.0)
+    x = jnp.asarray(np.random.default_rng(0).standard_normal((2, *(7,) * d, 2)), jnp.float32)
+    idx = int(active_bucket(p, kernel_size=horizon))
+    assert (5, 9, 17)[idx] == expected_size
+    y = jax.jit(lambda q, a: flex_conv(q, a, kernel_size=horizon))(p, x)
+    want = numpy_flex_conv(p, x, horizon, expected_size)
+    assert y.shape == (2, *(7,) * d, 3)
+    np.testing.assert_allclose(y, want, rtol=2e-4, atol=2e-4)
+    np.testing.assert_allclose(flex_conv(p, x, kernel_size=horizon), y, rtol=1e-5, atol=1e-5)
+
+
+def test_causal_matches_numpy_and_never_reads_the_future():
+    p = _params(1, 2, 2, 33, causal=True, sigma=0.3)
+    assert float(p["mask"]["mu"][0]) == 1.0
+    size = (5, 9, 17, 33)[int(active_bucket(p, kernel_size=33, causal=True))]
+    assert size == 17  # floor(2.146 * 0.3 / (2 / 32)) + 1 = 11 -> bucket 17
+    x = jnp.asarray(np.random.default_rng(1).standard_normal((2, 40, 2)), jnp.float32)
+    f = jax.jit(lambda q, a: flex_conv(q, a, kernel_size=33, causal=True, conv_method="spatial"))
+    y = f(p, x)
+    np.testing.assert_allclose(
+        y, numpy_flex_conv(p, x, 33, size, causal=True), rtol=2e-4, atol=2e-4
+    )
+    y2 = f(p, x.at[:, 20:].set(50.0))
+    np.testing.assert_array_equal(y2[:, :20], y[:, :20])
+    yf = flex_conv(p, x, kernel_size=33, causal=True, conv_method="fft")
+    np.testing.assert_allclose(yf, y, rtol=2e-4, atol=2e-4)
+
+
+@pytest.mark.parametrize("mode", ["zero", "reflect", "replicate", "circular"])
+def test_padding_modes_pad_by_the_chosen_bucket(mode):
+    p = _params(1, 1, 2, 9, sigma=0.5)  # floor(2.146 * 0.5 / 0.25) = 4 -> bucket 9, pads 4
+    x = jnp.asarray(np.random.default_rng(2).standard_normal((1, 10, 1)), jnp.float32)
+    y = flex_conv(p, x, kernel_size=9, padding_mode=mode)
+    np_mode = {"zero": "constant", "reflect": "reflect", "replicate": "edge", "circular": "wrap"}
+    np.testing.assert_allclose(
+        y, numpy_flex_conv(p, x, 9, 9, mode=np_mode[mode]), rtol=2e-4, atol=2e-4
+    )
+
+
+def test_ckconv_uses_full_horizon_and_strides_give_same_size():
+    p = flex_conv_init(
+        jax.random.key(0), 2, 1, 2, kernel_size=5, use_mask=False, kernel_net="siren"
+    )
+    assert "mask" not in p and int(active_bucket(p, kernel_size=5)) == 0
+    x = jnp.ones((1, 9, 8, 1))
+    y = flex_conv(p, x, kernel_size=5, kernel_net="siren", strides=(2, 3))
+    assert y.shape == (1, 5, 3, 2)
+    full = flex_conv(p, x, kernel_size=5, kernel_net="siren")
+    np.testing.assert_allclose(y, full[:, ::2, 1::3], rtol=1e-5, atol=1e-5)
+
+
+def test_gradients_wrt_mask_and_kernel_net():
+    p = _params(1, 1, 1, 9, sigma=0.2)
+    x = jnp.asarray(np.random.default_rng(3).standard_normal((1, 8, 1)), jnp.float32)
+    f = jax.jit(lambda q: flex_conv(q, x, kernel_size=9))
+    check_grads(f, (p,), order=1, modes=("rev",), atol=5e-2, rtol=5e-2)
+    g = jax.grad(lambda q: jnp.sum(f(q) ** 2))(p)
+    assert float(jnp.abs(g["mask"]["sigma_raw"]).sum()) > 0
+    assert float(jnp.abs(g["mask"]["mu"]).sum()) > 0
+    assert float(jnp.abs(g["kernel_net"]["out"]["w"]).sum()) > 0
+
+
+def test_switch_recompute_gradient_equals_lax_switch():
+    branches = [lambda a, b: jnp.sin(a) * b, lambda a, b: a**2 + b, lambda a, b: a * b**3]
+    a, b = jnp.float32(0.7), jnp.float32(-1.3)
+    for i in range(3):
+        want = jax.grad(lambda u, v, i=i: jax.lax.switch(i, branches, u, v), (0, 1))(a, b)
+        got = jax.jit(jax.grad(lambda u, v, i=i: switch_recompute(i, branches, u, v), (0, 1)))(a, b)
+        np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
+def test_extreme_sigma_and_inputs_stay_finite():
+    for raw in (-1e4, 0.0, 1e4):
+        p = _params(2, 1, 1, 9)
+        p["mask"]["sigma_raw"] = jnp.full((2,), raw, jnp.float32)
+        x = jnp.full((1, 6, 6, 1), 1e20, jnp.float32)
+        y, g = jax.value_and_grad(lambda q, x=x: jnp.sum(flex_conv(q, x * 1e-20, kernel_size=9)))(p)
+        assert bool(jnp.isfinite(y))
+        assert all(bool(jnp.all(jnp.isfinite(v))) for v in jax.tree.leaves(g))
+        assert bool(jnp.all(jnp.isfinite(flex_conv(p, x, kernel_size=9))))
+
+
+def test_resolution_change_formula():
+    assert resolution_change(33, 2, 2) == (65, 0.25)
+    assert resolution_change(17, 1, 0.5) == (9, 2.0)
+    with pytest.raises(ValueError, match="factor"):
+        resolution_change(33, 2, 1.3)
+    # the finer grid contains the coarse one: every other sample is the same kernel value
+    p = _params(2, 1, 1, 9, sigma=0.6)
+    coarse = sample_kernel(p, 1, kernel_size=9)
+    fine = sample_kernel(p, 1, kernel_size=17)
+    np.testing.assert_allclose(fine[::2, ::2], coarse, rtol=1e-5, atol=1e-6)
+
+
+def _alias_free(p, horizon):
+    """Shrink the Gabor frequencies of ``p`` under the per-filter budget of ``horizon``."""
+    top = float(jnp.max(magnet_frequencies(p["kernel_net"])))
+    f = 0.8 * nyquist_budget(horizon, len(p["kernel_net"]["gabor"])) / top
+    net = dict(p["kernel_net"])
+    net["gabor"] = [{**g, "w": g["w"] * f, "gamma": g["gamma"] * f} for g in net["gabor"]]
+    return {**p, "kernel_net": net}
+
+
+def test_resampled_layer_at_2x_matches_original_when_alias_free():
+    horizon, length = 17, 48
+    t = np.arange(2 * length - 1) / 2.0  # fine grid; even samples = coarse grid
+    signal = np.sin(2 * np.pi * t / 23.0) + 0.5 * np.cos(2 * np.pi * t / 11.0)
+    fine_x = jnp.asarray(signal[None, :, None], jnp.float32)
+    coarse_x = fine_x[:, ::2]
+    new_k, scale = resolution_change(horizon, 1, 2)
+    errors = {}
+    for name, p in (
+        ("aliased", _params(1, 1, 1, horizon, sigma=0.5, num_layers=3, hidden_features=16)),
+        ("alias-free", None),
+    ):
+        if p is None:
+            p = _alias_free(errors["_p"], horizon)
+            assert float(magnet_aliasing_penalty(p["kernel_net"], horizon)) == 0.0
+        else:
+            assert float(magnet_aliasing_penalty(p["kernel_net"], horizon)) > 0.0
+            errors["_p"] = p
+        kw = dict(threshold=1e-3, conv_method="spatial")
+        y_coarse = flex_conv(p, coarse_x, kernel_size=horizon, **kw)
+        y_fine = flex_conv(p, fine_x, kernel_size=new_k, kernel_scale=scale, **kw)
+        inner = slice(horizon, length - horizon)  # away from the zero-padded borders
+        diff = np.abs(np.asarray(y_fine[0, ::2, 0] - y_coarse[0, :, 0]))[inner]
+        errors[name] = diff.max() / np.abs(np.asarray(y_coarse[0, inner, 0])).max()
+    assert errors["alias-free"] < 0.05, errors
+    assert errors["aliased"] > 3 * errors["alias-free"], errors
+
+
+def test_errors_name_the_argument():
+    p = _params(2, 2, 3, 9)
+    x = jnp.ones((1, 8, 8, 2))
+    with pytest.raises(TypeError, match="`x`"):
+        flex_conv(p, x.astype(jnp.int32), kernel_size=9)
+    with pytest.raises(ValueError, match="spatial dims"):
+        flex_conv(p, jnp.ones((1, 8, 2)), kernel_size=9)
+    with pytest.raises(ValueError, match="padding_mode"):
+        flex_conv(p, x, kernel_size=9, padding_mode="partial")
+    with pytest.raises(ValueError, match="padding_mode"):
+        flex_conv(p, jnp.ones((1, 4, 4, 2)), kernel_size=9, padding_mode="reflect")
+    with pytest.raises(ValueError, match="in_features"):
+        flex_conv(p, jnp.ones((1, 8, 8, 3)), kernel_size=9)
+    with pytest.raises(ValueError, match="kernel_size"):
+        flex_conv(p, x, kernel_size=8)
+    with pytest.raises(ValueError, match="causal"):
+        flex_conv(p, x, kernel_size=9, causal=True)
+    with pytest.raises(ValueError, match="kernel_net"):
+        flex_conv(p, x, kernel_size=9, kernel_net="mlp")
+    with pytest.raises(ValueError, match="buckets"):
+        flex_conv(p, x, kernel_size=9, buckets=(3, 7))
+    with pytest.raises(ValueError, match="causal"):
+        flex_conv_init(jax.random.key(0), 2, 1, 1, causal=True)
+    assert math.isclose(threshold_radius(0.1), 2.1459660262893476, rel_tol=1e-9)
