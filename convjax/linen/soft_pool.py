@@ -47,7 +47,10 @@ class SoftPool(nn.Module):
     dtype: Any | None = None
 
     def __post_init__(self) -> None:
-        check_soft_pool_args(self.window_shape, self.strides, self.padding)
+        args = check_soft_pool_args(self.window_shape, self.strides, self.padding)
+        # Lists -> tuples, so the (frozen) module stays hashable under Linen transforms.
+        for name, value in zip(("window_shape", "strides", "padding"), args):
+            object.__setattr__(self, name, value)
         super().__post_init__()
 
     def __call__(self, x: jax.Array) -> jax.Array:

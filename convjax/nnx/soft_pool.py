@@ -50,10 +50,9 @@ class SoftPool(nnx.Module):
         *,
         dtype: Any | None = None,
     ) -> None:
-        check_soft_pool_args(window_shape, strides, padding)
-        self.window_shape = tuple(window_shape) if isinstance(window_shape, list) else window_shape
-        self.strides = tuple(strides) if isinstance(strides, list) else strides
-        self.padding = _freeze(padding)
+        self.window_shape, self.strides, self.padding = check_soft_pool_args(
+            window_shape, strides, padding
+        )
         self.dtype = dtype
 
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -61,10 +60,3 @@ class SoftPool(nnx.Module):
         if self.dtype is not None:
             x = x.astype(self.dtype)
         return soft_pool(x, self.window_shape, self.strides, self.padding)
-
-
-def _freeze(padding: PaddingLike) -> PaddingLike:
-    """Lists -> tuples, so the module's static attributes are hashable."""
-    if isinstance(padding, (list, tuple)):
-        return tuple(tuple(p) if isinstance(p, (list, tuple)) else p for p in padding)
-    return padding

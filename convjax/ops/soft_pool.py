@@ -48,7 +48,7 @@ from __future__ import annotations
 import functools
 import itertools
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -118,15 +118,20 @@ def check_soft_pool_args(
     window_shape: int | Sequence[int],
     strides: int | Sequence[int] | None = None,
     padding: PaddingLike = "VALID",
-) -> None:
+) -> tuple[Any, Any, Any]:
     """Check pooling arguments that do not depend on the input (for module constructors).
 
     Raises the same ``ValueError``/``TypeError`` as :func:`soft_pool` would for a bad
     window, stride or padding, before any input is seen. Input-dependent checks (rank, dtype,
     window larger than the input) still happen at call time.
 
+    Returns:
+      ``(window_shape, strides, padding)`` unchanged except that lists become tuples, so a
+      module can store them as hashable static attributes.
+
     Example:
-      >>> check_soft_pool_args((2, 2), (2, 2), "SAME")
+      >>> check_soft_pool_args([2, 2], None, [(0, 1), (0, 1)])
+      ((2, 2), None, ((0, 1), (0, 1)))
     """
     if isinstance(window_shape, (tuple, list)):
         n = len(window_shape)
@@ -144,6 +149,14 @@ def check_soft_pool_args(
     window = normalize_tuple(window_shape, n, "window_shape")
     normalize_tuple(strides, n, "strides", default=(1,) * n)
     normalize_padding(padding, (max(window),) * n, window, (1,) * n, "padding")
+    return _hashable(window_shape), _hashable(strides), _hashable(padding)
+
+
+def _hashable(value: Any) -> Any:
+    """Nested lists -> nested tuples; anything else unchanged."""
+    if isinstance(value, (list, tuple)):
+        return tuple(_hashable(v) for v in value)
+    return value
 
 
 def soft_pool_output_shape(

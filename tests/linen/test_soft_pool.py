@@ -60,3 +60,15 @@ def test_bad_configuration_raises():
         SoftPool((2, 2), padding="FULL")
     with pytest.raises(ValueError, match="`window_shape`.*larger than the padded input"):
         SoftPool((7, 7)).apply({}, _x())
+
+
+def test_list_arguments_are_stored_as_tuples():
+    pool = SoftPool([2, 2], strides=[2, 2], padding=[[0, 1], (1, 0)])
+    assert pool.window_shape == (2, 2) and pool.padding == ((0, 1), (1, 0))
+    hash(pool.padding)
+    x = _x()
+    np.testing.assert_allclose(
+        np.asarray(jax.jit(pool.apply)({}, x)),
+        np.asarray(soft_pool(x, (2, 2), (2, 2), ((0, 1), (1, 0)))),
+        atol=1e-6,
+    )
