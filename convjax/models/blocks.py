@@ -242,6 +242,7 @@ class ConvNorm(nnx.Module):
                 strides=stride,
                 padding_mode=cfg.padding,
                 causal=causal,
+                num_spatial_dims=num_spatial,
                 use_bias=cfg.norm == "none",
                 **dict(cfg.flex_kwargs),
                 **common,
@@ -333,12 +334,14 @@ class Classifier(nnx.Module):
     def __init__(self, in_features: int, num_classes: int, *, cfg: LayerConfig, rngs: nnx.Rngs):
         common = dict(dtype=cfg.dtype, param_dtype=cfg.param_dtype, rngs=rngs)
         if cfg.norm == "deconv":
+            # Conv-only options (patch sampling, groups) do not apply to the dense layer.
+            dense_kwargs = {
+                k: v
+                for k, v in cfg.deconv_kwargs.items()
+                if k not in ("sampling_stride", "feature_group_count")
+            }
             self.linear = cnn.DeconvDense(
-                in_features,
-                num_classes,
-                axis_name=cfg.axis_name,
-                **dict(cfg.deconv_kwargs),
-                **common,
+                in_features, num_classes, axis_name=cfg.axis_name, **dense_kwargs, **common
             )
         else:
             self.linear = nnx.Linear(in_features, num_classes, **common)
