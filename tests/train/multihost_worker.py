@@ -17,7 +17,8 @@ only process 0 wrote logs, metrics and checkpoints (and that resuming needs no f
 other processes).
 
 Usage: ``convjax launch --processes 2 -- tests/train/multihost_worker.py <out_dir>``, or
-``JAX_NUM_CPU_DEVICES=8 python tests/train/multihost_worker.py <out_dir> --single``.
+``JAX_NUM_CPU_DEVICES=8 python tests/train/multihost_worker.py <out_dir> --single``; add
+``--norm=deconv`` for network deconvolution instead of BatchNorm.
 """
 
 from __future__ import annotations
@@ -37,18 +38,19 @@ RESUME_STEP = 2
 RUNS = ("pmap", "resume")
 
 
-def make_config(parallel: str) -> ml_collections.ConfigDict:
+def make_config(parallel: str, norm: str = "batch") -> ml_collections.ConfigDict:
     """The tiny job: digits_cnn (one stage of width 4) with learned padding and BatchNorm.
 
-    Learned padding gives the padding optimizer real state, BatchNorm gives batch
-    statistics synced over all devices; global batch 32 = 8 devices x 4 examples.
+    Learned padding gives the padding optimizer real state, BatchNorm (or ``norm="deconv"``:
+    network deconvolution) gives statistics synced over all devices; global batch 32 = 8
+    devices x 4 examples.
     """
     from convjax.configs.default import base_config
 
     c = base_config()
     c.model_kwargs = ml_collections.ConfigDict({"widths": (4,)})
     c.padding = "learned"
-    c.norm = "batch"
+    c.norm = norm
     c.batch_size = 32
     c.num_steps = NUM_STEPS
     c.optimizer.name = "sgd"
@@ -85,7 +87,7 @@ def flatten_state(state: Any) -> dict[str, np.ndarray]:
     return out
 
 
-def run_job(out_dir: str) -> None:
+def run_job(out_dir: str, norm: str = "batch") -> None:
     """The job of one process (also run by the single-process reference, in-process).
 
     1. ``pmap`` run of :data:`NUM_STEPS` steps, checkpoints every :data:`RESUME_STEP`;
@@ -103,7 +105,7 @@ def run_job(out_dir: str) -> None:
     work = os.path.join(out_dir, f"p{pid}")
 
     def run(name: str, parallel: str) -> None:
-        summary = train(make_config(parallel), os.path.join(work, name))
+        summary = train(make_config(parallel, norm), os.path.join(work, name))
         state = flatten_state(summary["state"])
         resumed = summary["resumed_from"]
         state["__resumed_from"] = np.asarray(-1 if resumed is None else resumed)
@@ -122,7 +124,7 @@ def run_job(out_dir: str) -> None:
     run("resume", "shard_map")
 
 
-def main(out_dir: str, single: bool = False) -> None:
+def main(out_dir: str, single: bool = False, norm: str = "batch") -> None:
     """Join the job described by the launcher's environment, then :func:`run_job`.
 
     With ``single`` run alone instead (the one-process reference; no ``jax.distributed``).
@@ -135,9 +137,11 @@ def main(out_dir: str, single: bool = False) -> None:
         assert jax.process_count() == 1
     elif not setup_distributed():
         raise SystemExit("expected JAX_COORDINATOR_ADDRESS etc. from `convjax launch`")
-    run_job(out_dir)
+    run_job(out_dir, norm)
     print("worker: done", flush=True)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], single=sys.argv[2:] == ["--single"])
+    options = sys.argv[2:]
+    norms = [o.split("=", 1)[1] for o in options if o.startswith("--norm=")]
+    main(sys.argv[1], single="--single" in options, norm=norms[-1] if norms else "batch")

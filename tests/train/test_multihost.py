@@ -60,7 +60,7 @@ def _launch_cli(args: list[str], log_path: str) -> subprocess.Popen:
         )
 
 
-def _start_reference(out: str, log_path: str) -> subprocess.Popen:
+def _start_reference(out: str, log_path: str, extra: list[str]) -> subprocess.Popen:
     """The same job in one process with 8 CPU devices (no jax.distributed)."""
     env = _clean_env(JAX_PLATFORMS="cpu", JAX_NUM_CPU_DEVICES="8")
     env["XLA_FLAGS"] = launch_mod.child_env(
@@ -68,7 +68,7 @@ def _start_reference(out: str, log_path: str) -> subprocess.Popen:
     )["XLA_FLAGS"]
     with open(log_path, "wb") as log:
         return subprocess.Popen(
-            [sys.executable, WORKER, out, "--single"],
+            [sys.executable, WORKER, out, "--single", *extra],
             cwd=ROOT,
             env=env,
             stdout=log,
@@ -113,20 +113,17 @@ def _max_diff(a: dict, b: dict, prefix: str) -> float:
     )
 
 
-@pytest.fixture(scope="module")
-def job(tmp_path_factory):
+def _run_jobs(multi: str, single: str, extra: list[str]) -> tuple[str, str, str]:
     """Run the 2 x 4 job and the 1 x 8 reference (at the same time) on the same data."""
-    multi = str(tmp_path_factory.mktemp("multi"))
-    single = str(tmp_path_factory.mktemp("single"))
     log_path = os.path.join(multi, "launch.log")
     ref_log_path = os.path.join(single, "reference.log")
     proc = _launch_cli(
         ["--processes", "2", "--devices-per-process", "4", "--timeout", str(JOB_TIMEOUT_S)]
-        + ["--", WORKER, multi],
+        + ["--", WORKER, multi, *extra],
         log_path,
     )
     try:
-        ref = _start_reference(single, ref_log_path)
+        ref = _start_reference(single, ref_log_path, extra)
     except BaseException:
         _finish(proc, 0)
         raise
@@ -136,6 +133,43 @@ def job(tmp_path_factory):
     log = _read(log_path)
     assert status == 0, log[-6000:]
     return multi, single, log
+
+
+@pytest.fixture(scope="module")
+def job(tmp_path_factory):
+    """The 2 x 4 job and its 1 x 8 reference with learned padding and BatchNorm."""
+    multi = str(tmp_path_factory.mktemp("multi"))
+    single = str(tmp_path_factory.mktemp("single"))
+    return _run_jobs(multi, single, [])
+
+
+def _check_same_state(multi: str, single: str, run: str) -> dict[str, np.ndarray]:
+    """2 x 4 == 1 x 8 for every field of the final state of ``run``; returns process 0's."""
+    p0 = _load(os.path.join(multi, f"state_{run}_p0.npz"))
+    p1 = _load(os.path.join(multi, f"state_{run}_p1.npz"))
+    ref = _load(os.path.join(single, f"state_{run}_p0.npz"))
+    assert sorted(p0) == sorted(ref)
+    # Every process ends with the same (replicated) state, bit for bit.
+    for key in p0:
+        np.testing.assert_array_equal(p0[key], p1[key], err_msg=key)
+    assert int(p0["step"]) == int(ref["step"]) == worker.NUM_STEPS
+    np.testing.assert_array_equal(p0["rng"], ref["rng"])
+    # Same global batches, same 8 shards: only the cross-process all-reduce order differs.
+    for field in FIELDS:
+        assert _max_diff(p0, ref, field) < 2e-5, field
+    return p0
+
+
+def _check_same_metrics(multi: str, single: str, run: str) -> list[dict]:
+    """Process 0's metrics.jsonl of ``run`` == the reference's (all but wall times)."""
+    got = _metrics(os.path.join(multi, "p0", run, "metrics.jsonl"))
+    want = _metrics(os.path.join(single, "p0", run, "metrics.jsonl"))
+    assert [(r["step"], r["split"]) for r in got] == [(r["step"], r["split"]) for r in want]
+    for g, w in zip(got, want, strict=True):
+        assert g.keys() == w.keys()
+        for key in set(g) - {"split"}:
+            assert g[key] == pytest.approx(w[key], rel=1e-5, abs=1e-6), (g["step"], key)
+    return got
 
 
 def test_launcher_output_and_exit(job):
@@ -150,18 +184,8 @@ def test_launcher_output_and_exit(job):
 @pytest.mark.parametrize("run", worker.RUNS)
 def test_two_processes_equal_one_process(job, run):
     multi, single, _ = job
-    p0 = _load(os.path.join(multi, f"state_{run}_p0.npz"))
-    p1 = _load(os.path.join(multi, f"state_{run}_p1.npz"))
-    ref = _load(os.path.join(single, f"state_{run}_p0.npz"))
-    assert sorted(p0) == sorted(ref)
-    # Every process ends with the same (replicated) state, bit for bit.
-    for key in p0:
-        np.testing.assert_array_equal(p0[key], p1[key], err_msg=key)
-    assert int(p0["step"]) == int(ref["step"]) == worker.NUM_STEPS
-    np.testing.assert_array_equal(p0["rng"], ref["rng"])
-    # Same global batches, same 8 shards: only the cross-process all-reduce order differs.
-    for field in FIELDS:
-        assert _max_diff(p0, ref, field) < 2e-5, field
+    p0 = _check_same_state(multi, single, run)
+    assert any(k.startswith("stats/") and k.endswith("/mean") for k in p0)  # BatchNorm
     # Both optimizer states are real: momentum buffers of task and padding parameters moved.
     assert _max_diff(p0, {k: np.zeros_like(v) for k, v in p0.items()}, "opt_pad") > 1e-4
     assert _max_diff(p0, {k: np.zeros_like(v) for k, v in p0.items()}, "opt_task") > 1e-4
@@ -170,17 +194,11 @@ def test_two_processes_equal_one_process(job, run):
 @pytest.mark.parametrize("run", worker.RUNS)
 def test_same_metrics(job, run):
     multi, single, _ = job
-    got = _metrics(os.path.join(multi, "p0", run, "metrics.jsonl"))
-    want = _metrics(os.path.join(single, "p0", run, "metrics.jsonl"))
-    assert [(r["step"], r["split"]) for r in got] == [(r["step"], r["split"]) for r in want]
+    got = _check_same_metrics(multi, single, run)
     first = worker.RESUME_STEP + 1 if run == "resume" else 1
     assert {r["step"] for r in got if r["split"] == "train"} == set(
         range(first, worker.NUM_STEPS + 1)
     )
-    for g, w in zip(got, want, strict=True):
-        assert g.keys() == w.keys()
-        for key in set(g) - {"split"}:
-            assert g[key] == pytest.approx(w[key], rel=1e-5, abs=1e-6), (g["step"], key)
     test = [r for r in got if r["split"] == "test"]
     assert test and all(r["count"] == 360 for r in test)  # the whole split, once
 
@@ -364,3 +382,16 @@ def test_dead_peer_stops_the_survivor_without_launcher(tmp_path):
     assert procs[1].returncode == 3
     assert procs[0].returncode != 0, output0[-3000:]
     assert "stopped sending heartbeats" in output0, output0[-3000:]
+
+
+@pytest.mark.slow
+def test_deconv_statistics_two_processes_equal_one_process(tmp_path):
+    """Network deconvolution: moments averaged over all devices of both processes."""
+    multi, single = str(tmp_path / "multi"), str(tmp_path / "single")
+    os.makedirs(multi)
+    os.makedirs(single)
+    _run_jobs(multi, single, ["--norm=deconv"])
+    for run in worker.RUNS:
+        p0 = _check_same_state(multi, single, run)
+        assert any(k.startswith("stats/") and k.endswith("/deconv") for k in p0)
+        _check_same_metrics(multi, single, run)
