@@ -37,7 +37,8 @@ commands:
             run a command as N local JAX processes (multi-host on one machine)
 
 multi-host flags of train (default: the JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and
-JAX_PROCESS_ID environment variables, else JAX's auto-detection, else a single host):
+JAX_PROCESS_ID environment variables; none of them: a single host, unless
+--config.distributed.initialize=True lets JAX auto-detect a TPU pod / SLURM / Open MPI job):
   --coordinator_address=<host:port> --num_processes=<N> --process_id=<i>
 
 example:
