@@ -12,7 +12,8 @@ from convjax.linen.deconv import DeconvConv, DeconvDense
 
 
 def rand(key, shape, scale=1.0):
-    return scale * jax.random.normal(jax.random.key(key), shape, jnp.float32)
+    """Test data from NumPy (no per-shape JAX random compiles), float32."""
+    return (scale * np.random.default_rng(key).standard_normal(shape)).astype(np.float32)
 
 
 def test_conv_train_eval_batch_stats():
