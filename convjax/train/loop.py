@@ -229,7 +229,9 @@ def train(
     eval_every = int(_get(config, "eval_every", 0))
     ckpt_every = int(_get(config, "checkpoint_every", 0))
     averager = Averager()
-    progress = _progress_bar(num_steps, start, enabled=primary and _get(config, "progress", True))
+    progress = _progress_bar(
+        num_steps, start, enabled=primary and _get(config, "progress", True), primary=primary
+    )
     t_loop = time.perf_counter()
     last_eval: dict[str, float] = {}
     try:
@@ -300,11 +302,17 @@ def train(
 
 
 class _NoBar:
+    """Stands in for the progress bar: no bar, but eval lines still printed if ``echo``."""
+
+    def __init__(self, echo: bool) -> None:
+        self.echo = echo
+
     def set_postfix(self, **kwargs: Any) -> None:
         pass
 
     def write(self, text: str) -> None:
-        pass
+        if self.echo:
+            print(text, flush=True)
 
     def update(self, n: int) -> None:
         pass
@@ -313,9 +321,9 @@ class _NoBar:
         pass
 
 
-def _progress_bar(total: int, initial: int, *, enabled: bool) -> Any:
+def _progress_bar(total: int, initial: int, *, enabled: bool, primary: bool) -> Any:
     if not enabled:
-        return _NoBar()
+        return _NoBar(echo=primary)
     from tqdm import tqdm
 
     return tqdm(total=total, initial=initial, desc="train", unit="step", dynamic_ncols=True)

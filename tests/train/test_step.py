@@ -209,3 +209,18 @@ def test_switch_combination_trains_a_step(switches):
         assert max_abs_diff(init.stats, state.stats) > 0
     if switches["conv"] == "flex":
         assert "mask" in jax.tree.leaves(labels)
+
+
+def test_bfloat16_compute_keeps_float32_params_and_statistics():
+    """Mixed precision: bf16 compute, fp32 parameters, optimizer state and statistics."""
+    model = tiny_model(dtype=jnp.bfloat16, padding="learned")
+    model_def, params, pad_params, stats, param_state = split_model(model)
+    tx = optax.sgd(0.1, momentum=0.9)
+    init = create_train_state(params, pad_params, stats, tx, tx, seed=0)
+    step = make_train_step(model_def, tx, tx, compute_dtype=jnp.bfloat16)
+    state, metrics = run(DataParallel("pmap"), step, init, [fixed_batch(16)])
+    dtypes = {x.dtype for x in jax.tree.leaves((state.params, state.pad_params, state.stats))}
+    dtypes |= {x.dtype for x in jax.tree.leaves((state.opt_task, state.opt_pad))}
+    assert dtypes == {np.dtype(np.float32)}
+    assert all(np.isfinite(v) for v in metrics.values())
+    assert max_abs_diff(init.params, state.params) > 0
