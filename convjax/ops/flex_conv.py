@@ -41,6 +41,7 @@ Parameters (a plain pytree): ``{"kernel_net": ..., "mask": {"mu": (d,), "sigma_r
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 import jax
@@ -61,7 +62,12 @@ from convjax.ops.gaussian_mask import (
     raw_from_sigma,
     sigma_from_raw,
 )
-from convjax.ops.magnet import magnet_aliasing_penalty, magnet_apply, magnet_init
+from convjax.ops.magnet import (
+    magnet_aliasing_penalty,
+    magnet_apply,
+    magnet_init,
+    sample_gabor_gammas,
+)
 from convjax.ops.pad import PAD_MODES, pad
 from convjax.ops.siren import siren_apply, siren_init
 from convjax.ops.validation import (
@@ -79,6 +85,8 @@ KERNEL_NETS = ("magnet", "siren")
 FLEX_PADDING_MODES = PAD_MODES
 #: Envelope centres of MAGNet are drawn in ``mu_mask +- MAGNET_MU_FACTOR * mask_init_sigma``.
 MAGNET_MU_FACTOR = 1.667
+#: Gamma prior of MAGNet's envelope widths (filter ``l``: ``Gamma(alpha / (l + 1), beta)``).
+MAGNET_ALPHA, MAGNET_BETA = 6.0, 1.0
 
 
 def init_mask(num_dims: int, init_sigma: float = 0.075, *, causal: bool = False) -> Params:
@@ -194,6 +202,51 @@ def flex_conv_init(
             raise ValueError(f"`{name}` must be an int >= 1, got {v!r}.")
     if causal and num_dims != 1:
         raise ValueError(f"`causal=True` needs num_dims=1, got {num_dims!r}.")
+    # One compiled program instead of hundreds of eager dispatches; the Gamma draws (slow to
+    # compile) come from their own cached program, shared by layers of the same net shape.
+    key, gamma_key = jax.random.split(key)
+    gammas = None
+    if kernel_net == "magnet":
+        gammas = sample_gabor_gammas(
+            gamma_key, num_layers + 1, num_dims, hidden_features, MAGNET_ALPHA, MAGNET_BETA
+        )
+    return _init_compiled(
+        key,
+        gammas,
+        num_dims,
+        in_features,
+        out_features,
+        kernel_size,
+        kernel_net,
+        use_mask,
+        float(mask_init_sigma),
+        causal,
+        use_bias,
+        hidden_features,
+        num_layers,
+        float(input_scale),
+        float(omega_0),
+    )
+
+
+@partial(jax.jit, static_argnums=tuple(range(2, 15)))
+def _init_compiled(
+    key: jax.Array,
+    gammas: jax.Array | None,
+    num_dims: int,
+    in_features: int,
+    out_features: int,
+    kernel_size: int,
+    kernel_net: str,
+    use_mask: bool,
+    mask_init_sigma: float,
+    causal: bool,
+    use_bias: bool,
+    hidden_features: int,
+    num_layers: int,
+    input_scale: float,
+    omega_0: float,
+) -> Params:
     params: Params = {}
     if use_mask:
         params["mask"] = init_mask(num_dims, mask_init_sigma, causal=causal)
@@ -210,6 +263,7 @@ def flex_conv_init(
             input_scale=input_scale,
             mu_center=center,
             mu_scale=spread,
+            gammas=gammas,
         )
     else:
         net = siren_init(

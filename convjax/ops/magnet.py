@@ -26,18 +26,16 @@ Parameters are a plain pytree: ``{"gabor": [{"gamma", "mu", "w": (d, H), "b": (H
 from __future__ import annotations
 
 import math
+from functools import partial
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from convjax.ops.validation import check_positive
 
 Params = dict[str, Any]
-
-
-def _uniform(key: jax.Array, shape: tuple[int, ...], bound: float, dtype: Any) -> jax.Array:
-    return jax.random.uniform(key, shape, dtype, -bound, bound)
 
 
 def _check_net_sizes(num_dims: int, out_features: int, hidden_features: int, num_layers: int):
@@ -52,6 +50,25 @@ def _check_net_sizes(num_dims: int, out_features: int, hidden_features: int, num
             raise ValueError(f"`{name}` must be an int >= {lo}, got {v!r}.")
 
 
+@partial(jax.jit, static_argnums=(1, 2, 3, 4, 5))
+def sample_gabor_gammas(
+    key: jax.Array, num_filters: int, num_dims: int, hidden_features: int, alpha: float, beta: float
+) -> jax.Array:
+    """Envelope widths of all Gabor filters in one draw: ``(L + 1, d, H)``, filter ``l`` from
+    ``Gamma(alpha / (l + 1), beta)``.
+
+    One batched ``jax.random.gamma`` (a rejection-sampling loop that is slow to compile) in its
+    own cached compiled function, shared by every layer with the same net shape.
+
+    Example:
+      >>> sample_gabor_gammas(jax.random.key(0), 4, 2, 32, 6.0, 1.0).shape
+      (4, 2, 32)
+    """
+    shapes = alpha / jnp.arange(1, num_filters + 1, dtype=jnp.float32)
+    draws = jax.random.gamma(key, shapes[:, None, None], (num_filters, num_dims, hidden_features))
+    return draws / beta
+
+
 def magnet_init(
     key: jax.Array,
     num_dims: int,
@@ -64,6 +81,7 @@ def magnet_init(
     beta: float = 1.0,
     mu_center: float = 0.0,
     mu_scale: float = 1.0,
+    gammas: jax.Array | None = None,
     dtype: Any = jnp.float32,
 ) -> Params:
     """Initialise MAGNet parameters (see the module docstring for the distributions).
@@ -75,6 +93,8 @@ def magnet_init(
       input_scale: frequency scale of the sine weights (25.6 in FlexConv).
       alpha, beta: Gamma prior of the envelope widths (layer l uses ``alpha / (l + 1)``).
       mu_center, mu_scale: envelope centres ``mu ~ U(mu_center - s, mu_center + s)``.
+      gammas: ``(L + 1, d, H)`` envelope widths from :func:`sample_gabor_gammas` (drawn here
+        from ``key`` when omitted).
 
     Example:
       >>> p = magnet_init(jax.random.key(0), 2, 8)
@@ -86,28 +106,44 @@ def magnet_init(
     check_positive(alpha, "alpha")
     check_positive(beta, "beta")
     check_positive(mu_scale, "mu_scale", allow_zero=True)
-    keys = jax.random.split(key, 2 * num_layers + 2)
-    d, h = num_dims, hidden_features
-    gabor = []
-    for layer in range(num_layers + 1):
-        kg, km, kw, kb = jax.random.split(keys[layer], 4)
-        gamma = jax.random.gamma(kg, alpha / (layer + 1), (d, h), dtype) / beta
-        mu = mu_center + _uniform(km, (d, h), mu_scale, dtype)
-        scale = input_scale / math.sqrt(num_layers + 1)
-        w = _uniform(kw, (d, h), 1.0 / math.sqrt(d), dtype) * scale * gamma
-        b = _uniform(kb, (h,), math.pi, dtype)
-        gabor.append({"gamma": gamma, "mu": mu, "w": w, "b": b})
-    hidden = []
-    for layer in range(num_layers):
-        kw, kb = jax.random.split(keys[num_layers + 1 + layer])
-        bound = 1.0 / math.sqrt(h)
-        hidden.append(
-            {"w": _uniform(kw, (h, h), bound, dtype), "b": _uniform(kb, (h,), bound, dtype)}
+    d, h, f = num_dims, hidden_features, num_layers + 1
+    key_u, key_g = jax.random.split(key)
+    if gammas is None:
+        gammas = sample_gabor_gammas(key_g, f, d, h, float(alpha), float(beta))
+    if gammas.shape != (f, d, h):
+        raise ValueError(
+            f"`gammas` must have shape {(f, d, h)} (filters, dims, hidden), got {gammas.shape}."
         )
-    out = {
-        "w": _uniform(keys[-1], (h, out_features), 1.0 / math.sqrt(h), dtype),
-        "b": jnp.zeros((out_features,), dtype),
+    # Every uniform draw comes from one U(-1, 1) call (threefry is costly to compile per call).
+    sizes = {
+        "mu": (f, d, h),
+        "w": (f, d, h),
+        "b": (f, h),
+        "hidden_w": (num_layers, h, h),
+        "hidden_b": (num_layers, h),
+        "out_w": (h, out_features),
     }
+    counts = [math.prod(shape) for shape in sizes.values()]
+    flat = jax.random.uniform(key_u, (sum(counts),), dtype, -1.0, 1.0)
+    parts = dict(zip(sizes, jnp.split(flat, np.cumsum(counts)[:-1])))
+    u = {name: parts[name].reshape(shape) for name, shape in sizes.items()}
+    gammas = gammas.astype(dtype)
+    scale = input_scale / math.sqrt(num_layers + 1)
+    gabor = [
+        {
+            "gamma": gammas[layer],
+            "mu": mu_center + mu_scale * u["mu"][layer],
+            "w": u["w"][layer] / math.sqrt(d) * scale * gammas[layer],
+            "b": math.pi * u["b"][layer],
+        }
+        for layer in range(f)
+    ]
+    bound = 1.0 / math.sqrt(h)
+    hidden = [
+        {"w": bound * u["hidden_w"][layer], "b": bound * u["hidden_b"][layer]}
+        for layer in range(num_layers)
+    ]
+    out = {"w": bound * u["out_w"], "b": jnp.zeros((out_features,), dtype)}
     return {"gabor": gabor, "hidden": hidden, "out": out}
 
 

@@ -63,7 +63,8 @@ def test_matches_numpy_pipeline_and_picks_bucket(d, horizon, sigma, expected_siz
     want = numpy_flex_conv(p, x, horizon, expected_size)
     assert y.shape == (2, *(7,) * d, 3)
     np.testing.assert_allclose(y, want, rtol=2e-4, atol=2e-4)
-    np.testing.assert_allclose(flex_conv(p, x, kernel_size=horizon), y, rtol=1e-5, atol=1e-5)
+    if d == 1:  # jit == no jit (eager dispatch compiles every branch: once is enough)
+        np.testing.assert_allclose(flex_conv(p, x, kernel_size=horizon), y, rtol=1e-5, atol=1e-5)
 
 
 def test_causal_matches_numpy_and_never_reads_the_future():
@@ -127,14 +128,18 @@ def test_switch_recompute_gradient_equals_lax_switch():
 
 
 def test_extreme_sigma_and_inputs_stay_finite():
-    for raw in (-1e4, 0.0, 1e4):
+    x = jnp.full((1, 6, 6, 1), 1e20, jnp.float32)
+    value_and_grad = jax.jit(
+        jax.value_and_grad(lambda q: jnp.sum(flex_conv(q, x * 1e-20, kernel_size=9)))
+    )
+    forward = jax.jit(lambda q: flex_conv(q, x, kernel_size=9))
+    for raw in (-1e4, 0.0, 1e4):  # sigma = floor, ~0.69, 1e4
         p = _params(2, 1, 1, 9)
         p["mask"]["sigma_raw"] = jnp.full((2,), raw, jnp.float32)
-        x = jnp.full((1, 6, 6, 1), 1e20, jnp.float32)
-        y, g = jax.value_and_grad(lambda q, x=x: jnp.sum(flex_conv(q, x * 1e-20, kernel_size=9)))(p)
+        y, g = value_and_grad(p)
         assert bool(jnp.isfinite(y))
         assert all(bool(jnp.all(jnp.isfinite(v))) for v in jax.tree.leaves(g))
-        assert bool(jnp.all(jnp.isfinite(flex_conv(p, x, kernel_size=9))))
+        assert bool(jnp.all(jnp.isfinite(forward(p))))
 
 
 def test_resolution_change_formula():
