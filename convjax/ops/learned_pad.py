@@ -30,7 +30,8 @@ axis: identity for the low side of axis 0, 180 degrees for its high side, and -9
 with ``shared=False`` each side has its own (index ``2 * d`` low, ``2 * d + 1`` high). In 1-D
 the high side is a flip.
 
-Corners (and edges in 3-D). Spatial dims are padded in order, 0 first. While padding dim
+Corners (and edges in 3-D). Spatial dims are padded in order, 0 first; the two sides of a
+dim are predicted from the map as it was before that dim was padded. While padding dim
 ``d`` the context lines already contain the padding of dims ``< d``, so each corner value is
 predicted from already padded lines. With the replicate initialisation the module therefore
 reproduces ``numpy.pad(mode="edge")`` exactly, corners included; with the linear extrapolation
@@ -48,6 +49,7 @@ Parameters are a dict ``{"kernel", "bias"}``:
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping, Sequence
 
 import jax
@@ -206,6 +208,58 @@ def _band(x: jax.Array, d: int, high: bool, lines: int) -> jax.Array:
     return jax.lax.slice_in_dim(x, start, start + lines, axis=1 + d)
 
 
+def _front(x: jax.Array, d: int, high: bool, lines: int) -> jax.Array:
+    """The outermost ``lines`` lines of side ``(d, high)``, oriented (border line first)."""
+    return _orient(_band(x, d, high, lines), d, high)
+
+
+def _can_stack_sides(params: PadParams, mixing: str) -> bool:
+    # A batched (per-side) full-mixing kernel would turn the edge conv into a grouped conv,
+    # which XLA:CPU runs slowly; those sides are computed one by one instead.
+    return params["kernel"].shape[0] == 1 or mixing == "depthwise"
+
+
+def _vmap_sides(params: PadParams, d: int, fn):
+    """``fn(kernel, bias, stacked, *static)`` mapped over the two sides (low, high) of dim d."""
+    kernel, bias = params["kernel"], params["bias"]
+
+    def run(stacked: jax.Array, *static) -> jax.Array:
+        bound = lambda k, b, x: fn(k, b, x, *static)
+        if kernel.shape[0] == 1:
+            return jax.vmap(bound, in_axes=(None, None, 0))(kernel[0], bias[0], stacked)
+        pair = slice(2 * d, 2 * d + 2)
+        return jax.vmap(bound)(kernel[pair], bias[pair], stacked)
+
+    return run
+
+
+def _extrapolate(
+    kernel: jax.Array,
+    bias: jax.Array,
+    front: jax.Array,
+    amount: int,
+    mixing: str,
+    width: int,
+    depth: int,
+) -> jax.Array:
+    """``amount`` new lines before the oriented ``front``; returned outermost first."""
+    new_lines = []
+    for _ in range(amount):
+        line = _predict_line(kernel, bias, front, mixing, width)[:, None]
+        new_lines.append(line)
+        front = jnp.concatenate([line, front], axis=1)[:, :depth]
+    return jnp.concatenate(new_lines[::-1], axis=1)
+
+
+def _ring_sq_error(
+    kernel: jax.Array, bias: jax.Array, band: jax.Array, mixing: str, width: int
+) -> jax.Array:
+    """Sum of squared errors predicting line 0 of the oriented ``band`` from lines 1.."""
+    pred = _predict_line(kernel, bias, band[:, 1:], mixing, width)
+    err = pred - band[:, 0]
+    return jnp.sum(err * err)
+
+
 def _side_params(params: PadParams, side: int) -> tuple[jax.Array, jax.Array]:
     kernel, bias = params["kernel"], params["bias"]
     s = 0 if kernel.shape[0] == 1 else side
@@ -231,25 +285,28 @@ def _predict_line(
     if edge_rank == 0:  # 1-D maps: the edge is a single point
         eq = "nkc,kc->nc" if mixing == "depthwise" else "nkc,kcd->nd"
         return jnp.einsum(eq, context, kernel) + bias
-    # a "VALID" conv along the edge, the k context lines stacked as input channels
+    if mixing == "depthwise":
+        # per-channel multiply-adds of shifted lines: one fused elementwise loop (a grouped
+        # conv with feature_group_count=C is far slower, especially its backward on CPU)
+        edge = tuple(context.shape[2 + i] - (width - 1) for i in range(edge_rank))
+        shifted = [
+            context[(slice(None), slice(None), *(slice(o, o + e) for o, e in zip(off, edge)))]
+            for off in itertools.product(range(width), repeat=edge_rank)
+        ]
+        patches = jnp.stack(shifted, axis=2)  # (N, k, P, *edge, C)
+        w = kernel.reshape(k, len(shifted), *(1,) * edge_rank, kernel.shape[-1])
+        out = jnp.sum(patches * w, axis=(1, 2))
+        return out + bias
+    # full mixing: a "VALID" conv along the edge, the k context lines stacked as channels
     c = context.shape[-1]
     spatial = "DHW"[3 - edge_rank :]
     dims = ("N" + spatial + "C", spatial + "IO", "N" + spatial + "C")
     perm = (0, *range(2, 2 + edge_rank))
-    if mixing == "depthwise":
-        lhs = context.transpose(*perm, 2 + edge_rank, 1)  # (N, *edge, C, k)
-        lhs = lhs.reshape(*lhs.shape[:-2], c * k)
-        rhs = jnp.moveaxis(kernel, 0, -2)  # (*win, k, C)
-        groups = c
-    else:
-        lhs = context.transpose(*perm, 1, 2 + edge_rank)  # (N, *edge, k, C)
-        lhs = lhs.reshape(*lhs.shape[:-2], k * c)
-        rhs = jnp.moveaxis(kernel, 0, -3)  # (*win, k, C, D)
-        rhs = rhs.reshape(*rhs.shape[:-3], k * c, rhs.shape[-1])
-        groups = 1
-    out = jax.lax.conv_general_dilated(
-        lhs, rhs, (1,) * edge_rank, "VALID", dimension_numbers=dims, feature_group_count=groups
-    )
+    lhs = context.transpose(*perm, 1, 2 + edge_rank)  # (N, *edge, k, C)
+    lhs = lhs.reshape(*lhs.shape[:-2], k * c)
+    rhs = jnp.moveaxis(kernel, 0, -3)  # (*win, k, C, D)
+    rhs = rhs.reshape(*rhs.shape[:-3], k * c, rhs.shape[-1])
+    out = jax.lax.conv_general_dilated(lhs, rhs, (1,) * edge_rank, "VALID", dimension_numbers=dims)
     return out + bias
 
 
@@ -284,18 +341,28 @@ def learned_pad(params: PadParams, x: jax.Array, pad: PadWidth) -> jax.Array:
     depth = params["kernel"].shape[1]
     out = x
     for d, (lo, hi) in enumerate(pairs):
-        for high, amount in ((False, lo), (True, hi)):
-            if amount == 0:
-                continue
-            kernel, bias = _side_params(params, 2 * d + int(high))
-            front = _orient(_band(out, d, high, depth), d, high)
-            new_lines = []
-            for _ in range(amount):
-                line = _predict_line(kernel, bias, front, mixing, width)[:, None]
-                new_lines.append(line)
-                front = jnp.concatenate([line, front], axis=1)[:, :depth]
-            block = _unorient(jnp.concatenate(new_lines[::-1], axis=1), d, high)
-            out = jnp.concatenate([out, block] if high else [block, out], axis=1 + d)
+        if lo == 0 and hi == 0:
+            continue
+        if lo == hi and _can_stack_sides(params, mixing):
+            # both sides of the dim in one batched computation (fewer ops to compile and run)
+            fronts = jnp.stack([_front(out, d, False, depth), _front(out, d, True, depth)])
+            blocks = _vmap_sides(params, d, _extrapolate)(fronts, lo, mixing, width, depth)
+            block_lo, block_hi = blocks[0], blocks[1]
+        else:
+            block_lo = block_hi = None
+            for high, amount in ((False, lo), (True, hi)):
+                if amount:
+                    kernel, bias = _side_params(params, 2 * d + int(high))
+                    front = _front(out, d, high, depth)
+                    block = _extrapolate(kernel, bias, front, amount, mixing, width, depth)
+                    block_lo, block_hi = (block_lo, block) if high else (block, block_hi)
+        parts = []
+        if block_lo is not None:
+            parts.append(_unorient(block_lo, d, False))
+        parts.append(out)
+        if block_hi is not None:
+            parts.append(_unorient(block_hi, d, True))
+        out = jnp.concatenate(parts, axis=1 + d)
     return out
 
 
@@ -334,13 +401,17 @@ def padding_loss(params: PadParams, x: jax.Array) -> jax.Array:
         k = min(depth, size - 1)
         if k < 1:
             continue
-        for high in (False, True):
-            kernel, bias = _side_params(pf, 2 * d + int(high))
-            m = _orient(_band(xf, d, high, k + 1), d, high)
-            pred = _predict_line(kernel, bias, m[:, 1 : 1 + k], mixing, width)
-            err = pred - m[:, 0]
-            total = total + jnp.sum(err * err)
-            count += err.size
+        if _can_stack_sides(pf, mixing):
+            bands = jnp.stack([_front(xf, d, False, k + 1), _front(xf, d, True, k + 1)])
+            sq = _vmap_sides(pf, d, _ring_sq_error)(bands, mixing, width)
+            total = total + jnp.sum(sq)
+            count += 2 * int(np.prod(bands.shape[1:])) // (k + 1)
+        else:
+            for high in (False, True):
+                kernel, bias = _side_params(pf, 2 * d + int(high))
+                band = _front(xf, d, high, k + 1)
+                total = total + _ring_sq_error(kernel, bias, band, mixing, width)
+                count += int(np.prod(band.shape)) // (k + 1)
     if count == 0:
         return total
     return total / count

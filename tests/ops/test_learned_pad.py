@@ -86,23 +86,31 @@ def ref_pad(params, x, pairs):
     n = arr.ndim - 2
     depth = np.asarray(params["kernel"]).shape[1]
     for d in range(n):
+        parts = {}
         for high, amount in ((False, pairs[d][0]), (True, pairs[d][1])):
+            # both sides of a dim are predicted from the map before that dim is padded
+            side = arr
             inward, along = FRAMES[n][(d, high)]
             kernel, bias = _tap(params, 2 * d + int(high))
             for _ in range(amount):
-                size = arr.shape[1 + d]
+                size = side.shape[1 + d]
                 nctx = min(depth, size)
-                new_shape = list(arr.shape)
+                new_shape = list(side.shape)
                 new_shape[1 + d] = 1
                 line = np.zeros(new_shape)
-                other = [range(s) if i != d else [0] for i, s in enumerate(arr.shape[1:-1])]
+                other = [range(s) if i != d else [0] for i, s in enumerate(side.shape[1:-1])]
                 for idx in itertools.product(*other):
                     point = list(idx)
                     point[d] = size if high else -1
                     line[(slice(None), *idx, slice(None))] = _predict_ref(
-                        arr, point, inward, along, kernel, bias, nctx
+                        side, point, inward, along, kernel, bias, nctx
                     )
-                arr = np.concatenate([arr, line] if high else [line, arr], axis=1 + d)
+                side = np.concatenate([side, line] if high else [line, side], axis=1 + d)
+            parts[high] = side
+        lo, hi = pairs[d]
+        arr = np.concatenate(
+            [np.take(parts[False], range(lo), axis=1 + d), parts[True]], axis=1 + d
+        )
     return arr
 
 
