@@ -22,7 +22,12 @@ from convjax.ops.deconv import (
     deconv_dense_eval,
     init_deconv_stats,
 )
-from convjax.ops.validation import PaddingLike, check_positive, normalize_tuple
+from convjax.ops.validation import (
+    PaddingLike,
+    check_positive,
+    normalize_pad_width,
+    normalize_tuple,
+)
 
 __all__ = ["DeconvStat", "DeconvConv", "DeconvDense"]
 
@@ -152,8 +157,10 @@ class DeconvConv(nnx.Module):
         self.in_features = in_features
         self.out_features = out_features
         self.kernel_size = window
-        self.strides = strides
-        self.padding = padding
+        self.strides = normalize_tuple(strides, len(window), "strides")
+        self.padding = (
+            padding if isinstance(padding, str) else normalize_pad_width(padding, len(window))
+        )
         self.use_bias = use_bias
         self.block = block
         self.eps = eps

@@ -75,7 +75,9 @@ def test_freeze_stats_keeps_statistics_and_matches_eval():
 
 
 def test_optimizer_wrt_param_leaves_stats_and_trains():
-    model = DeconvConv(2, 3, (3,), num_iters=5, sampling_stride=1, rngs=nnx.Rngs(2))  # 1-D
+    model = DeconvConv(  # 1-D, list arguments
+        2, 3, [3], strides=[1], padding=[(1, 1)], num_iters=5, sampling_stride=1, rngs=nnx.Rngs(2)
+    )
     opt = nnx.Optimizer(model, optax.sgd(0.1), wrt=nnx.Param)
     x = rand(5, (4, 12, 2)) * 3.0 + 2.0
     target = rand(6, (4, 12, 3))
