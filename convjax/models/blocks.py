@@ -26,7 +26,10 @@ Switch combinations that cannot work raise ``ValueError`` when the config is bui
   window (``(X - mu) D w``), so zero-filled taps are not "missing" and the re-weighting has no
   meaning there.
 * ``conv="flex"`` with a padding mode that :class:`convjax.nnx.FlexConv` does not offer (see
-  :data:`FLEX_PADDING_MODES`).
+  :data:`FLEX_PADDING_MODES`). FlexConv pads by its full horizon, so ``"reflect"`` and
+  ``"circular"`` also need feature maps larger than ``flex_kernel_size // 2``; FlexConv raises
+  a ``ValueError`` naming the sizes otherwise (use ``"zero"``/``"replicate"`` or a smaller
+  horizon on small maps).
 
 Layout is channels-last ``(batch, *spatial, features)`` throughout.
 """

@@ -99,6 +99,22 @@ def test_every_model_maps_input_to_logits(name):
     assert out.dtype == jnp.float32
 
 
+@pytest.mark.parametrize(
+    "name, kw",
+    [
+        ("resnet18", {"pool": "soft", "padding": "learned", "norm": "deconv"}),
+        ("resnet50", {"pool": "avg", "padding": "partial", "norm": "none"}),
+        ("vgg16_imagenet", {"norm": "deconv", "padding": "replicate"}),
+        ("flexnet7", {"conv": "standard", "norm": "deconv", "padding": "learned"}),
+        ("flextcn", {"conv": "standard", "norm": "deconv"}),
+    ],
+    ids=lambda v: v if isinstance(v, str) else "-".join(v.values()),
+)
+def test_switch_combinations_wire_up_on_full_models(name, kw):
+    out, _ = _abstract(name, INPUTS[name], num_classes=5, **kw)
+    assert out.shape == (INPUTS[name][0], 5)
+
+
 @pytest.mark.parametrize("key", sorted(PUBLISHED), ids=lambda k: f"{k[0]}-{k[1]}")
 def test_parameter_counts_match_published(key):
     name, norm, classes = key
@@ -124,14 +140,14 @@ def test_flexnet7_parameter_count_near_published():
 # Every switch value on a tiny model: finite logits and finite, non-zero gradients.
 
 # Tiny models use width 4 everywhere, so parameter shapes (and the compiled initialisers and
-# eager ops) are shared between tests. conv="flex" is covered by the FlexNet/FlexTCN tests.
+# eager ops) are shared between tests. conv="flex" is covered by the FlexNet/FlexTCN tests
+# (flexnet_tiny there also runs the padding and pool switches through FlexConv and SoftPool).
 TINY = (4, 4)
 SWITCHES = [
     *[{"padding": p} for p in ("zero", "reflect", "replicate", "circular", "partial", "learned")],
     *[{"pool": p} for p in ("avg", "soft")],
     {"norm": "none"},
     {"norm": "deconv", "padding": "reflect"},
-    {"conv": "flex", "padding": "circular", "pool": "soft", "flex_kernel_size": 5},
 ]
 
 
@@ -168,7 +184,11 @@ def test_switch_gives_finite_logits_and_grads(switch, digits_batch):
     "name, kw, shape",
     [
         ("resnet20", {"widths": (4, 4, 4)}, (2, 16, 16, 3)),
-        ("flexnet_tiny", {"flex_kernel_size": 9, "widths": TINY}, (2, 8, 8, 1)),
+        (
+            "flexnet_tiny",
+            {"flex_kernel_size": 9, "widths": TINY, "padding": "circular", "pool": "soft"},
+            (2, 8, 8, 1),
+        ),
     ],
     ids=["resnet20", "flexnet_tiny"],
 )
