@@ -255,7 +255,10 @@ def test_deconv_conv_grad_check():
 
 
 def test_pmap_equals_single_device_on_global_batch(num_devices):
-    """Moments averaged over devices: outputs, statistics and gradients match one device."""
+    """Moments averaged over devices: outputs, statistics and gradients match one device.
+
+    pmap checks outputs, statistics and gradients; shard_map checks outputs and statistics.
+    """
     x = rand(9, (2 * num_devices, 6, 6, 3)) * 2 + 1
     kernel, bias = rand(10, (3, 3, 3, 4), 0.3), rand(11, (4,))
     kw = dict(num_iters=5, sampling_stride=1, block=64)
@@ -280,6 +283,18 @@ def test_pmap_equals_single_device_on_global_batch(num_devices):
     np.testing.assert_allclose(gxp.reshape(gx1.shape), gx1, rtol=1e-3, atol=1e-4)
     np.testing.assert_allclose(gkp.sum(0), gk1, rtol=1e-3, atol=1e-3)
     np.testing.assert_allclose(gbp.sum(0), gb1, rtol=1e-3, atol=1e-3)
+    # the same per-device function under shard_map (statistics come out replicated)
+    mesh = jax.make_mesh((num_devices,), ("batch",), axis_types=(jax.sharding.AxisType.Auto,))
+    spec = jax.sharding.PartitionSpec
+    sm = jax.shard_map(
+        lambda x, k, b: dc.deconv_conv(x, k, b, axis_name="batch", **kw),
+        mesh=mesh,
+        in_specs=(spec("batch"), spec(), spec()),
+        out_specs=(spec("batch"), spec()),
+    )
+    ys, ss = jax.jit(sm)(x, kernel, bias)
+    np.testing.assert_allclose(ys, y1, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(ss.deconv, s1.deconv, rtol=1e-4, atol=1e-4)
     # without syncing each device whitens alone: the statistics differ
     _, (_, s_local) = jax.pmap(lambda x: loss(x, kernel, bias))(shard_for_pmap(x, num_devices))
     assert np.abs(np.asarray(s_local.deconv[0]) - np.asarray(s1.deconv)).max() > 1e-2
