@@ -26,6 +26,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+import traceback
 from typing import Any
 
 import ml_collections
@@ -137,7 +138,15 @@ def main(out_dir: str, single: bool = False, norm: str = "batch") -> None:
         assert jax.process_count() == 1
     elif not setup_distributed():
         raise SystemExit("expected JAX_COORDINATOR_ADDRESS etc. from `convjax launch`")
-    run_job(out_dir, norm)
+    try:
+        run_job(out_dir, norm)
+    except BaseException:
+        # Exit at once: a normal exit would wait in jax.distributed's shutdown barrier for
+        # peers that may be stuck in a collective with this process.
+        traceback.print_exc()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(1)
     print("worker: done", flush=True)
 
 
