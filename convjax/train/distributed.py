@@ -11,6 +11,13 @@ batch (split over the ``"batch"`` axis) for either backend, so the loop and the 
 With several processes (``jax.distributed.initialize``) each process passes its own
 *process-local* part of the global batch; pmap and shard_map both assemble the global batch
 from these parts over all devices of all processes.
+
+Joining a multi-process job: :func:`setup_distributed` (called by the trainer) initializes
+``jax.distributed`` when ``config.distributed`` or ``JAX_COORDINATOR_ADDRESS`` /
+``JAX_NUM_PROCESSES`` / ``JAX_PROCESS_ID`` ask for it (``convjax launch`` sets these for N local
+processes), with bounded failure: an unreachable coordinator raises :class:`DistributedError`
+after ``CONVJAX_INITIALIZATION_TIMEOUT`` seconds, and a dead peer stops the others after
+``CONVJAX_HEARTBEAT_TIMEOUT`` seconds without heartbeats.
 """
 
 from __future__ import annotations
