@@ -190,7 +190,14 @@ SWITCH_COMBOS = [
     dict(padding="reflect", pool="soft", norm="none", conv="standard"),
     dict(padding="partial", pool="avg", norm="batch", conv="standard"),
     dict(padding="circular", pool="max", norm="deconv", conv="standard"),
-    dict(padding="replicate", pool="max", norm="batch", conv="flex", flex_kernel_size=5),
+    dict(
+        padding="replicate",
+        pool="max",
+        norm="batch",
+        conv="flex",
+        flex_kernel_size=5,
+        flex_kwargs=dict(hidden_features=8, num_layers=1),
+    ),
 ]
 
 
