@@ -61,12 +61,17 @@ def _fill_from(template: Any, restored: Any) -> Any:
         restored = restored if isinstance(restored, dict) else {}
         return {k: _fill_from(v, restored.get(k, {})) for k, v in template.items()}
     if _is_empty(restored):
-        raise ValueError(f"checkpoint is missing a value for a leaf of shape {np.shape(template)}")
+        raise ValueError(
+            f"checkpoint is missing a value for a leaf of shape {np.shape(template)}; was the "
+            "checkpoint written by a different config? Use a new --workdir or "
+            "--config.resume=False."
+        )
     value = np.asarray(restored)
     if value.shape != np.shape(template):
         raise ValueError(
             f"checkpoint leaf has shape {value.shape}, the model expects {np.shape(template)}; "
-            "was the checkpoint written by a different config?"
+            "was the checkpoint written by a different config? Use a new --workdir or "
+            "--config.resume=False."
         )
     return value.astype(np.asarray(template).dtype)
 
