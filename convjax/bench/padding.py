@@ -12,7 +12,8 @@ process:
    cropped-away border ring are reported. Two learned variants: the default (depthwise, one
    filter shared by rotation, depth 2, width 3) and "learned-full" (full channel mixing, one
    filter per side, depth 3, width 5).
-2. Cost: median wall time of a jitted forward + backward step (task loss + padding losses,
+2. Cost: median wall time (timed calls alternating between the two modes) of a jitted
+   forward + backward step (task loss + padding losses,
    gradients w.r.t. ``nnx.Param`` and ``PadParam``) of ``convjax.models.build("vgg16", ...)``
    with ``padding="learned"`` against ``padding="zero"`` (target ratio <= 1.25x).
 
@@ -33,7 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from convjax.bench.timing import environment_header, time_fn
+from convjax.bench.timing import environment_header
 from convjax.ops.learned_pad import init_padding_params, learned_pad, padding_loss
 from convjax.ops.pad import pad
 
@@ -120,7 +121,12 @@ def border_errors(
 
 
 def vgg_overhead(width: float, batch: int, size: int, repeats: int) -> dict[str, float]:
-    """Median fwd+bwd seconds of VGG16 per padding mode ("zero" and "learned")."""
+    """Median fwd+bwd seconds of VGG16 with ``padding="zero"`` and ``padding="learned"``.
+
+    Both programs are compiled and warmed up first; the timed calls then alternate between the
+    two modes (zero, learned, zero, ...) so that load changes on a shared machine hit both
+    alike. Each call is synchronised with ``block_until_ready``.
+    """
     from flax import nnx
 
     from convjax.models import build
@@ -129,7 +135,7 @@ def vgg_overhead(width: float, batch: int, size: int, repeats: int) -> dict[str,
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.normal(size=(batch, size, size, 3)), jnp.float32)
     y = jnp.asarray(rng.integers(0, 10, size=(batch,)), jnp.int32)
-    times = {}
+    calls = {}
     for mode in ("zero", "learned"):
         model = build(
             "vgg16",
@@ -142,6 +148,7 @@ def vgg_overhead(width: float, batch: int, size: int, repeats: int) -> dict[str,
         model.train()
         graphdef, diff, rest = nnx.split(model, (nnx.Param, PadParam), ...)
 
+        @jax.jit
         def fwd_bwd(diff, rest, x, y, graphdef=graphdef):
             def loss_fn(m):
                 logits = m(x)
@@ -152,8 +159,16 @@ def vgg_overhead(width: float, batch: int, size: int, repeats: int) -> dict[str,
             wrt = nnx.DiffState(0, (nnx.Param, PadParam))
             return nnx.grad(loss_fn, argnums=wrt)(model)
 
-        times[mode] = time_fn(fwd_bwd, diff, rest, x, y, warmup=2, repeats=repeats)
-    return times
+        calls[mode] = (fwd_bwd, (diff, rest, x, y))
+        for _ in range(2):  # compile + warm-up, untimed
+            jax.block_until_ready(fwd_bwd(diff, rest, x, y))
+    samples: dict[str, list[float]] = {mode: [] for mode in calls}
+    for _ in range(repeats):
+        for mode, (fn, args) in calls.items():
+            start = time.perf_counter()
+            jax.block_until_ready(fn(*args))
+            samples[mode].append(time.perf_counter() - start)
+    return {mode: float(np.median(t)) for mode, t in samples.items()}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -164,6 +179,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--vgg-width", type=float, default=None, help="VGG16 width multiplier")
     parser.add_argument("--vgg-batch", type=int, default=None)
     parser.add_argument("--vgg-size", type=int, default=32, help="VGG16 input size (CIFAR 32)")
+    parser.add_argument("--repeats", type=int, default=7, help="timed VGG16 calls per mode")
     parser.add_argument("--out", default="runs/bench_padding.png")
     args = parser.parse_args(argv)
     size = args.crop or (32 if args.quick else 64)
@@ -199,7 +215,7 @@ def main(argv: list[str] | None = None) -> None:
             if k == max(CROP_KS):
                 examples[mode] = padded[0]
 
-    times = vgg_overhead(vgg_width, vgg_batch, args.vgg_size, repeats=5)
+    times = vgg_overhead(vgg_width, vgg_batch, args.vgg_size, repeats=args.repeats)
 
     print("== learned padding benchmark ==")
     print(
@@ -237,7 +253,10 @@ def main(argv: list[str] | None = None) -> None:
         )
     print(f"padding-module training: {train_s:.1f} s (both variants, incl. compile)")
     for mode, t in times.items():
-        print(f"VGG16 fwd+bwd padding={mode}: {t * 1e3:.1f} ms (median of 5)")
+        print(
+            f"VGG16 fwd+bwd padding={mode}: {t * 1e3:.1f} ms "
+            f"(median of {args.repeats}, calls alternating between modes)"
+        )
     print("\n" + environment_header())
     plot(results, curves, examples, truth[0], times, args.out)
 
