@@ -205,6 +205,7 @@ def main(argv: list[str] | None = None) -> None:
     pad_fns = {m: (lambda a, k, m=m: pad(a, k, m)) for m in CLASSIC}
     for name, params in learned.items():
         pad_fns[name] = jax.jit(lambda a, k, p=params: learned_pad(p, a, k), static_argnums=1)
+    example = int(np.argmax(truth.reshape(len(truth), -1).std(axis=1)))  # a textured crop
     results: dict[str, dict[int, tuple[float, float]]] = {}
     examples = {}
     for mode, fn in pad_fns.items():
@@ -213,7 +214,7 @@ def main(argv: list[str] | None = None) -> None:
             mse, psnr, padded = border_errors(truth, fn, k, margin)
             results[mode][k] = (mse, psnr)
             if k == max(CROP_KS):
-                examples[mode] = padded[0]
+                examples[mode] = padded[example]
 
     times = vgg_overhead(vgg_width, vgg_batch, args.vgg_size, repeats=args.repeats)
 
@@ -258,7 +259,7 @@ def main(argv: list[str] | None = None) -> None:
             f"(median of {args.repeats}, calls alternating between modes)"
         )
     print("\n" + environment_header())
-    plot(results, curves, examples, truth[0], times, args.out)
+    plot(results, curves, examples, truth[example], times, args.out)
 
 
 def plot(results, curves, examples, truth, times, out: str) -> None:
@@ -269,7 +270,7 @@ def plot(results, curves, examples, truth, times, out: str) -> None:
 
     path = pathlib.Path(out)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig = plt.figure(figsize=(14, 8))
+    fig = plt.figure(figsize=(14, 6.5))
     ax = fig.add_subplot(2, 3, 1)
     for mode, res in results.items():
         ax.plot(CROP_KS, [res[k][1] for k in CROP_KS], "o-", label=mode)
@@ -278,8 +279,13 @@ def plot(results, curves, examples, truth, times, out: str) -> None:
     ax.legend(fontsize=8)
     ax = fig.add_subplot(2, 3, 2)
     for name, curve in curves.items():
-        ax.semilogy(curve, label=name)
-    ax.set(xlabel="Adam step", ylabel="padding loss (MSE)", title="self-supervised training")
+        window = max(1, min(50, len(curve) // 10))
+        ax.semilogy(np.convolve(curve, np.ones(window) / window, mode="valid"), label=name)
+    ax.set(
+        xlabel="Adam step",
+        ylabel="padding loss (running mean)",
+        title="self-supervised training",
+    )
     ax.legend(fontsize=8)
     ax = fig.add_subplot(2, 3, 3)
     ax.bar(list(times), [t * 1e3 for t in times.values()], color=["gray", "tab:orange"])
@@ -287,11 +293,11 @@ def plot(results, curves, examples, truth, times, out: str) -> None:
     show = ["zero", "reflect", "replicate", "learned", "learned-full"]
     k = max(CROP_KS)
     for i, mode in enumerate(["truth", *show]):
-        ax = fig.add_subplot(4, 6, 13 + i)
+        ax = fig.add_subplot(2, 6, 7 + i)
         img = truth if mode == "truth" else examples[mode]
-        ax.imshow(np.clip(img, 0, 1))
-        ax.axhline(k - 0.5, color="w", lw=0.5)
-        ax.axvline(k - 0.5, color="w", lw=0.5)
+        ax.imshow(np.clip(img, 0, 1), interpolation="nearest")
+        inner = img.shape[0] - 2 * k
+        ax.add_patch(plt.Rectangle((k - 0.5, k - 0.5), inner, inner, fill=False, ec="w", lw=0.8))
         ax.set_title(mode, fontsize=8)
         ax.axis("off")
     fig.tight_layout()
