@@ -212,10 +212,13 @@ def train(
     eval_step = dp.compile(make_eval_step(model_def, axis_name=dp.axis_name, compute_dtype=dtype))
     writer = MetricsWriter(workdir, enabled=primary, tensorboard=_get(config, "tensorboard", False))
     num_params = count_params(state.params)
+    num_pad_params = count_params(state.pad_params)
     if primary:
         os.makedirs(workdir, exist_ok=True)
         print(
-            f"convjax: model {config.model} ({num_params:,} params, padding={config.padding}, "
+            f"convjax: model {config.model} ({num_params:,} params"
+            + (f" + {num_pad_params:,} padding params" if num_pad_params else "")
+            + f", padding={config.padding}, "
             f"pool={config.pool}, norm={config.norm}, conv={_get(config, 'conv', '') or 'default'}"
             f"), {dp.num_devices} x {jax.devices()[0].platform} device(s) via {dp.backend}, "
             f"batch {config.batch_size}, {num_steps} steps"
@@ -277,6 +280,7 @@ def train(
         "steps_this_run": steps_run,
         "resumed_from": resumed_from,
         "num_params": num_params,
+        "num_padding_params": num_pad_params,
         "test_accuracy": final["accuracy"],
         "test_loss": final["loss"],
         "test_examples": int(final["count"]),
