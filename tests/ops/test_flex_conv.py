@@ -63,8 +63,6 @@ def test_matches_numpy_pipeline_and_picks_bucket(d, horizon, sigma, expected_siz
     want = numpy_flex_conv(p, x, horizon, expected_size)
     assert y.shape == (2, *(7,) * d, 3)
     np.testing.assert_allclose(y, want, rtol=2e-4, atol=2e-4)
-    if d == 1:  # jit == no jit (eager dispatch compiles every branch: once is enough)
-        np.testing.assert_allclose(flex_conv(p, x, kernel_size=horizon), y, rtol=1e-5, atol=1e-5)
 
 
 def test_causal_matches_numpy_and_never_reads_the_future():
@@ -172,7 +170,7 @@ def test_resampled_layer_at_2x_matches_original_when_alias_free():
     new_k, scale = resolution_change(horizon, 1, 2)
     errors = {}
     for name, p in (
-        ("aliased", _params(1, 1, 1, horizon, sigma=0.5, num_layers=3, hidden_features=16)),
+        ("aliased", _params(1, 1, 1, horizon, sigma=0.5, num_layers=3, hidden_features=8)),
         ("alias-free", None),
     ):
         if p is None:
@@ -181,9 +179,9 @@ def test_resampled_layer_at_2x_matches_original_when_alias_free():
         else:
             assert float(magnet_aliasing_penalty(p["kernel_net"], horizon)) > 0.0
             errors["_p"] = p
-        kw = dict(threshold=1e-3, conv_method="spatial")
-        y_coarse = flex_conv(p, coarse_x, kernel_size=horizon, **kw)
-        y_fine = flex_conv(p, fine_x, kernel_size=new_k, kernel_scale=scale, **kw)
+        kw = dict(threshold=1e-3, conv_method="spatial")  # crop (almost) nothing: one bucket
+        y_coarse = flex_conv(p, coarse_x, kernel_size=horizon, buckets=(horizon,), **kw)
+        y_fine = flex_conv(p, fine_x, kernel_size=new_k, kernel_scale=scale, buckets=(new_k,), **kw)
         inner = slice(horizon, length - horizon)  # away from the zero-padded borders
         diff = np.abs(np.asarray(y_fine[0, ::2, 0] - y_coarse[0, :, 0]))[inner]
         errors[name] = diff.max() / np.abs(np.asarray(y_coarse[0, inner, 0])).max()
