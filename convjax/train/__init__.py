@@ -1,1 +1,23 @@
-"""convjax.train."""
+"""convjax.train: data-parallel training of convjax models.
+
+Import the submodules you need (this package imports nothing itself, so the multi-process
+launcher stays light):
+
+* :mod:`convjax.train.loop` -- ``train(config, workdir)``: the whole job (data, model, two
+  optimizers, pmap/shard_map step, eval, checkpoints, metrics, summary);
+* :mod:`convjax.train.state` -- ``split_model``, ``TrainState``, ``create_train_state``:
+  an NNX model as pure pytrees (params / pad_params / stats);
+* :mod:`convjax.train.step` -- ``make_train_step``, ``make_eval_step``, ``make_loss_fn``:
+  per-device functions written with ``lax.pmean``/``psum`` over the "batch" axis;
+* :mod:`convjax.train.optim` -- task optimizer with per-group learning rates (FlexConv
+  ``MaskParam`` at 0.1x), warm-up + cosine, and the padding optimizer;
+* :mod:`convjax.train.distributed` -- ``DataParallel("pmap" | "shard_map")`` and the
+  multi-host setup; :mod:`convjax.train.launch` -- ``convjax launch``;
+* :mod:`convjax.train.checkpoint` -- orbax ``Checkpointer`` (exact resume);
+* :mod:`convjax.train.metrics` -- JSON-lines / TensorBoard ``MetricsWriter``, ``read_jsonl``.
+
+Example:
+  >>> from convjax.configs import default
+  >>> from convjax.train.loop import train
+  >>> summary = train(default.get_config(), "runs/default")
+"""
