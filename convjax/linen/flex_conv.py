@@ -5,7 +5,7 @@ Romero et al., FlexConv (ICLR 2022, arXiv 2110.08059); the math is
 
 Variables (collection ``params``): ``kernel_net`` (the MAGNet/SIREN pytree), ``mask``
 (``{"mu", "sigma_raw"}``, FlexConv only -- label the ``mask`` subtree for its own learning
-rate, 0.1x in the paper) and ``bias``. With the ``losses`` collection mutable, FlexConv sows
+rate, 0.1x in the paper) and ``bias``. With ``losses`` mutable in ``apply``, FlexConv sows
 its anti-aliasing penalty there as ``aliasing_penalty`` (add it to the task loss).
 The spatial rank comes from the input (``(N, *S, C)``); ``causal=True`` needs 1-D input.
 """
@@ -116,7 +116,7 @@ class FlexConv(nn.Module):
         if self.resolution_factor != 1.0:
             horizon, scale = resolution_change(self.kernel_size, d, self.resolution_factor)
             buckets = None
-        if self.is_mutable_collection("losses"):
+        if self.is_mutable_collection("losses") and not self.is_initializing():
             penalty = flex_conv_aliasing_penalty(
                 params, self.kernel_size, self.aliasing_weight, self.kernel_net
             )
