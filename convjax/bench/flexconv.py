@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--repeats", type=int, default=None)
     args = ap.parse_args(argv)
     if args.quick:
-        batch, size, channels, repeats, ranks = 4, 32, 16, 5, (1, 2)
+        batch, size, channels, repeats, ranks = 4, 32, 16, 5, (1, 2, 3)
     else:
         batch, size, channels, repeats, ranks = 16, 32, 24, 7, (1, 2, 3)
     repeats = args.repeats or repeats
