@@ -82,6 +82,17 @@ def test_causal_matches_numpy_and_never_reads_the_future():
     np.testing.assert_allclose(yf, y, rtol=2e-4, atol=2e-4)
 
 
+def test_jit_nojit_and_pmap_agree(num_devices):
+    p = _params(1, 2, 2, 17, sigma=0.2)  # bucket 9 of (5, 9, 17)
+    x = jnp.asarray(np.random.default_rng(4).standard_normal((num_devices, 12, 2)), jnp.float32)
+    f = lambda q, a: flex_conv(q, a, kernel_size=17)
+    y_jit = jax.jit(f)(p, x)
+    y_eager = f(p, x)
+    y_pmap = jax.pmap(f, in_axes=(None, 0))(p, x[:, None]).reshape(y_jit.shape)
+    np.testing.assert_allclose(y_eager, y_jit, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(y_pmap, y_jit, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("mode", ["zero", "reflect", "replicate", "circular"])
 def test_padding_modes_pad_by_the_chosen_bucket(mode):
     p = _params(1, 1, 2, 9, sigma=0.5)  # floor(2.146 * 0.5 / 0.25) = 4 -> bucket 9, pads 4
