@@ -187,7 +187,8 @@ def test_eval_step_counts_masked_examples():
 # Every switch value trains a step under pmap over 8 devices (the forward of each switch is
 # the models' tests' job): a few combinations that together cover every value.
 SWITCH_COMBOS = [
-    dict(padding="reflect", pool="soft", norm="none", conv="standard"),
+    # Mixed precision too: bf16 compute, fp32 parameters, statistics and optimizer states.
+    dict(padding="reflect", pool="soft", norm="none", conv="standard", dtype=jnp.bfloat16),
     dict(padding="partial", pool="avg", norm="batch", conv="standard"),
     dict(padding="circular", pool="max", norm="deconv", conv="standard"),
     dict(
@@ -204,7 +205,7 @@ SWITCH_COMBOS = [
 @pytest.mark.parametrize(
     "switches",
     SWITCH_COMBOS,
-    ids=["reflect-soft-none", "partial-avg-batch", "circular-deconv", "flex"],
+    ids=["reflect-soft-none-bf16", "partial-avg-batch", "circular-deconv", "flex"],
 )
 def test_switch_combination_trains_a_step(switches):
     model = tiny_model(**switches)
@@ -212,22 +213,10 @@ def test_switch_combination_trains_a_step(switches):
     state, metrics = run(DataParallel("pmap"), step, init, [fixed_batch(16)])
     assert all(np.isfinite(v) for v in metrics.values())
     assert max_abs_diff(init.params, state.params) > 0
+    fp32 = (state.params, state.pad_params, state.stats, state.opt_task, state.opt_pad)
+    floats = {x.dtype for x in jax.tree.leaves(fp32) if np.issubdtype(x.dtype, np.floating)}
+    assert floats == {np.dtype(np.float32)}
     if switches["norm"] != "none":
         assert max_abs_diff(init.stats, state.stats) > 0
     if switches["conv"] == "flex":
         assert "mask" in jax.tree.leaves(labels)
-
-
-def test_bfloat16_compute_keeps_float32_params_and_statistics():
-    """Mixed precision: bf16 compute, fp32 parameters, optimizer state and statistics."""
-    model = tiny_model(dtype=jnp.bfloat16, padding="learned")
-    model_def, params, pad_params, stats, param_state = split_model(model)
-    tx = optax.sgd(0.1, momentum=0.9)
-    init = create_train_state(params, pad_params, stats, tx, tx, seed=0)
-    step = make_train_step(model_def, tx, tx, compute_dtype=jnp.bfloat16)
-    state, metrics = run(DataParallel("pmap"), step, init, [fixed_batch(16)])
-    dtypes = {x.dtype for x in jax.tree.leaves((state.params, state.pad_params, state.stats))}
-    dtypes |= {x.dtype for x in jax.tree.leaves((state.opt_task, state.opt_pad))}
-    assert dtypes == {np.dtype(np.float32)}
-    assert all(np.isfinite(v) for v in metrics.values())
-    assert max_abs_diff(init.params, state.params) > 0
