@@ -63,6 +63,11 @@ class Conv(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, deterministic: bool | None = None) -> jax.Array:
         check_choice(self.padding_mode, PADDING_MODES, "padding_mode")
+        if self.padding_kwargs and self.padding_mode != "learned":
+            raise ValueError(
+                f"`padding_kwargs` only apply to padding_mode 'learned', got "
+                f"{self.padding_mode!r} with {dict(self.padding_kwargs)!r}."
+            )
         check_positive(self.features, "features")
         if isinstance(self.kernel_size, int):
             n = 2 if self.num_spatial_dims is None else int(self.num_spatial_dims)
@@ -85,9 +90,17 @@ class Conv(nn.Module):
         pads = tuple(
             same_pads(s, k, st, d) for s, k, st, d in zip(spatial, window, strides, dilation)
         )
-        xp = Pad(
-            pad_width=pads, mode=self.padding_mode, padding_kwargs=self.padding_kwargs, name="pad"
-        )(x.astype(dtype), pads, deterministic)
+        if self.padding_mode in ("zero", "partial"):
+            # zero padding inside the conv op (XLA's native path, as flax.linen.Conv does)
+            xp, conv_pads = x.astype(dtype), pads
+        else:
+            xp = Pad(
+                pad_width=pads,
+                mode=self.padding_mode,
+                padding_kwargs=self.padding_kwargs,
+                name="pad",
+            )(x.astype(dtype), pads, deterministic)
+            conv_pads = "VALID"
         kernel = self.param(
             "kernel",
             self.kernel_init,
@@ -99,7 +112,7 @@ class Conv(nn.Module):
             xp,
             kernel.astype(dtype),
             window_strides=strides,
-            padding="VALID",
+            padding=conv_pads,
             rhs_dilation=dilation,
             dimension_numbers=("N" + spec + "C", spec + "IO", "N" + spec + "C"),
             feature_group_count=groups,

@@ -139,13 +139,17 @@ class Conv(nnx.Module):
         dtype = x.dtype if self.dtype is None else self.dtype
         spatial = x.shape[1:-1]
         pads = self.same_padding(spatial)
-        xp = self.pad(x.astype(dtype), pads)
+        if self.padding_mode in ("zero", "partial"):
+            # zero padding inside the conv op (XLA's native path, as flax.nnx.Conv does)
+            xp, conv_pads = x.astype(dtype), pads
+        else:
+            xp, conv_pads = self.pad(x.astype(dtype), pads), "VALID"
         kernel = self.kernel[...].astype(dtype)
         y = jax.lax.conv_general_dilated(
             xp,
             kernel,
             window_strides=self.strides,
-            padding="VALID",
+            padding=conv_pads,
             rhs_dilation=self.kernel_dilation,
             dimension_numbers=_dimension_numbers(n),
             feature_group_count=self.feature_group_count,
