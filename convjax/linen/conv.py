@@ -24,9 +24,10 @@ from convjax.ops.validation import (
 class Conv(nn.Module):
     """N-d convolution, output ``ceil(size / stride)``, border handling set by ``padding_mode``.
 
-    Same maths as :class:`convjax.nnx.Conv`: explicit padding with :class:`Pad` then "VALID"
-    windows; ``"partial"`` re-weights by ``sum(1)/sum(M)`` (Liu et al. 2018); ``"learned"``
-    pads with a :class:`PaddingModule` whose filter is in the ``"padding"`` collection and whose
+    Same maths as :class:`convjax.nnx.Conv`: zero/partial padding inside the conv op, other
+    modes explicit padding with :class:`Pad` then "VALID" windows; ``"partial"`` re-weights by
+    ``sum(1)/sum(M)`` (Liu et al. 2018); ``"learned"`` pads with a :class:`PaddingModule`
+    whose filter is in the ``"padding"`` collection and whose
     loss is sown into ``"losses"``. Input features are inferred (Linen convention).
 
     Attributes:

@@ -33,8 +33,9 @@ def _dimension_numbers(n: int) -> tuple[str, str, str]:
 class Conv(nnx.Module):
     """N-d convolution with "SAME" output size ``ceil(size / stride)`` for every padding mode.
 
-    The input is padded explicitly with :class:`Pad` (XLA "SAME" split: the extra pixel goes
-    to the high side), then convolved with "VALID" windows:
+    Padding follows the XLA "SAME" split (the extra pixel goes to the high side). Zero and
+    partial padding happen inside the conv op; the other modes pad explicitly with
+    :class:`Pad` and then convolve with "VALID" windows:
 
       * ``"zero" | "reflect" | "replicate" | "circular"``: ``y = W * pad(x) + b``.
       * ``"learned"``: ``y = W * learned_pad(stop_gradient(P), x) + b`` with a
