@@ -47,6 +47,7 @@ class FlexBlock(nnx.Module):
     is the identity or a 1x1 conv with bias when ``in_features != out_features``.
 
     Example:
+      >>> import jax.numpy as jnp
       >>> blk = FlexBlock(8, 8, cfg=LayerConfig(), dropout=0.1, rngs=nnx.Rngs(0))
       >>> blk(jnp.ones((2, 8, 8, 8))).shape
       (2, 8, 8, 8)
@@ -102,6 +103,7 @@ class FlexNet(nnx.Module):
       rngs: parameter and dropout RNGs.
 
     Example:
+      >>> import jax.numpy as jnp
       >>> from convjax.models import build
       >>> model = build("flexnet_tiny", num_classes=10, in_features=1, rngs=nnx.Rngs(0))
       >>> model(jnp.ones((2, 8, 8, 1))).shape

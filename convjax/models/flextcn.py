@@ -40,6 +40,7 @@ class FlexTCN(nnx.Module):
       rngs: parameter and dropout RNGs.
 
     Example:
+      >>> import jax.numpy as jnp
       >>> from convjax.models import build
       >>> model = build("flextcn", num_classes=10, in_features=1, rngs=nnx.Rngs(0))
       >>> model(jnp.ones((2, 64, 1))).shape

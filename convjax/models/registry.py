@@ -110,6 +110,7 @@ def build(
       ValueError: unknown name or switch value, or a switch combination that cannot work.
 
     Example:
+      >>> import jax.numpy as jnp
       >>> model = build("resnet20", num_classes=10, in_features=3, pool="soft",
       ...               rngs=nnx.Rngs(0))
       >>> model(jnp.ones((2, 32, 32, 3))).shape

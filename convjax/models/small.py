@@ -38,6 +38,7 @@ class SmallCNN(nnx.Module):
       rngs: parameter and dropout RNGs.
 
     Example:
+      >>> import jax.numpy as jnp
       >>> from convjax.models import build
       >>> model = build("digits_cnn", num_classes=10, in_features=1, rngs=nnx.Rngs(0))
       >>> model(jnp.ones((2, 8, 8, 1))).shape

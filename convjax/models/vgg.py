@@ -57,6 +57,7 @@ class VGG(nnx.Module):
     the last pool).
 
     Example:
+      >>> import jax.numpy as jnp
       >>> from convjax.models import build
       >>> model = build("vgg11", num_classes=10, in_features=3, width_multiplier=0.125,
       ...               rngs=nnx.Rngs(0))
