@@ -35,11 +35,11 @@ from convjax.ops.validation import (
 )
 
 #: Smallest kernel size (per dim) at which ``method="auto"`` switches to FFT, by spatial rank.
-#: Measured with ``python -m convjax.bench.flexconv --quick`` on a shared 2-core CPU (XLA:CPU,
-#: jax 0.12, fwd+bwd, 16 -> 16 channels, "SAME"): 1-D length 1024 FFT wins from k = 65 (k = 33
-#: about even), 2-D 32x32 from k = 17 (k = 9 still spatial), 3-D 16^3 already from k = 3.
+#: Measured with ``python -m convjax.bench.flexconv --quick`` on an otherwise idle 2-core CPU
+#: (XLA:CPU, jax 0.12, fwd+bwd, 16 -> 16 channels, "SAME"): 1-D length 1024 FFT wins from
+#: k = 65 (k = 33 about even), 2-D 32x32 from k = 17 (k = 9 even), 3-D 16^3 from k = 5.
 #: GPUs (cuDNN) favour the spatial path up to larger sizes; override with ``fft_threshold``.
-DEFAULT_FFT_THRESHOLD: dict[int, int] = {1: 65, 2: 17, 3: 3}
+DEFAULT_FFT_THRESHOLD: dict[int, int] = {1: 65, 2: 17, 3: 5}
 
 CONV_METHODS = ("auto", "spatial", "fft")
 
