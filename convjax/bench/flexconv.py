@@ -198,6 +198,7 @@ def main(argv: list[str] | None = None) -> None:
         yscale="log",
     )
     axes[0].set_xticks(sizes, [str(s) for s in sizes])
+    axes[0].minorticks_off()
     axes[0].legend()
     for d, (_s, kernels, t_sp, t_fft) in cross.items():
         (line,) = axes[1].plot(kernels, [1e3 * t for t in t_sp], "o-", label=f"{d}-D spatial")
