@@ -422,19 +422,9 @@ def _load_idx_split(directory: str, split: str, num_classes: int, name: str) -> 
             f"dataset {name!r}: images in {image_path} must have shape (N, H, W) or "
             f"(N, H, W, C), got {images.shape}"
         )
-    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
-        raise DataError(
-            f"dataset {name!r}: labels in {label_path} must be a 1-D integer array, "
-            f"got shape {labels.shape} dtype {labels.dtype}"
-        )
-    if labels.shape[0] != images.shape[0]:
-        raise DataError(
-            f"dataset {name!r}: {image_path} holds {images.shape[0]} images but "
-            f"{label_path} holds {labels.shape[0]} labels"
-        )
-    if images.shape[0] == 0:
-        raise DataError(f"dataset {name!r}: split {split!r} is empty ({image_path} has 0 images)")
-    return ArraySource(images, labels, num_classes, name=name, origin=label_path)
+    # ArraySource checks label shape/dtype/range, image/label counts and emptiness.
+    origin = f"{image_path} and {label_path}"
+    return ArraySource(images, labels, num_classes, name=name, origin=origin)
 
 
 def idx_dataset(directory: str | os.PathLike, *, num_classes: int = 10) -> Dataset:

@@ -46,7 +46,13 @@ import numpy as np
 from flax import nnx
 
 import convjax.nnx as cnn
-from convjax.ops.validation import check_choice, check_positive, normalize_tuple, same_pads
+from convjax.ops.validation import (
+    check_choice,
+    check_positive,
+    check_spatial_rank,
+    normalize_tuple,
+    same_pads,
+)
 
 PADDING_MODES: tuple[str, ...] = ("zero", "reflect", "replicate", "circular", "partial", "learned")
 POOL_TYPES: tuple[str, ...] = ("max", "avg", "soft")
@@ -351,6 +357,31 @@ class Classifier(nnx.Module):
 
     def __call__(self, x: jax.Array) -> jax.Array:
         return self.linear(x)
+
+
+def check_model_input(
+    x: jax.Array,
+    in_features: int,
+    *,
+    num_spatial_dims: int = 2,
+    num_pools: int = 0,
+    model: str = "model",
+) -> None:
+    """Check a model input: ``(N, *spatial, in_features)`` with ``num_spatial_dims`` spatial
+    dims, each at least ``2**num_pools`` so every 2x2 stride-2 pool has input left.
+
+    Example:
+      >>> check_model_input(jnp.ones((2, 8, 8, 1)), 1, num_pools=2, model="VGG")
+    """
+    check_spatial_rank(x, "x", min_spatial=num_spatial_dims, max_spatial=num_spatial_dims)
+    if x.shape[-1] != in_features:
+        raise ValueError(f"`x` must have {in_features} channels (last dim), got shape {x.shape}.")
+    min_size = 2**num_pools
+    if min(x.shape[1:-1]) < min_size:
+        raise ValueError(
+            f"{model} with {num_pools} pooling stages needs inputs of at least "
+            f"{min_size}x{min_size}, got `x` of shape {x.shape}."
+        )
 
 
 def global_avg_pool(x: jax.Array) -> jax.Array:

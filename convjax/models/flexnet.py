@@ -31,10 +31,11 @@ from convjax.models.blocks import (
     ConvNorm,
     LayerConfig,
     Pool,
+    check_model_input,
     global_avg_pool,
     make_dropout,
 )
-from convjax.ops.validation import check_positive, check_spatial_rank
+from convjax.ops.validation import check_positive
 
 #: Stem width and block widths of FlexNet-7 (paper, CIFAR-10).
 FLEXNET7_WIDTHS: tuple[int, ...] = (24, 24, 36, 36, 36, 48, 48)
@@ -151,12 +152,7 @@ class FlexNet(nnx.Module):
         self.classifier = Classifier(c_in, num_classes, cfg=cfg, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        n = self.num_spatial_dims
-        check_spatial_rank(x, "x", min_spatial=n, max_spatial=n)
-        if x.shape[-1] != self.in_features:
-            raise ValueError(
-                f"`x` must have {self.in_features} channels (last dim), got shape {x.shape}."
-            )
+        check_model_input(x, self.in_features, num_spatial_dims=self.num_spatial_dims)
         x = self.stem(x)
         for layer in self.blocks:
             x = layer(x)

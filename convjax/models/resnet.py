@@ -30,15 +30,10 @@ from convjax.models.blocks import (
     ConvNorm,
     LayerConfig,
     Pool,
+    check_model_input,
     global_avg_pool,
 )
-from convjax.ops.validation import check_choice, check_positive, check_spatial_rank
-
-
-def _check_image(x: jax.Array, in_features: int) -> None:
-    check_spatial_rank(x, "x", min_spatial=2, max_spatial=2)
-    if x.shape[-1] != in_features:
-        raise ValueError(f"`x` must have {in_features} channels (last dim), got shape {x.shape}.")
+from convjax.ops.validation import check_choice, check_positive
 
 
 class BasicBlock(nnx.Module):
@@ -177,7 +172,7 @@ class CifarResNet(nnx.Module):
         self.classifier = Classifier(c_in, num_classes, cfg=cfg, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        _check_image(x, self.in_features)
+        check_model_input(x, self.in_features)
         x = self.stem(x)
         for block in self.blocks:
             x = block(x)
@@ -244,7 +239,7 @@ class ResNet(nnx.Module):
         self.classifier = Classifier(c_in, num_classes, cfg=cfg, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        _check_image(x, self.in_features)
+        check_model_input(x, self.in_features)
         x = self.stem(x)
         if self.stem_pool is not None:
             x = self.stem_pool(x)

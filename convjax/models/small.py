@@ -21,10 +21,11 @@ from convjax.models.blocks import (
     ConvNorm,
     LayerConfig,
     Pool,
+    check_model_input,
     global_avg_pool,
     make_dropout,
 )
-from convjax.ops.validation import check_positive, check_spatial_rank
+from convjax.ops.validation import check_positive
 
 
 class SmallCNN(nnx.Module):
@@ -75,17 +76,7 @@ class SmallCNN(nnx.Module):
         self.classifier = Classifier(c_in, num_classes, cfg=cfg, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        check_spatial_rank(x, "x", min_spatial=2, max_spatial=2)
-        if x.shape[-1] != self.in_features:
-            raise ValueError(
-                f"`x` must have {self.in_features} channels (last dim), got shape {x.shape}."
-            )
-        min_size = 2**self.num_pools
-        if min(x.shape[1:3]) < min_size:
-            raise ValueError(
-                f"SmallCNN with {self.num_pools} pooling stages needs inputs of at least "
-                f"{min_size}x{min_size}, got `x` of shape {x.shape}."
-            )
+        check_model_input(x, self.in_features, num_pools=self.num_pools, model="SmallCNN")
         for layer in self.features:
             x = layer(x)
         return self.classifier(self.dropout(global_avg_pool(x)))

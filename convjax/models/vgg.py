@@ -28,10 +28,11 @@ from convjax.models.blocks import (
     LayerConfig,
     Pool,
     adaptive_avg_pool,
+    check_model_input,
     global_avg_pool,
     make_dropout,
 )
-from convjax.ops.validation import check_choice, check_positive, check_spatial_rank
+from convjax.ops.validation import check_choice, check_positive
 
 #: Channel plan per stage; each stage ends with a 2x2 stride-2 pool.
 VGG_STAGES: dict[str, tuple[tuple[int, ...], ...]] = {
@@ -112,17 +113,7 @@ class VGG(nnx.Module):
             self.classifier = Classifier(hidden, num_classes, cfg=cfg, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        check_spatial_rank(x, "x", min_spatial=2, max_spatial=2)
-        if x.shape[-1] != self.in_features:
-            raise ValueError(
-                f"`x` must have {self.in_features} channels (last dim), got shape {x.shape}."
-            )
-        min_size = 2**self.num_pools
-        if min(x.shape[1:3]) < min_size:
-            raise ValueError(
-                f"VGG with {self.num_pools} pooling stages needs inputs of at least "
-                f"{min_size}x{min_size}, got `x` of shape {x.shape}."
-            )
+        check_model_input(x, self.in_features, num_pools=self.num_pools, model="VGG")
         for layer in self.features:
             x = layer(x)
         if self.head_type == "cifar":

@@ -1,14 +1,13 @@
-"""Flax NNX modules over :mod:`convjax.ops`."""
+"""Flax NNX modules over :mod:`convjax.ops`: parameters and statistics live here."""
 
-# --- softpool (issue 3) -------------------------------------------------------------------
-from convjax.nnx.soft_pool import SoftPool
-
-# isort: split
-# --- deconv (issue 4) ---------------------------------------------------------------------
-from convjax.nnx.deconv import DeconvConv, DeconvDense, DeconvStat
-
-# --- flexconv (issue 5) -------------------------------------------------------------------
-# isort: split
+from convjax.nnx.conv import (
+    Conv,
+)
+from convjax.nnx.deconv import (
+    DeconvConv,
+    DeconvDense,
+    DeconvStat,
+)
 from convjax.nnx.flex_conv import (
     CKConv,
     FlexConv,
@@ -16,10 +15,6 @@ from convjax.nnx.flex_conv import (
     change_resolution,
     total_aliasing_penalty,
 )
-
-# isort: split
-# --- padding module and conv wrapper (issue 6) --------------------------------------------
-from convjax.nnx.conv import Conv
 from convjax.nnx.padding import (
     PADDING_MODES,
     Pad,
@@ -28,3 +23,25 @@ from convjax.nnx.padding import (
     PadParam,
     pop_padding_losses,
 )
+from convjax.nnx.soft_pool import (
+    SoftPool,
+)
+
+__all__ = [
+    "CKConv",
+    "Conv",
+    "DeconvConv",
+    "DeconvDense",
+    "DeconvStat",
+    "FlexConv",
+    "MaskParam",
+    "PADDING_MODES",
+    "Pad",
+    "PadParam",
+    "PaddingLoss",
+    "PaddingModule",
+    "SoftPool",
+    "change_resolution",
+    "pop_padding_losses",
+    "total_aliasing_penalty",
+]

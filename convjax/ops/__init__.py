@@ -1,17 +1,17 @@
 """Pure, Flax-free operations: jit-, vmap-, grad- and pmap-safe, channels-last.
 
-Each op lives in its own file, named after it. Arguments follow ``flax.linen.max_pool``
-conventions (see :mod:`convjax.ops.validation`).
+Each op lives in its own file, named after it (the function is re-exported here, so use
+``from convjax.ops.<file> import ...`` to reach a file's other names). Window, stride and
+padding arguments follow ``flax.linen.max_pool`` (see :mod:`convjax.ops.validation`).
+
+- classic padding: :func:`pad`
+- SoftPool: :func:`soft_pool`
+- Network Deconvolution: :func:`isqrt_newton_schulz`, :func:`deconv_conv`, :func:`deconv_dense`
+- FlexConv: :func:`gaussian_mask`, :func:`magnet_apply`, :func:`siren_apply`, :func:`flex_conv`,
+  :func:`spatial_conv`, :func:`fft_conv`, :func:`causal_conv1d`
+- Padding Module: :func:`learned_pad`, :func:`padding_loss`, :func:`partial_conv_scale`
 """
 
-# --- foundation ---------------------------------------------------------------------------
-from convjax.ops.pad import PAD_MODES, pad
-
-# --- softpool (issue 3) -------------------------------------------------------------------
-from convjax.ops.soft_pool import soft_pool, soft_pool_output_shape
-
-# isort: split
-# --- deconv (issue 4) ---------------------------------------------------------------------
 from convjax.ops.deconv import (
     DeconvStats,
     deconv_block_size,
@@ -25,9 +25,6 @@ from convjax.ops.deconv import (
     init_deconv_stats,
     isqrt_newton_schulz,
 )
-
-# --- flexconv (issue 5) -------------------------------------------------------------------
-# isort: split
 from convjax.ops.fft_conv import (
     DEFAULT_FFT_THRESHOLD,
     causal_conv1d,
@@ -52,12 +49,6 @@ from convjax.ops.gaussian_mask import (
     mask_crop_size,
     sigma_from_raw,
 )
-from convjax.ops.magnet import magnet_aliasing_penalty, magnet_apply, magnet_init
-from convjax.ops.siren import siren_apply, siren_init
-
-# isort: split
-# --- padding module (issue 6) -------------------------------------------------------------
-# isort: split
 from convjax.ops.learned_pad import (
     MIXINGS,
     PAD_INITS,
@@ -66,4 +57,71 @@ from convjax.ops.learned_pad import (
     learned_pad_and_loss,
     padding_loss,
 )
-from convjax.ops.partial_pad import partial_conv_scale
+from convjax.ops.magnet import (
+    magnet_aliasing_penalty,
+    magnet_apply,
+    magnet_init,
+)
+from convjax.ops.pad import (
+    PAD_MODES,
+    pad,
+)
+from convjax.ops.partial_pad import (
+    partial_conv_scale,
+)
+from convjax.ops.siren import (
+    siren_apply,
+    siren_init,
+)
+from convjax.ops.soft_pool import (
+    soft_pool,
+    soft_pool_output_shape,
+)
+
+__all__ = [
+    "DEFAULT_FFT_THRESHOLD",
+    "DeconvStats",
+    "MIXINGS",
+    "PAD_INITS",
+    "PAD_MODES",
+    "active_bucket",
+    "bucket_index",
+    "causal_conv1d",
+    "conv_valid",
+    "deconv_block_size",
+    "deconv_conv",
+    "deconv_conv_eval",
+    "deconv_dense",
+    "deconv_dense_eval",
+    "deconv_patches",
+    "deconv_statistics",
+    "default_buckets",
+    "fft_conv",
+    "flex_conv",
+    "flex_conv_aliasing_penalty",
+    "flex_conv_init",
+    "fold_deconv",
+    "gaussian_mask",
+    "grid_coordinates",
+    "init_deconv_stats",
+    "init_mask",
+    "init_padding_params",
+    "isqrt_newton_schulz",
+    "learned_pad",
+    "learned_pad_and_loss",
+    "magnet_aliasing_penalty",
+    "magnet_apply",
+    "magnet_init",
+    "mask_crop_size",
+    "pad",
+    "padding_loss",
+    "partial_conv_scale",
+    "resolution_change",
+    "sample_kernel",
+    "sigma_from_raw",
+    "siren_apply",
+    "siren_init",
+    "soft_pool",
+    "soft_pool_output_shape",
+    "spatial_conv",
+]
