@@ -62,7 +62,33 @@ def _cast(dtype: jnp.dtype | None, *arrays: jax.Array | None) -> tuple[jax.Array
     return tuple(None if a is None else jnp.asarray(a, dtype) for a in arrays)
 
 
-class DeconvConv(nnx.Module):
+class _DeconvLayer(nnx.Module):
+    """Shared train/eval plumbing of :class:`DeconvConv` and :class:`DeconvDense`."""
+
+    def _prepare(
+        self, x: jax.Array, use_running_average: bool | None
+    ) -> tuple[bool, jax.Array, jax.Array, jax.Array | None]:
+        """``(use stored statistics?, x, kernel, bias)`` cast to the compute dtype."""
+        eval_mode = self.use_running_average if use_running_average is None else use_running_average
+        bias = self.bias[...] if self.bias is not None else None
+        x, kernel, bias = _cast(self.dtype, x, self.kernel[...], bias)
+        return bool(eval_mode or self.freeze_stats), x, kernel, bias
+
+    def stored_stats(self) -> DeconvStats:
+        """The running statistics as :class:`convjax.ops.deconv.DeconvStats`."""
+        return DeconvStats(self.mean[...], self.deconv[...])
+
+    def _record(self, stats: DeconvStats) -> None:
+        _update(self.mean, stats.mean, self.momentum)
+        _update(self.deconv, stats.deconv, self.momentum)
+
+    def set_view(self, use_running_average: bool | None = None) -> None:
+        """Used by ``nnx.view(model, use_running_average=...)``."""
+        if use_running_average is not None:
+            self.use_running_average = use_running_average
+
+
+class DeconvConv(_DeconvLayer):
     """Convolution with network deconvolution of its input (replaces Conv + BatchNorm).
 
     Training (``use_running_average=False``): ``y = (X - mu) D W + b`` with the batch patch
@@ -176,11 +202,9 @@ class DeconvConv(nnx.Module):
 
     def __call__(self, x: jax.Array, use_running_average: bool | None = None) -> jax.Array:
         """Apply the layer; ``use_running_average`` overrides the attribute for this call."""
-        eval_mode = self.use_running_average if use_running_average is None else use_running_average
-        bias = self.bias[...] if self.bias is not None else None
-        x, kernel, bias = _cast(self.dtype, x, self.kernel[...], bias)
-        if eval_mode or self.freeze_stats:
-            stats = DeconvStats(self.mean[...], self.deconv[...])
+        use_stored, x, kernel, bias = self._prepare(x, use_running_average)
+        if use_stored:
+            stats = self.stored_stats()
             return deconv_conv_eval(
                 x,
                 kernel,
@@ -203,17 +227,11 @@ class DeconvConv(nnx.Module):
             axis_name=self.axis_name,
             feature_group_count=self.feature_group_count,
         )
-        _update(self.mean, stats.mean, self.momentum)
-        _update(self.deconv, stats.deconv, self.momentum)
+        self._record(stats)
         return y
 
-    def set_view(self, use_running_average: bool | None = None) -> None:
-        """Used by ``nnx.view(model, use_running_average=...)``."""
-        if use_running_average is not None:
-            self.use_running_average = use_running_average
 
-
-class DeconvDense(nnx.Module):
+class DeconvDense(_DeconvLayer):
     """Fully connected layer on decorrelated inputs (the paper's "Delinear").
 
     ``y = (x - mu) D W + b`` per block of ``b`` input features (papers.md §3,
@@ -280,11 +298,9 @@ class DeconvDense(nnx.Module):
 
     def __call__(self, x: jax.Array, use_running_average: bool | None = None) -> jax.Array:
         """Apply the layer; ``use_running_average`` overrides the attribute for this call."""
-        eval_mode = self.use_running_average if use_running_average is None else use_running_average
-        bias = self.bias[...] if self.bias is not None else None
-        x, kernel, bias = _cast(self.dtype, x, self.kernel[...], bias)
-        if eval_mode or self.freeze_stats:
-            stats = DeconvStats(self.mean[...], self.deconv[...])
+        use_stored, x, kernel, bias = self._prepare(x, use_running_average)
+        if use_stored:
+            stats = self.stored_stats()
             return deconv_dense_eval(x, kernel, bias, stats)
         y, stats = deconv_dense(
             x,
@@ -295,11 +311,5 @@ class DeconvDense(nnx.Module):
             num_iters=self.num_iters,
             axis_name=self.axis_name,
         )
-        _update(self.mean, stats.mean, self.momentum)
-        _update(self.deconv, stats.deconv, self.momentum)
+        self._record(stats)
         return y
-
-    def set_view(self, use_running_average: bool | None = None) -> None:
-        """Used by ``nnx.view(model, use_running_average=...)``."""
-        if use_running_average is not None:
-            self.use_running_average = use_running_average
