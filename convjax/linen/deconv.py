@@ -22,8 +22,15 @@ from convjax.ops.deconv import (
     deconv_dense,
     deconv_dense_eval,
     init_deconv_stats,
+    update_running_stats,
 )
-from convjax.ops.validation import PaddingLike, check_spatial_rank, normalize_tuple
+from convjax.ops.validation import (
+    PaddingLike,
+    cast_to,
+    check_spatial_rank,
+    check_unit_interval,
+    normalize_tuple,
+)
 
 __all__ = ["DeconvConv", "DeconvDense"]
 
@@ -32,25 +39,14 @@ default_kernel_init = nn.initializers.lecun_normal()
 default_bias_init = nn.initializers.zeros_init()
 
 
-def _check_momentum(momentum: float) -> None:
-    if not 0.0 <= momentum <= 1.0:
-        raise ValueError(f"`momentum` must be in [0, 1], got {momentum!r}.")
-
-
-def _cast(dtype: Any, *arrays: jax.Array | None) -> tuple[jax.Array | None, ...]:
-    if dtype is None:
-        return arrays
-    return tuple(None if a is None else jnp.asarray(a, dtype) for a in arrays)
-
-
 def _running_update(module: nn.Module, stats: DeconvStats, momentum: float) -> None:
     """``r <- (1 - momentum) r + momentum * batch`` for both statistics (not at init)."""
     if module.is_initializing():
         return
-    for name, batch in zip(("mean", "deconv"), stats):
-        var = module.get_variable("batch_stats", name)
-        new = (1.0 - momentum) * var + momentum * jax.lax.stop_gradient(batch)
-        module.put_variable("batch_stats", name, new.astype(var.dtype))
+    running = DeconvStats(*(module.get_variable("batch_stats", n) for n in DeconvStats._fields))
+    new = update_running_stats(running, stats, momentum)
+    for name, value in zip(DeconvStats._fields, new):
+        module.put_variable("batch_stats", name, value)
 
 
 class DeconvConv(nn.Module):
@@ -107,7 +103,7 @@ class DeconvConv(nn.Module):
         eval_mode = nn.merge_param(
             "use_running_average", self.use_running_average, use_running_average
         )
-        _check_momentum(self.momentum)
+        check_unit_interval(self.momentum, "momentum")
         n = check_spatial_rank(x, "x")
         window = normalize_tuple(self.kernel_size, n, "kernel_size")
         c_in = x.shape[-1]
@@ -124,7 +120,7 @@ class DeconvConv(nn.Module):
         init = init_deconv_stats(c_in, window, self.block, groups)
         mean = self.variable("batch_stats", "mean", lambda: init.mean)
         deconv = self.variable("batch_stats", "deconv", lambda: jnp.array(init.deconv))
-        x, kernel, bias = _cast(self.dtype, x, kernel, bias)
+        x, kernel, bias = cast_to(self.dtype, x, kernel, bias)
         if eval_mode or self.freeze_stats:
             return deconv_conv_eval(
                 x,
@@ -187,7 +183,7 @@ class DeconvDense(nn.Module):
         eval_mode = nn.merge_param(
             "use_running_average", self.use_running_average, use_running_average
         )
-        _check_momentum(self.momentum)
+        check_unit_interval(self.momentum, "momentum")
         c_in = x.shape[-1]
         kernel = self.param("kernel", self.kernel_init, (c_in, self.features), self.param_dtype)
         bias = (
@@ -198,7 +194,7 @@ class DeconvDense(nn.Module):
         init = init_deconv_stats(c_in, (), self.block)
         mean = self.variable("batch_stats", "mean", lambda: init.mean)
         deconv = self.variable("batch_stats", "deconv", lambda: jnp.array(init.deconv))
-        x, kernel, bias = _cast(self.dtype, x, kernel, bias)
+        x, kernel, bias = cast_to(self.dtype, x, kernel, bias)
         if eval_mode or self.freeze_stats:
             return deconv_dense_eval(x, kernel, bias, DeconvStats(mean.value, deconv.value))
         y, stats = deconv_dense(

@@ -21,10 +21,13 @@ from convjax.ops.deconv import (
     deconv_dense,
     deconv_dense_eval,
     init_deconv_stats,
+    update_running_stats,
 )
 from convjax.ops.validation import (
     PaddingLike,
+    cast_to,
     check_positive,
+    check_unit_interval,
     normalize_pad_width,
     normalize_tuple,
 )
@@ -45,23 +48,6 @@ class DeconvStat(nnx.BatchStat):
     """
 
 
-def _check_momentum(momentum: float) -> None:
-    if not 0.0 <= momentum <= 1.0:
-        raise ValueError(f"`momentum` must be in [0, 1], got {momentum!r}.")
-
-
-def _update(var: DeconvStat, batch: jax.Array, momentum: float) -> None:
-    """``running <- (1 - momentum) running + momentum batch`` (PyTorch convention)."""
-    old = var[...]
-    var[...] = jax.lax.stop_gradient((1.0 - momentum) * old + momentum * batch.astype(old.dtype))
-
-
-def _cast(dtype: jnp.dtype | None, *arrays: jax.Array | None) -> tuple[jax.Array | None, ...]:
-    if dtype is None:
-        return arrays
-    return tuple(None if a is None else jnp.asarray(a, dtype) for a in arrays)
-
-
 class _DeconvLayer(nnx.Module):
     """Shared train/eval plumbing of :class:`DeconvConv` and :class:`DeconvDense`."""
 
@@ -71,7 +57,7 @@ class _DeconvLayer(nnx.Module):
         """``(use stored statistics?, x, kernel, bias)`` cast to the compute dtype."""
         eval_mode = self.use_running_average if use_running_average is None else use_running_average
         bias = self.bias[...] if self.bias is not None else None
-        x, kernel, bias = _cast(self.dtype, x, self.kernel[...], bias)
+        x, kernel, bias = cast_to(self.dtype, x, self.kernel[...], bias)
         return bool(eval_mode or self.freeze_stats), x, kernel, bias
 
     def stored_stats(self) -> DeconvStats:
@@ -79,8 +65,8 @@ class _DeconvLayer(nnx.Module):
         return DeconvStats(self.mean[...], self.deconv[...])
 
     def _record(self, stats: DeconvStats) -> None:
-        _update(self.mean, stats.mean, self.momentum)
-        _update(self.deconv, stats.deconv, self.momentum)
+        new = update_running_stats(self.stored_stats(), stats, self.momentum)
+        self.mean[...], self.deconv[...] = new.mean, new.deconv
 
     def set_view(self, use_running_average: bool | None = None) -> None:
         """Used by ``nnx.view(model, use_running_average=...)``."""
@@ -169,7 +155,7 @@ class DeconvConv(_DeconvLayer):
                 f"({feature_group_count})."
             )
         check_positive(eps, "eps")
-        _check_momentum(momentum)
+        check_unit_interval(momentum, "momentum")
         shape = (*window, in_features // feature_group_count, out_features)
         self.kernel = nnx.Param(kernel_init(rngs.params(), shape, param_dtype))
         self.bias: nnx.Param | None
@@ -271,7 +257,7 @@ class DeconvDense(_DeconvLayer):
         rngs: nnx.Rngs,
     ):
         check_positive(eps, "eps")
-        _check_momentum(momentum)
+        check_unit_interval(momentum, "momentum")
         stats = init_deconv_stats(in_features, (), block)
         self.kernel = nnx.Param(
             kernel_init(rngs.params(), (in_features, out_features), param_dtype)

@@ -24,6 +24,7 @@ from convjax.ops.deconv import (
     fold_deconv,
     init_deconv_stats,
     isqrt_newton_schulz,
+    update_running_stats,
 )
 from convjax.ops.fft_conv import (
     DEFAULT_FFT_THRESHOLD,
@@ -123,5 +124,6 @@ __all__ = [
     "siren_init",
     "soft_pool",
     "soft_pool_output_shape",
+    "update_running_stats",
     "spatial_conv",
 ]

@@ -44,6 +44,7 @@ from convjax.ops.validation import (
     check_floating,
     check_positive,
     check_spatial_rank,
+    check_unit_interval,
     check_window_fits,
     normalize_padding,
     normalize_tuple,
@@ -76,6 +77,28 @@ class DeconvStats(NamedTuple):
 
     mean: jax.Array
     deconv: jax.Array
+
+
+def update_running_stats(
+    running: DeconvStats, batch: DeconvStats, momentum: float = 0.1
+) -> DeconvStats:
+    """Exponential running averages ``r <- (1 - momentum) r + momentum * batch`` (PyTorch's
+    convention, as the official code), without gradient and in the running statistics' dtype.
+
+    Example:
+      >>> r = DeconvStats(jnp.zeros((1, 2)), jnp.eye(2)[None])
+      >>> update_running_stats(r, DeconvStats(jnp.ones((1, 2)), jnp.eye(2)[None])).mean
+      Array([[0.1, 0.1]], dtype=float32)
+    """
+    check_unit_interval(momentum, "momentum")
+    return DeconvStats(
+        *(
+            jax.lax.stop_gradient((1.0 - momentum) * r + momentum * b.astype(r.dtype)).astype(
+                r.dtype
+            )
+            for r, b in zip(running, batch)
+        )
+    )
 
 
 def _check_int(value: object, name: str, minimum: int) -> int:

@@ -213,3 +213,24 @@ def check_positive(value: float, name: str, *, allow_zero: bool = False) -> None
     if not ok:
         cmp = ">= 0" if allow_zero else "> 0"
         raise ValueError(f"`{name}` must be {cmp}, got {value!r}.")
+
+
+def check_unit_interval(value: float, name: str) -> None:
+    """Raise ``ValueError`` unless ``0 <= value <= 1`` (momenta, rates, fractions)."""
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"`{name}` must be in [0, 1], got {value!r}.")
+
+
+def cast_to(dtype: Any, *arrays: Any) -> tuple[Any, ...]:
+    """Cast each array (``None`` passes through) to ``dtype``; ``dtype=None`` casts nothing.
+
+    The compute-dtype rule of every convjax module (``dtype=None``: keep the input's dtype).
+
+    Example:
+      >>> x, b = cast_to(jnp.bfloat16, jnp.ones(2), None)
+      >>> x.dtype, b
+      (dtype(bfloat16), None)
+    """
+    if dtype is None:
+        return arrays
+    return tuple(None if a is None else jnp.asarray(a, dtype) for a in arrays)

@@ -390,3 +390,24 @@ def test_block_size_rule():
     assert dc.deconv_block_size(128, 64, feature_group_count=4) == 32
     with pytest.raises(ValueError, match="feature_group_count"):
         dc.deconv_block_size(10, 64, feature_group_count=3)
+
+
+def test_update_running_stats_formula_dtype_and_no_gradient():
+    rng = np.random.default_rng(7)
+    running = dc.DeconvStats(
+        jnp.asarray(rng.normal(size=(2, 3)), jnp.float32),
+        jnp.asarray(rng.normal(size=(2, 3, 3)), jnp.float32),
+    )
+    batch = dc.DeconvStats(
+        jnp.asarray(rng.normal(size=(2, 3)), jnp.bfloat16),
+        jnp.asarray(rng.normal(size=(2, 3, 3)), jnp.float32),
+    )
+    new = dc.update_running_stats(running, batch, 0.25)
+    for r, b, n in zip(running, batch, new):
+        expected = 0.75 * np.asarray(r, np.float64) + 0.25 * np.asarray(b.astype(jnp.float32))
+        np.testing.assert_allclose(np.asarray(n), expected, rtol=1e-6, atol=1e-6)
+        assert n.dtype == jnp.float32
+    grad = jax.grad(lambda m: dc.update_running_stats(running, batch._replace(mean=m)).mean.sum())
+    np.testing.assert_array_equal(np.asarray(grad(batch.mean.astype(jnp.float32))), 0.0)
+    with pytest.raises(ValueError, match=r"`momentum` must be in \[0, 1\]"):
+        dc.update_running_stats(running, batch, 1.5)
