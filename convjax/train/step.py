@@ -44,12 +44,6 @@ def _reseed(model: nnx.Module, tags: tuple[str, ...], key: jax.Array) -> None:
         nnx.reseed(model, **{tag: jax.random.fold_in(key, i) for i, tag in enumerate(tags)})
 
 
-def _global_norm(tree: Any) -> jax.Array:
-    """``sqrt(sum of squares)`` over every leaf of ``tree`` (float32)."""
-    squares = [jnp.sum(jnp.square(x.astype(jnp.float32))) for x in jax.tree.leaves(tree)]
-    return jnp.sqrt(sum(squares, jnp.zeros((), jnp.float32)))
-
-
 def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
     """Per-example softmax cross entropy in float32: ``-log softmax(logits)[label]``."""
     return optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels)
@@ -144,7 +138,7 @@ def make_train_step(
         params = optax.apply_updates(state.params, updates)
         pad_updates, opt_pad = tx_pad.update(g_pad, state.opt_pad, state.pad_params)
         pad_params = optax.apply_updates(state.pad_params, pad_updates)
-        metrics["grad_norm"] = _global_norm(g_task)
+        metrics["grad_norm"] = optax.global_norm(g_task)
         lr = schedule(state.step) if schedule is not None else 0.0
         metrics["learning_rate"] = jnp.asarray(lr, jnp.float32)
         new_state = state.replace(
