@@ -77,6 +77,15 @@ class _Config(NamedTuple):
     out_spatial: tuple[int, ...]
 
 
+def _window_dims(window_shape: Sequence[int]) -> int:
+    """Number of spatial dims a window tuple/list names (1 to 3, else ``ValueError``)."""
+    if not 1 <= len(window_shape) <= 3:
+        raise ValueError(
+            f"`window_shape` must have 1 to 3 entries (one per spatial dim), got {window_shape!r}."
+        )
+    return len(window_shape)
+
+
 def _resolve(
     x: jax.Array,
     window_shape: int | Sequence[int],
@@ -86,12 +95,7 @@ def _resolve(
     """Validate the arguments (trace-time only) and build the static configuration."""
     check_floating(x, "x")
     if isinstance(window_shape, (tuple, list)):
-        n_expected = len(window_shape)
-        if not 1 <= n_expected <= 3:
-            raise ValueError(
-                f"`window_shape` must have 1 to 3 entries (one per spatial dim), "
-                f"got {window_shape!r}."
-            )
+        n_expected = _window_dims(window_shape)
         n = check_spatial_rank(x, "x", min_spatial=n_expected, max_spatial=n_expected)
     else:
         n = check_spatial_rank(x, "x")
@@ -134,12 +138,7 @@ def check_soft_pool_args(
       ((2, 2), None, ((0, 1), (0, 1)))
     """
     if isinstance(window_shape, (tuple, list)):
-        n = len(window_shape)
-        if not 1 <= n <= 3:
-            raise ValueError(
-                f"`window_shape` must have 1 to 3 entries (one per spatial dim), "
-                f"got {window_shape!r}."
-            )
+        n = _window_dims(window_shape)
     elif isinstance(strides, (tuple, list)):
         n = len(strides)
     elif not isinstance(padding, str) and isinstance(padding, (tuple, list)):
