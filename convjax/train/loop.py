@@ -29,7 +29,12 @@ from flax import nnx
 
 from convjax.ops.validation import check_choice
 from convjax.train.checkpoint import Checkpointer
-from convjax.train.distributed import DataParallel, is_primary, setup_distributed
+from convjax.train.distributed import (
+    DataParallel,
+    is_primary,
+    setup_distributed,
+    xla_compiler_options,
+)
 from convjax.train.metrics import Averager, MetricsWriter
 from convjax.train.optim import make_padding_optimizer, make_task_optimizer, param_labels
 from convjax.train.state import TrainState, create_train_state, split_model
@@ -208,8 +213,12 @@ def train(
             aliasing_weight=float(_get(config, "aliasing_weight", 1.0)),
         ),
         donate_state=True,
+        compiler_options=xla_compiler_options(dtype),
     )
-    eval_step = dp.compile(make_eval_step(model_def, axis_name=dp.axis_name, compute_dtype=dtype))
+    eval_step = dp.compile(
+        make_eval_step(model_def, axis_name=dp.axis_name, compute_dtype=dtype),
+        compiler_options=xla_compiler_options(dtype),
+    )
     writer = MetricsWriter(workdir, enabled=primary, tensorboard=_get(config, "tensorboard", False))
     num_params = count_params(state.params)
     num_pad_params = count_params(state.pad_params)
