@@ -68,7 +68,10 @@ def test_bad_values_give_one_line(args, line):
 
 def test_print_config_prints_the_merged_config():
     result = convjax(
-        "train", "--config=default", "--config.num_steps=7", "--config.model_kwargs.widths=(4,)",
+        "train",
+        "--config=default",
+        "--config.num_steps=7",
+        "--config.model_kwargs.widths=(4,)",
         "--print_config",
     )
     assert result.returncode == 0, result.stderr

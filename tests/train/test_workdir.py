@@ -259,7 +259,12 @@ def test_predict_npy_idx_and_png(trained, tmp_path, capsys):
     for row in top:
         probs = [p for _, p in row]
         assert probs == sorted(probs, reverse=True) and 0.0 < sum(probs) <= 1.0 + 1e-9
-    assert main(["convjax", "predict", f"--workdir={workdir}", "--top_k=2", str(tmp_path / "first.png")]) == 0
+    assert (
+        main(
+            ["convjax", "predict", f"--workdir={workdir}", "--top_k=2", str(tmp_path / "first.png")]
+        )
+        == 0
+    )
     assert capsys.readouterr().out.startswith(f"0: {top[0][0][0]} (")
 
 
@@ -271,7 +276,10 @@ def test_export_round_trip(trained, tmp_path, capsys):
     for n in (1, 5):  # a symbolic batch size
         x = np.random.RandomState(n).randn(n, 8, 8, 1).astype(np.float32)
         np.testing.assert_allclose(
-            np.asarray(exported.call(x)), np.asarray(logits_fn(model, config)(x)), rtol=1e-5, atol=1e-6
+            np.asarray(exported.call(x)),
+            np.asarray(logits_fn(model, config)(x)),
+            rtol=1e-5,
+            atol=1e-6,
         )
     signature = json.load(open(tmp_path / "signature.json"))
     assert signature["input_shape"] == ["b", 8, 8, 1] and signature["output_shape"] == ["b", 10]
