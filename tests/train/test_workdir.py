@@ -81,6 +81,12 @@ def test_compare_configs_splits_resumable_fields():
     )
     assert accepted == {"eval_every": (100, 5), "num_steps": (10, 20)}
     assert blocking == {"norm": ("batch", "none"), "seed": (0, 1)}
+    # A config stored before a field existed: accepted at the default, blocking otherwise.
+    del old["data"]["flip"]
+    accepted, blocking = compare_configs(old, resolve_config({"num_steps": 10}))
+    assert accepted == {"data.flip": ("<absent>", "auto")} and not blocking
+    _, blocking = compare_configs(old, resolve_config({"num_steps": 10, "data": {"flip": "true"}}))
+    assert blocking == {"data.flip": ("<absent>", "true")}
 
 
 # ------------------------------------------------------------------------------ workdir
