@@ -2,7 +2,7 @@
 
 Run ``python -m convjax.bench.train_step`` (ResNet-20 and VGG-16 at CIFAR size, 32x32x3,
 10 classes, batch 256) or ``--quick`` (sized for a 2-core CPU: batch 16, VGG width 0.25,
-3 timed steps). For each model the baseline is ``padding=zero, pool=max, norm=batch,
+5 timed steps). For each model the baseline is ``padding=zero, pool=max, norm=batch,
 conv=standard``; each variant changes one switch (or, with ``--grid``, any combination of
 the ``--switches`` values). A combination the model rejects is skipped with its reason; a
 variant whose compiled program is identical to the baseline's (e.g. ``pool`` in ResNet-20,
@@ -280,9 +280,10 @@ def prepare_variant(
     else:  # jax.pmap: tracing is part of lower()
         t1 = t0
         lowered = step.lower(state, placed)
-    t2 = time.perf_counter()
+    t2, c2 = time.perf_counter(), time.process_time()
     compiled = lowered.compile()
     t3 = time.perf_counter()
+    compile_cpu_s = time.process_time() - c2
 
     hlo_before = lowered.as_text(dialect="hlo")
     hlo_after = compiled.as_text() or ""
@@ -305,6 +306,7 @@ def prepare_variant(
         trace_s=(t1 - t0) if hasattr(step, "trace") else None,
         lower_s=t2 - t1,
         compile_s=t3 - t2,
+        compile_cpu_s=compile_cpu_s,
         flops=flops,
         convs_before_xla=[conv_signature(c) for c in convs_before],
         convs_after_xla=[conv_signature(c) for c in convs_after],
@@ -375,6 +377,7 @@ def bench_model(
         r["ratio"] = t / base_t if base_t else None
         if base is not None:
             r["compile_ratio"] = r["compile_s"] / base["compile_s"]
+            r["compile_cpu_ratio"] = r["compile_cpu_s"] / base["compile_cpu_s"]
             r["trace_ratio"] = r["trace_s"] / base["trace_s"] if r["trace_s"] is not None else None
         metrics = holder["metrics"]
         r["loss"] = float(np.asarray(metrics["loss"]).reshape(-1)[0])
@@ -390,7 +393,10 @@ def bench_model(
 
 # --------------------------------------------------------------------------- reporting
 def _fmt(value: Any, spec: str, missing: str = "-") -> str:
-    return missing if value is None else format(value, spec)
+    if value is None:
+        width = re.match(r"\d*", spec).group()
+        return missing.rjust(int(width or 0))
+    return format(value, spec)
 
 
 def format_model_table(res: dict[str, Any], *, max_diff_lines: int = 16) -> str:
@@ -408,27 +414,30 @@ def format_model_table(res: dict[str, Any], *, max_diff_lines: int = 16) -> str:
         f"== {res['model']} ({params}{', ' + kwargs if kwargs else ''}), batch {res['batch']}, "
         f"input {'x'.join(map(str, res['input']))}, {res['num_classes']} classes"
     )
+    lines.append(f"{'':28s} {'ratio to baseline':^22s} | {'':18s} {'seconds':^36s} |")
     lines.append(
-        f"{'variant':28s} {'step':>6s} {'compile':>8s} | {'step ms':>9s} {'img/s':>8s} "
-        f"{'trace s':>7s} {'lower s':>7s} {'compile s':>9s} | {'convs':>5s} {'xla':>4s} "
-        f"{'GFLOP':>7s} {'loss':>7s}"
+        f"{'variant':28s} {'step':>6s} {'compile':>7s} {'cpu':>7s} | {'step ms':>9s} "
+        f"{'img/s':>8s} {'trace':>8s} {'lower':>8s} {'compile':>8s} {'cpu':>8s} | "
+        f"{'convs':>5s} {'xla':>4s} {'GFLOP':>7s} {'loss':>7s}"
     )
-    lines.append(f"{'':28s} {'ratio':>6s} {'ratio':>8s} |")
     for r in res["variants"]:
         if r["status"] != "ok":
             lines.append(f"{r['name']:28s} {r['status']}: {r['reason']}")
             continue
         gflop = r["flops"] / 1e9 if r["flops"] >= 0 else None
         lines.append(
-            f"{r['name']:28s} {_fmt(r.get('ratio'), '6.2f')} {_fmt(r.get('compile_ratio'), '8.2f')}"
-            f" | {r['step_s'] * 1e3:9.2f} {r['images_per_s']:8.1f} "
-            f"{_fmt(r['trace_s'], '7.2f')} {r['lower_s']:7.2f} {r['compile_s']:9.2f} | "
+            f"{r['name']:28s} {_fmt(r.get('ratio'), '6.2f')} "
+            f"{_fmt(r.get('compile_ratio'), '7.2f')} {_fmt(r.get('compile_cpu_ratio'), '7.2f')} | "
+            f"{r['step_s'] * 1e3:9.2f} {r['images_per_s']:8.1f} {_fmt(r['trace_s'], '8.2f')} "
+            f"{r['lower_s']:8.2f} {r['compile_s']:8.2f} {r['compile_cpu_s']:8.2f} | "
             f"{len(r['convs_before_xla']):5d} {len(r['convs_after_xla']):4d} "
             f"{_fmt(gflop, '7.2f')} {r['loss']:7.3f}"
         )
     lines.append(
-        "  (convs: convolutions in the program before XLA's optimisations, what a GPU compiler"
-        " receives; xla: after optimisation on this backend)"
+        "  (compile: wall time; cpu: CPU time of this process while compiling, less sensitive"
+        " to other jobs' load; convs: convolutions in the program before XLA's"
+        " optimisations, what a GPU compiler receives; xla: after optimisation on this"
+        " backend; GFLOP: XLA's estimate per step; loss: task loss of the last step)"
     )
     if head:
         hist = collections.Counter(head["convs_before_xla"])
@@ -462,8 +471,8 @@ def format_markdown(report: dict[str, Any]) -> str:
         )
         out.append("")
         out.append(
-            "| variant | step ratio | compile ratio | step ms | img/s | trace s | lower s | "
-            "compile s | convs | convs after XLA |"
+            "| variant | step ratio | compile ratio (wall / cpu) | step ms | img/s | trace s | "
+            "lower s | compile s | convs | convs after XLA |"
         )
         out.append("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
         for r in res["variants"]:
@@ -472,7 +481,8 @@ def format_markdown(report: dict[str, Any]) -> str:
                 continue
             out.append(
                 f"| {r['name']} | {_fmt(r.get('ratio'), '.2f')}x | "
-                f"{_fmt(r.get('compile_ratio'), '.2f')}x | {r['step_s'] * 1e3:.2f} | "
+                f"{_fmt(r.get('compile_ratio'), '.2f')}x / "
+                f"{_fmt(r.get('compile_cpu_ratio'), '.2f')}x | {r['step_s'] * 1e3:.2f} | "
                 f"{r['images_per_s']:.1f} | {_fmt(r['trace_s'], '.2f')} | {r['lower_s']:.2f} | "
                 f"{r['compile_s']:.2f} | {len(r['convs_before_xla'])} | "
                 f"{len(r['convs_after_xla'])} |"
@@ -549,7 +559,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--grid", action="store_true", help="every combination of --switches")
     parser.add_argument("--quick", action="store_true", help="CPU-sized: batch 16, few steps")
     parser.add_argument("--batch", type=int, default=None, help="default 256 (--quick: 16)")
-    parser.add_argument("--steps", type=int, default=None, help="timed steps (default 10 / 3)")
+    parser.add_argument("--steps", type=int, default=None, help="timed steps (default 10 / 5)")
     parser.add_argument("--warmup", type=int, default=None, help="untimed steps (default 2 / 1)")
     parser.add_argument("--size", type=int, default=32, help="image height = width")
     parser.add_argument("--in-channels", type=int, default=3)
