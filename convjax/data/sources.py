@@ -647,8 +647,10 @@ def _prepared_hint(tfds_name: str, data_dir: str) -> str:
     if close:
         return "closest prepared there: " + ", ".join(close)
     count = len(prepared_datasets(data_dir))
-    return f"{count} datasets prepared there, none with a similar name" if count else (
-        "nothing is prepared there"
+    return (
+        f"{count} datasets prepared there, none with a similar name"
+        if count
+        else ("nothing is prepared there")
     )
 
 
@@ -718,8 +720,9 @@ def _file_formats(version_dir: str) -> list[str] | None:
     path = os.path.join(version_dir, "dataset_info.json")
     if "://" not in version_dir and not os.path.isfile(path):
         return None
-    from convjax.data.tfds_files import _read_info
     from etils import epath
+
+    from convjax.data.tfds_files import _read_info
 
     info = _read_info(epath.Path(version_dir))
     return [info.get("fileFormat") or "tfrecord", *info.get("alternativeFileFormats", [])]
@@ -772,7 +775,6 @@ def tfds_dataset(
     _silence_opencv_notice()
     name = f"tfds:{tfds_name}"
     builder = find_tfds_builder(tfds_name, data_dir)
-    read_dir = tfds_data_dir(data_dir)
     version_dir = os.fspath(builder.data_dir)
     formats = _file_formats(version_dir)
     origin = f"{(formats or ['array_record'])[0]} files in {version_dir}"
@@ -785,16 +787,21 @@ def tfds_dataset(
         if not convert_tfrecord:
             raise DataError(
                 f"dataset {name!r} in {version_dir} is TFRecord, which has no random access; "
-                f"convert it once with `convjax data convert {tfds_name} --data_dir={read_dir}` "
-                "(no TensorFlow needed) or set data.convert_tfrecord=True"
+                f"convert it once with `convjax data convert {tfds_name} "
+                f"--data_dir={tfds_data_dir(data_dir)}` (no TensorFlow needed) or set "
+                "data.convert_tfrecord=True"
             )
         from convjax.data.tfds_files import convert_to_array_record
 
-        out_dir, read_dir = convert_to_array_record(version_dir, array_record_dir)
-        builder = find_tfds_builder(tfds_name, read_dir)
-        origin = f"array_record files in {out_dir} (converted once from tfrecord)"
-    elif formats is not None and "array_record" not in formats[:1] and "array_record" in formats:
-        origin = f"array_record files in {version_dir} (converted from {formats[0]})"
+        version_dir, _ = convert_to_array_record(version_dir, array_record_dir)
+        origin = f"array_record files in {version_dir} (converted once from tfrecord)"
+    elif formats is not None and formats[0] not in ("array_record", "parquet"):
+        readable = next(f for f in formats if f in ("array_record", "parquet"))
+        origin = f"{readable} files in {version_dir} (converted from {formats[0]})"
+    if formats is not None:
+        # Read from the files, not through the builder class: TFDS's code builders do not
+        # restore `alternativeFileFormats` from dataset_info.json, and custom datasets have none.
+        builder = tfds.builder_from_directory(version_dir)
     info = builder.info
     image_key, label_key = _tfds_image_and_label_keys(info, name)
     image_feature = info.features[image_key]
@@ -823,11 +830,14 @@ def tfds_dataset(
                 f"dataset {name!r}: no split {split!r} (available: {sorted(available)})"
             )
         try:
-            source = tfds.data_source(tfds_name, split=split, data_dir=read_dir, download=False)
-        except Exception as e:  # missing files, unsupported file format
+            if formats is None:  # no files on disk: tfds.testing.mock_data
+                source = tfds.data_source(tfds_name, split=split, data_dir=data_dir, download=False)
+            else:
+                source = builder.as_data_source(split=split)
+        except Exception as e:  # missing or unreadable shards
             raise DataError(
-                f"dataset {name!r}: cannot open split {split!r} with tfds.data_source "
-                f"(data_dir={read_dir}): {type(e).__name__}: "
+                f"dataset {name!r}: cannot open split {split!r} in {version_dir}: "
+                f"{type(e).__name__}: "
                 f"{str(e).strip().splitlines()[0] if str(e).strip() else ''}"
             ) from e
         wrapped = TfdsSource(
@@ -852,7 +862,12 @@ def tfds_dataset(
         mean, std = check_stats(mean, std, image_shape[-1])
         stats_source = "given"
     else:
-        mean, std, used = _sampled_stats(train, image_shape[-1], stats_images)
+        mean, std, used = _cached_stats(
+            version_dir if formats is not None else None,
+            train_split,
+            stats_images,
+            lambda: _sampled_stats(train, image_shape[-1], stats_images),
+        )
         stats_source = (
             f"all {used} {train_split} images"
             if used == len(train)
@@ -894,7 +909,9 @@ def check_stats(
         try:
             values = tuple(float(v) for v in values)
         except (TypeError, ValueError):
-            raise ValueError(f"data config {field!r} must be a list of numbers, got {values!r}")
+            raise ValueError(
+                f"data config {field!r} must be a list of numbers, got {values!r}"
+            ) from None
         if len(values) == 1:
             values = values * channels
         if len(values) != channels or not all(math.isfinite(v) for v in values):
@@ -906,6 +923,56 @@ def check_stats(
             raise ValueError(f"data config 'std' must be > 0, got {list(values)}")
         out.append(values)
     return out[0], out[1]
+
+
+def _cached_stats(
+    version_dir: str | None, split: str, limit: int, compute: Callable[[], Any]
+) -> tuple[tuple[float, ...], tuple[float, ...], int]:
+    """``compute()`` once per (dataset files, split, limit): the result is kept as a small json
+    under ``default_cache_dir()/stats`` (decoding 10k images takes ~10 s on one CPU core), keyed
+    by the dataset directory and its ``dataset_info.json``. ``version_dir=None``: no cache."""
+    import hashlib
+    import json
+
+    if version_dir is None:
+        return compute()
+    from convjax.data.tfds_files import default_cache_dir
+
+    try:
+        with open(os.path.join(version_dir, "dataset_info.json"), "rb") as f:
+            info_bytes = f.read()
+    except OSError:
+        return compute()
+    key = hashlib.sha1(
+        b"\0".join(
+            [
+                os.path.realpath(version_dir).encode(),
+                info_bytes,
+                split.encode(),
+                str(limit).encode(),
+            ]
+        )
+    ).hexdigest()[:20]
+    path = os.path.join(default_cache_dir(), "stats", f"{key}.json")
+    try:
+        with open(path) as f:
+            cached = json.load(f)
+        return tuple(cached["mean"]), tuple(cached["std"]), int(cached["images"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    mean, std, used = compute()
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = f"{path}.tmp-{os.getpid()}"
+        with open(tmp, "w") as f:
+            json.dump(
+                {"dataset": version_dir, "split": split, "mean": mean, "std": std, "images": used},
+                f,
+            )
+        os.replace(tmp, path)
+    except OSError:
+        pass  # a read-only home: recompute next time
+    return mean, std, used
 
 
 def _sampled_stats(

@@ -187,7 +187,9 @@ def read_tfrecord(
             if not header:
                 return
             if len(header) < 12:
-                raise DataError(f"TFRecord file {path} is truncated in the header of record {index}")
+                raise DataError(
+                    f"TFRecord file {path} is truncated in the header of record {index}"
+                )
             (length,) = struct.unpack("<Q", header[:8])
             (length_crc,) = struct.unpack("<I", header[8:])
             if masked_crc32c(header[:8]) != length_crc:
@@ -357,7 +359,9 @@ def conversion_target(
         for _ in parts:
             root = root.parent
         return os.fspath(version_dir), os.fspath(root)
-    root = os.fspath(out_root) if out_root is not None else os.path.join(default_cache_dir(), "tfds")
+    root = (
+        os.fspath(out_root) if out_root is not None else os.path.join(default_cache_dir(), "tfds")
+    )
     return os.path.join(root, *parts), root
 
 
@@ -412,8 +416,7 @@ def convert_to_array_record(
         in_format = info.get("fileFormat") or "tfrecord"
         if in_format != "tfrecord":
             raise DataError(
-                f"{in_dir} is stored as {in_format!r}; only TFRecord datasets can be converted "
-                "here"
+                f"{in_dir} is stored as {in_format!r}; only TFRecord datasets can be converted here"
             )
         shards = _shard_plan(info, in_dir, out_dir)
         total = sum(n for _, _, n in shards)
@@ -494,7 +497,7 @@ def _convert_shard(in_path: Any, out_path: Any, expected: int, verify: Any, bar:
                 f"TFRecord shard {in_path} holds {count} records but dataset_info.json says "
                 f"{expected}"
             )
-        tmp.rename(out_path)
+        tmp.replace(out_path)
     finally:
         if writer is not None:
             writer.close()
@@ -523,7 +526,7 @@ def _write_metadata(info: dict[str, Any], in_dir: Any, out_dir: Any, in_place: b
         info.pop("alternativeFileFormats", None)
     tmp = out_dir / f".dataset_info.json.tmp-{os.getpid()}"
     tmp.write_text(json.dumps(info, indent=2, sort_keys=True))
-    tmp.rename(out_dir / "dataset_info.json")
+    tmp.replace(out_dir / "dataset_info.json")
 
 
 def main(argv: list[str] | None = None) -> int:
