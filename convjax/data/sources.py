@@ -714,12 +714,8 @@ def find_tfds_version_dir(tfds_name: str, data_dir: str | None = None) -> str:
     return os.fspath(find_tfds_builder(tfds_name, data_dir).data_dir)
 
 
-def _file_formats(version_dir: str) -> list[str] | None:
-    """File formats listed in ``dataset_info.json`` (None if there is no such file, e.g. under
-    ``tfds.testing.mock_data``)."""
-    path = os.path.join(version_dir, "dataset_info.json")
-    if "://" not in version_dir and not os.path.isfile(path):
-        return None
+def _file_formats(version_dir: str) -> list[str]:
+    """File formats listed in ``dataset_info.json``: the main one first, then alternatives."""
     from etils import epath
 
     from convjax.data.tfds_files import _read_info
@@ -777,8 +773,8 @@ def tfds_dataset(
     builder = find_tfds_builder(tfds_name, data_dir)
     version_dir = os.fspath(builder.data_dir)
     formats = _file_formats(version_dir)
-    origin = f"{(formats or ['array_record'])[0]} files in {version_dir}"
-    if formats is not None and not {"array_record", "parquet"} & set(formats):
+    origin = f"{formats[0]} files in {version_dir}"
+    if not {"array_record", "parquet"} & set(formats):
         if "tfrecord" not in formats:
             raise DataError(
                 f"dataset {name!r} in {version_dir} is stored as {formats}; convjax reads "
@@ -795,13 +791,12 @@ def tfds_dataset(
 
         version_dir, _ = convert_to_array_record(version_dir, array_record_dir)
         origin = f"array_record files in {version_dir} (converted once from tfrecord)"
-    elif formats is not None and formats[0] not in ("array_record", "parquet"):
+    elif formats[0] not in ("array_record", "parquet"):
         readable = next(f for f in formats if f in ("array_record", "parquet"))
         origin = f"{readable} files in {version_dir} (converted from {formats[0]})"
-    if formats is not None:
-        # Read from the files, not through the builder class: TFDS's code builders do not
-        # restore `alternativeFileFormats` from dataset_info.json, and custom datasets have none.
-        builder = tfds.builder_from_directory(version_dir)
+    # Read from the files, not through the builder class: TFDS's code builders do not restore
+    # `alternativeFileFormats` from dataset_info.json, and custom datasets have no class here.
+    builder = tfds.builder_from_directory(version_dir)
     info = builder.info
     image_key, label_key = _tfds_image_and_label_keys(info, name)
     image_feature = info.features[image_key]
@@ -830,10 +825,7 @@ def tfds_dataset(
                 f"dataset {name!r}: no split {split!r} (available: {sorted(available)})"
             )
         try:
-            if formats is None:  # no files on disk: tfds.testing.mock_data
-                source = tfds.data_source(tfds_name, split=split, data_dir=data_dir, download=False)
-            else:
-                source = builder.as_data_source(split=split)
+            source = builder.as_data_source(split=split)
         except Exception as e:  # missing or unreadable shards
             raise DataError(
                 f"dataset {name!r}: cannot open split {split!r} in {version_dir}: "
@@ -863,7 +855,7 @@ def tfds_dataset(
         stats_source = "given"
     else:
         mean, std, used = _cached_stats(
-            version_dir if formats is not None else None,
+            version_dir,
             train_split,
             stats_images,
             lambda: _sampled_stats(train, image_shape[-1], stats_images),
