@@ -160,6 +160,17 @@ def _tristate(value: Any, field: str) -> bool | None:
     raise ValueError(f"data config {field!r} must be 'auto', 'true' or 'false', got {value!r}")
 
 
+def _stats_field(value: Any, field: str) -> tuple[Any, ...]:
+    """``data.mean`` / ``data.std``: a number or a sequence of numbers; empty = not given."""
+    if isinstance(value, (int, float, np.number)) and not isinstance(value, bool):
+        return (value,)
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+        raise ValueError(
+            f"data config {field!r} must be a number or a list of numbers, got {value!r}"
+        )
+    return tuple(value)
+
+
 def _int(value: Any, field: str, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
         raise ValueError(f"{field} must be an int >= {minimum}, got {value!r}")
@@ -707,7 +718,7 @@ def make_loaders(
     flip = _tristate(cfg["flip"], "flip")
     convert_tfrecord = _tristate(cfg["convert_tfrecord"], "convert_tfrecord")
     stats_images = _int(cfg["stats_images"], "data config 'stats_images'", 0)
-    mean, std = tuple(cfg["mean"] or ()), tuple(cfg["std"] or ())
+    mean, std = _stats_field(cfg["mean"], "mean"), _stats_field(cfg["std"], "std")
     if bool(mean) != bool(std):
         raise ValueError(
             f"data config 'mean' and 'std' must both be set or both empty, got mean={mean} "

@@ -33,6 +33,7 @@ import difflib
 import hashlib
 import json
 import os
+import socket
 import struct
 import sys
 import tempfile
@@ -472,6 +473,11 @@ def _shard_plan(info: dict[str, Any], in_dir: Any, out_dir: Any) -> list[tuple[A
     return plan
 
 
+def _unique() -> str:
+    """Host and process: temporary names that differ between concurrent converters."""
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
 def _convert_shard(in_path: Any, out_path: Any, expected: int, verify: Any, bar: Any) -> None:
     from array_record.python.array_record_module import ArrayRecordWriter
 
@@ -481,7 +487,7 @@ def _convert_shard(in_path: Any, out_path: Any, expected: int, verify: Any, bar:
         return
     if not in_path.exists():
         raise DataError(f"TFRecord shard {in_path} listed in dataset_info.json is missing")
-    tmp = out_path.parent / f".{out_path.name}.tmp-{os.getpid()}"
+    tmp = out_path.parent / f".{out_path.name}.tmp-{_unique()}"
     writer = ArrayRecordWriter(os.fspath(tmp), ARRAY_RECORD_OPTIONS)
     count = 0
     try:
@@ -524,7 +530,7 @@ def _write_metadata(info: dict[str, Any], in_dir: Any, out_dir: Any, in_place: b
                     target.write_bytes(path.read_bytes())
         info["fileFormat"] = "array_record"
         info.pop("alternativeFileFormats", None)
-    tmp = out_dir / f".dataset_info.json.tmp-{os.getpid()}"
+    tmp = out_dir / f".dataset_info.json.tmp-{_unique()}"
     tmp.write_text(json.dumps(info, indent=2, sort_keys=True))
     tmp.replace(out_dir / "dataset_info.json")
 

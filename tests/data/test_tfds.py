@@ -187,11 +187,18 @@ def test_flip_and_statistics_come_from_the_data_or_the_config(prepared, monkeypa
     assert (info.mean, info.std) == ((0.5, 0.5, 0.5), (0.25, 0.5, 1.0))
     line = describe_data(info)
     assert "flip off (config data.flip)" in line
-    assert "mean (0.5000, 0.5000, 0.5000) std (0.2500, 0.5000, 1.0000) (config data.mean/std)" in line
+    stats = "mean (0.5000, 0.5000, 0.5000) std (0.2500, 0.5000, 1.0000) (config data.mean/std)"
+    assert stats in line
+    # The same fields for the in-memory datasets (number = one value for every channel).
+    digits = {"name": "digits", "mean": 0.5, "std": 0.25, "flip": True, "num_threads": 0}
+    _, _, info = make_loaders(digits, seed=0, global_batch_size=8, process_index=0, process_count=1)
+    assert (info.mean, info.std, info.flip) == ((0.5,), (0.25,), True)
+    assert "flip on (config data.flip); normalise mean (0.5000) std (0.2500)" in describe_data(info)
     for bad, field in (
         ({"mean": (0.5, 0.5), "std": (1.0,)}, "'mean'"),
         ({"mean": (0.5,), "std": (0.0,)}, "'std'"),
         ({"mean": (0.5,), "std": ()}, "'mean' and 'std'"),
+        ({"mean": "0.5", "std": 0.5}, "'mean' must be a number or a list"),
     ):
         with pytest.raises(ValueError, match=field):
             make_loaders(
