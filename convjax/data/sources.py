@@ -643,6 +643,8 @@ def tfds_data_dir(data_dir: str | None = None) -> str:
 def _prepared_hint(tfds_name: str, data_dir: str) -> str:
     from convjax.data.tfds_files import closest_prepared, prepared_datasets
 
+    if "://" not in data_dir and not os.path.isdir(data_dir):
+        return "that directory does not exist; set data.data_dir"
     close = closest_prepared(tfds_name, data_dir)
     if close:
         return "closest prepared there: " + ", ".join(close)

@@ -242,6 +242,11 @@ def test_misspelled_or_unprepared_name_is_one_line_with_the_closest_prepared(pre
         "tfds build mnist --file_format=array_record",
         data_dir,
     )
+    _error(
+        lambda: load_dataset(f"tfds:{NAME}", data_dir=data_dir + "/nowhere"),
+        f"data_dir {data_dir}/nowhere",
+        "that directory does not exist",
+    )
     assert "tiny_digits:1.0.0" in prepared_datasets(data_dir)
     assert closest_prepared("zzz", data_dir) == []
     assert closest_prepared("tiny_thing", data_dir)[0] == "tiny_things"
