@@ -268,7 +268,9 @@ def auto_flip(num_channels: int, class_names: Sequence[str] = ()) -> tuple[bool,
     orientation-sensitive or too small to gain from flips, so they default to off. This keeps
     every dataset the previous name list covered (MNIST, Fashion-MNIST, KMNIST, EMNIST,
     SVHN, binarized MNIST: off; CIFAR, ImageNet, Imagenette: on) and decides the same way for
-    a renamed or custom copy. Override with ``data.flip``.
+    a renamed or custom copy. TFDS's default names of an unnamed ``ClassLabel`` are
+    ``"0"``..``"N-1"``, so an unnamed colour dataset of at most 10 classes also defaults to
+    off (the data cannot tell it from SVHN). Override with ``data.flip``.
 
     Args:
       num_channels: ``C`` of the ``(H, W, C)`` images.
