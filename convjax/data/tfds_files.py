@@ -21,9 +21,9 @@ TensorFlow. This module converts without it, once per dataset version:
   wait for each other (a file lock), so an interrupted or parallel conversion never leaves a
   half-written shard behind.
 
-Payload checksums are verified with a C crc32c (``google-crc32c`` or ``crc32c``) when one is
-installed; the pure-Python fallback runs at about 5 MB/s, so by default it is used only for the
-length checksums (always verified) unless ``verify_checksums=True``.
+Length checksums and per-shard record counts are always verified. Payload checksums are
+verified when a C crc32c (``google-crc32c`` or ``crc32c``) is installed, or when asked for with
+``verify_checksums=True`` (pure Python, about 5 MB/s: 20 s instead of 4 s for Fashion-MNIST).
 """
 
 from __future__ import annotations
