@@ -9,7 +9,8 @@
         --config.padding=learned --config.parallel=shard_map --workdir=runs/learned
 
 Commands: ``train`` (run or resume a training job), ``configs`` (list the shipped configs),
-``models`` (list model names).
+``models`` (list model names), ``launch`` (local multi-process runs), ``data convert`` (a
+TFRecord-prepared TFDS dataset to ArrayRecord, see :mod:`convjax.data.tfds_files`).
 """
 
 from __future__ import annotations
@@ -175,7 +176,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from convjax.train.launch import main as launch_main
 
         return launch_main(argv[2:])
-    if argv[1] == "data" and argv[2:3] == ["convert"]:
+    if argv[1] == "data":
+        if argv[2:3] != ["convert"]:
+            print("convjax: error: usage: convjax data convert <tfds name> ...", file=sys.stderr)
+            return 2
         from convjax.data.tfds_files import main as convert_main
 
         return convert_main(argv[3:])

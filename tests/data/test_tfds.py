@@ -362,8 +362,12 @@ def test_tfrecord_without_conversion_stops_with_the_command(prepared, tmp_path):
 
 
 def test_convert_command(prepared, tmp_path, capsys):
+    from convjax.__main__ import main
+
     data_dir, version_dir = _tfrecord_copy(prepared, tmp_path)
-    assert convert_main([f"tfds:{NAME}", "--data_dir", data_dir, "--verify"]) == 0
+    assert main(["convjax", "data"]) == 2 and "convjax data convert" in capsys.readouterr().err
+    argv = ["convjax", "data", "convert", f"tfds:{NAME}", "--data_dir", data_dir, "--verify"]
+    assert main(argv) == 0
     assert "read it with --config.data.data_dir=" + data_dir in capsys.readouterr().out
     assert has_array_record(version_dir)
     assert convert_main([NAME, "--data_dir", data_dir]) == 0
