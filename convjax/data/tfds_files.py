@@ -46,6 +46,7 @@ from convjax.data.sources import DataError
 __all__ = [
     "ARRAY_RECORD_OPTIONS",
     "closest_prepared",
+    "conversion_target",
     "convert_to_array_record",
     "crc32c",
     "default_cache_dir",
