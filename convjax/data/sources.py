@@ -648,9 +648,12 @@ def _prepared_hint(tfds_name: str, data_dir: str) -> str:
     if "://" not in data_dir and not os.path.isdir(data_dir):
         return "that directory does not exist; set data.data_dir"
     close = closest_prepared(tfds_name, data_dir)
-    if close:
-        return "closest prepared there: " + ", ".join(close)
-    count = len(prepared_datasets(data_dir))
+    prepared = prepared_datasets(data_dir)
+    if close:  # with their versions: a registered name may want a version not prepared
+        return "closest prepared there: " + ", ".join(
+            p for name in close for p in prepared if p.split(":")[0] == name
+        )
+    count = len(prepared)
     return (
         f"{count} datasets prepared there, none with a similar name"
         if count
