@@ -520,10 +520,11 @@ def _run(line: CommandLine) -> int:
         if line.command == "predict":
             from convjax.train.inference import predict
 
-            results = predict(line.workdir, line.files, top_k=line.top_k)
-            for i, top in enumerate(results):
+            names: list[str] = []
+            results = predict(line.workdir, line.files, top_k=line.top_k, names=names)
+            for name, top in zip(names, results, strict=True):
                 ranked = ", ".join(f"{c} ({p:.3f})" for c, p in top)
-                print(f"{i}: {ranked}", flush=True)
+                print(f"{name}: {ranked}", flush=True)
             return 0
         if line.command == "export":
             from convjax.train.inference import export_model

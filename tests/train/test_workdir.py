@@ -271,7 +271,10 @@ def test_predict_npy_idx_and_png(trained, tmp_path, capsys):
         )
         == 0
     )
-    assert capsys.readouterr().out.startswith(f"0: {top[0][0][0]} (")
+    assert capsys.readouterr().out.startswith(f"first.png: {top[0][0][0]} (")
+    names = []
+    predict(workdir, [str(tmp_path / "digits.npy"), str(tmp_path / "first.png")], names=names)
+    assert names == [f"digits.npy[{i}]" for i in range(6)] + ["first.png"]
 
 
 def test_export_round_trip(trained, tmp_path, capsys):
