@@ -21,13 +21,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import json
 import math
 import os
 import platform
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -566,7 +569,8 @@ def run_loop(run: Run, hooks: Sequence[Hook] = ()) -> Any:
                 )
                 _check_eval(run, result, done)
             if is_ckpt:
-                run.checkpointer.save(done, dp.unreplicate(dstate), run.train_iter.get_state())
+                with _sigint_deferred():
+                    run.checkpointer.save(done, dp.unreplicate(dstate), run.train_iter.get_state())
             report.update(1)
             for hook in hooks:
                 hook(done, dstate)
@@ -582,6 +586,31 @@ def run_loop(run: Run, hooks: Sequence[Hook] = ()) -> Any:
     report.close()
     run.train_time = time.perf_counter() - t_loop
     return dstate
+
+
+@contextlib.contextmanager
+def _sigint_deferred() -> Any:
+    """Hold Ctrl-C (SIGINT) until the block is done, then raise ``KeyboardInterrupt``.
+
+    Wraps checkpoint writes: an interrupt inside orbax's save would leave a half-written
+    step and orbax's worker threads in a broken state. Only in the main thread (where
+    Python delivers signals); elsewhere the block runs unchanged.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    previous = signal.getsignal(signal.SIGINT)
+    if previous is signal.SIG_IGN:  # the user's choice (e.g. a background job): keep it
+        yield
+        return
+    signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if received:
+        raise KeyboardInterrupt
 
 
 def _check_eval(run: Run, result: dict, step: int) -> None:
