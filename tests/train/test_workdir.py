@@ -198,6 +198,20 @@ def test_nonfinite_train_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path)
     assert sorted(os.listdir(tmp_path / "checkpoints")) == ["2"]
 
 
+def test_nonfinite_stop_is_one_line_and_exit_status_1_in_the_cli(tmp_path, monkeypatch, capsys):
+    import convjax.train.loop as loop
+
+    monkeypatch.setattr(loop, "make_data", lambda config: _loaders(poison_after=2))
+    argv = [
+        "convjax", "train", "--config=default", "--config.model_kwargs.widths=(4,)",
+        "--config.batch_size=16", "--config.num_steps=4", "--config.checkpoint_every=2",
+        "--config.progress=False", f"--workdir={tmp_path}",
+    ]  # fmt: skip
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("convjax: error: the train loss is nan at step 3")
+
+
 def test_nonfinite_check_can_be_turned_off(tmp_path):
     config = _tiny(tmp_path, num_steps=3, stop_on_nonfinite=False)
     summary = train(config, loaders=_loaders(poison_after=1))
