@@ -110,6 +110,8 @@ MODELS = [
     ("resnet50", {"width_multiplier": 1 / 16, "stem": "cifar"}, (2, 8, 8, 3)),
     ("vgg11", {"width_multiplier": 1 / 16}, (2, 32, 32, 3)),
     ("vgg16", {"width_multiplier": 1 / 16}, (2, 32, 32, 3)),
+    ("vgg11_imagenet", {"width_multiplier": 1 / 16}, (2, 32, 32, 3)),
+    ("vgg16_imagenet", {"width_multiplier": 1 / 16}, (2, 32, 32, 3)),
     ("flexnet_tiny", {"flex_kernel_size": 5, "widths": (4, 4)}, (2, 8, 8, 1)),
     ("flexnet7", {"flex_kernel_size": 5, "widths": (4,) * 7}, (2, 8, 8, 3)),
     ("flextcn", {"flex_kernel_size": 5, "widths": (4,)}, (2, 16, 1)),
@@ -120,6 +122,9 @@ MODELS = [
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("name, kwargs, shape", MODELS, ids=[m[0] for m in MODELS])
 def test_every_model_is_finite_in_low_precision(name, kwargs, shape, dtype):
+    from convjax.models import available_models
+
+    assert {m[0] for m in MODELS} == set(available_models())
     _check_finite(_one_train_and_eval_step(name, dtype, shape, model_kwargs=kwargs))
 
 
