@@ -420,9 +420,7 @@ def deconv_statistics(
 # ---------------------------------------------------------------------------------------------
 
 
-def _fold_rows(
-    w: jax.Array, mean: jax.Array, deconv: jax.Array
-) -> tuple[jax.Array, jax.Array]:
+def _fold_rows(w: jax.Array, mean: jax.Array, deconv: jax.Array) -> tuple[jax.Array, jax.Array]:
     """``W' = D W`` and ``mu^T W'`` for ``w (nd, F, R)``, ``mean (nd, F)``, ``deconv (nd, F, F)``."""
     w = jnp.einsum("nfe,ner->nfr", deconv.astype(w.dtype), w, precision=_HIGHEST)
     shift = jnp.einsum("nf,nfr->nr", mean.astype(w.dtype), w, precision=_HIGHEST)
@@ -789,7 +787,9 @@ def deconv_dense_eval(
 # ---------------------------------------------------------------------------------------------
 
 
-def deconv_freeze_schedule(counter: jax.Array, freeze_iter: int = 100) -> tuple[jax.Array, jax.Array]:
+def deconv_freeze_schedule(
+    counter: jax.Array, freeze_iter: int = 100
+) -> tuple[jax.Array, jax.Array]:
     """The reference code's freeze schedule: ``(recompute, next counter)``.
 
     An iteration counter runs modulo ``10 * freeze_iter``; while ``counter <= freeze_iter``
