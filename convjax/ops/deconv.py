@@ -55,11 +55,11 @@ from jax import lax
 
 from convjax.ops.validation import (
     PaddingLike,
+    check_choice,
     check_floating,
     check_positive,
     check_spatial_rank,
     check_unit_interval,
-    check_choice,
     check_window_fits,
     normalize_padding,
     normalize_tuple,
@@ -421,7 +421,7 @@ def deconv_statistics(
 
 
 def _fold_rows(w: jax.Array, mean: jax.Array, deconv: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """``W' = D W`` and ``mu^T W'`` for ``w (nd, F, R)``, ``mean (nd, F)``, ``deconv (nd, F, F)``."""
+    """``W' = D W`` and ``mu^T W'``: w ``(nd, F, R)``, mean ``(nd, F)``, deconv ``(nd, F, F)``."""
     w = jnp.einsum("nfe,ner->nfr", deconv.astype(w.dtype), w, precision=_HIGHEST)
     shift = jnp.einsum("nf,nfr->nr", mean.astype(w.dtype), w, precision=_HIGHEST)
     return w, shift
@@ -667,8 +667,8 @@ def deconv_conv_eval(
     """Eval-mode deconvolution: the given statistics folded into one plain convolution.
 
     ``y = conv(x, D W) + b - mu^T D W`` with stored (running) ``stats`` (paper §3, "Fusion");
-    the block size is read from the statistics' shapes. Cost: one convolution plus a tiny ``(F x F) @ (F x C_out)``
-    fold per block (hoist :func:`fold_deconv` out of the loop to drop even that).
+    the block size is read from the statistics' shapes. Cost: one convolution plus a tiny
+    ``(F x F) @ (F x G*C_out)`` fold (hoist :func:`fold_deconv` out of the loop to drop even that).
 
     Args:
       x, kernel, bias, strides, padding, feature_group_count, grouping: as in

@@ -27,7 +27,7 @@ def call(model, x):
 def test_conv_train_eval_running_averages():
     layer = DeconvConv(6, 5, 3, strides=2, block=4, num_iters=6, rngs=nnx.Rngs(0))
     assert isinstance(layer.mean, nnx.BatchStat) and isinstance(layer.deconv, DeconvStat)
-    assert layer.kernel.shape == (3, 3, 6, 5) and layer.mean.shape == (1, 18)  # gcd: b = 2, one shared D
+    assert layer.kernel.shape == (3, 3, 6, 5) and layer.mean.shape == (1, 18)  # b = 2, shared
     layer.bias[...] = jnp.asarray(rand(9, (5,)))
     x1, x2 = rand(1, (2, 8, 8, 6)) + 1.0, rand(2, (2, 8, 8, 6)) * 2.0
     kw = dict(strides=2, block=4, num_iters=6)
