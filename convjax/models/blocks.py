@@ -62,6 +62,10 @@ CONV_TYPES: tuple[str, ...] = ("standard", "flex")
 FLEX_PADDING_MODES: tuple[str, ...] = ("zero", "reflect", "replicate", "circular")
 #: Padding modes of ``DeconvConv`` models (everything but ``"partial"``, see module docstring).
 DECONV_PADDING_MODES: tuple[str, ...] = ("zero", "reflect", "replicate", "circular", "learned")
+#: The reference code's first deconvolution layer of its VGGs (CIFAR and ImageNet) and ImageNet
+#: ResNets: 15 Newton-Schulz iterations (near-full whitening of the ``k*k*3`` patch) and the
+#: freeze schedule (:func:`convjax.ops.deconv_freeze_schedule`). Its CIFAR ResNets use defaults.
+DECONV_FIRST_LAYER: Mapping[str, Any] = {"num_iters": 15, "freeze": True}
 
 Dtype = Any
 
@@ -167,6 +171,9 @@ class ConvNorm(nnx.Module):
       num_spatial: spatial rank (2 for images, 1 for sequences) when ``kernel_size`` is an int.
       causal: 1-D causal conv (output ``t`` sees inputs ``<= t``; zero history). Needs
         ``padding="zero"`` and stride 1.
+      deconv_overrides: ``DeconvConv`` keyword arguments that take precedence over
+        ``cfg.deconv_kwargs`` for this layer (e.g. :data:`DECONV_FIRST_LAYER`); ignored unless
+        ``cfg.norm == "deconv"``.
       rngs: parameter RNGs.
 
     Example:
@@ -186,9 +193,11 @@ class ConvNorm(nnx.Module):
         act: bool = True,
         num_spatial: int = 2,
         causal: bool = False,
+        deconv_overrides: Mapping[str, Any] | None = None,
         rngs: nnx.Rngs,
     ):
         kernel = normalize_tuple(kernel_size, num_spatial, "kernel_size")
+        deconv_kwargs = {**cfg.deconv_kwargs, **(deconv_overrides or {})}
         stride = normalize_tuple(strides, num_spatial, "strides")
         self.act = act
         self.kernel_size = kernel
@@ -213,7 +222,7 @@ class ConvNorm(nnx.Module):
                 padding=causal_pads,
                 use_bias=True,
                 axis_name=cfg.axis_name,
-                **dict(cfg.deconv_kwargs),
+                **deconv_kwargs,
                 **common,
             )
         elif causal and not use_flex:
@@ -240,7 +249,7 @@ class ConvNorm(nnx.Module):
                 padding=padding,
                 use_bias=True,
                 axis_name=cfg.axis_name,
-                **dict(cfg.deconv_kwargs),
+                **deconv_kwargs,
                 **common,
             )
         elif use_flex:
