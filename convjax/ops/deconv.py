@@ -284,6 +284,50 @@ def _conv_geometry(
     return strides_t, pads
 
 
+def _sampled_patches(
+    x: jax.Array,
+    window: tuple[int, ...],
+    step: tuple[int, ...],
+    pads: tuple[tuple[int, int], ...],
+    channel_major: bool,
+) -> jax.Array:
+    """Patches of the zero-padded ``x`` at every ``step``-th position, exact copies.
+
+    Returns ``(N, *counts, C, *window)`` (``channel_major``) or ``(N, *counts, *window, C)``.
+    When every ``step >= window`` (the default sampling, ``3 * stride`` for 3x3 kernels) the
+    patches do not overlap: the padded input is cut into ``step``-sized tiles by one reshape and
+    the first ``window`` pixels of each tile are kept (one pad, one slice, one transpose; the
+    backward pass is one pad). Otherwise one strided slice per kernel tap.
+    """
+    n = len(window)
+    xp = jnp.pad(x, ((0, 0), *pads, (0, 0)))
+    padded, c = xp.shape[1:-1], x.shape[-1]
+    counts = tuple((p - k) // st + 1 for p, k, st in zip(padded, window, step))
+    if all(st >= k for st, k in zip(step, window)):
+        ends = tuple(m * st for m, st in zip(counts, step))
+        # crop (or zero-extend: the extension is never inside a kept tile prefix) to whole tiles
+        xp = xp[(slice(None), *(slice(0, min(e, p)) for e, p in zip(ends, padded)))]
+        extra = tuple((0, max(0, e - p)) for e, p in zip(ends, padded))
+        xp = jnp.pad(xp, ((0, 0), *extra, (0, 0)))
+        tiles = xp.reshape(xp.shape[0], *itertools.chain(*zip(counts, step)), c)
+        tiles = tiles[
+            (slice(None), *itertools.chain(*((slice(None), slice(0, k)) for k in window)))
+        ]
+        count_axes = tuple(1 + 2 * i for i in range(n))
+        tap_axes = tuple(2 + 2 * i for i in range(n))
+        if channel_major:
+            return tiles.transpose(0, *count_axes, 2 * n + 1, *tap_axes)
+        return tiles.transpose(0, *count_axes, *tap_axes, 2 * n + 1)
+    taps = []
+    for offset in itertools.product(*(range(k) for k in window)):
+        start = (0, *offset, 0)
+        stop = (xp.shape[0], *(o + (m - 1) * st + 1 for o, m, st in zip(offset, counts, step)))
+        taps.append(lax.slice(xp, start, (*stop, c), (1, *step, 1)))
+    if channel_major:
+        return jnp.stack(taps, axis=-1).reshape(xp.shape[0], *counts, c, *window)
+    return jnp.stack(taps, axis=-2).reshape(xp.shape[0], *counts, *window, c)
+
+
 def deconv_patches(
     x: jax.Array,
     window_shape: int | Sequence[int],
@@ -344,19 +388,11 @@ def deconv_patches(
     if grouping == "shared" and kk == 1:
         cm = x.reshape(-1, c)[:: int(np.prod(step, dtype=np.int64))]  # (M, C)
     else:
-        xp = jnp.pad(x, ((0, 0), *pads, (0, 0)))
-        padded = xp.shape[1:-1]
-        counts = tuple((p - k) // st + 1 for p, k, st in zip(padded, window, step))
-        taps = []
-        for offset in itertools.product(*(range(k) for k in window)):
-            start = (0, *offset, 0)
-            stop = (xp.shape[0], *(o + (m - 1) * st + 1 for o, m, st in zip(offset, counts, step)))
-            taps.append(lax.slice(xp, start, (*stop, c), (1, *step, 1)))
+        patches = _sampled_patches(x, window, step, pads, channel_major=grouping == "shared")
         if grouping == "per_block":
-            patches = jnp.stack(taps, axis=-2)  # (N, *counts, K, C)
             rows = patches.reshape(-1, kk, c // b, b)  # (M, K, nb, b)
             return rows.transpose(2, 0, 1, 3).reshape(c // b, -1, kk * b)
-        cm = jnp.stack(taps, axis=-1).reshape(-1, c * kk)  # (M, C*K), channel-major
+        cm = patches.reshape(-1, c * kk)  # (M, C*K), channel-major
     g = c // (groups * b)
     rows = cm.reshape(-1, groups, kk * b, g).transpose(1, 0, 3, 2)  # (groups, M, G, F)
     return rows.reshape(groups, -1, kk * b)
