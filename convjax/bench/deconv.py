@@ -10,8 +10,8 @@ load changes hit both alike. Printed, ratios first:
   differentiated) of the deconv layer vs conv + BatchNorm, for ``grouping="shared"`` (the
   reference code's, default) and ``"per_block"`` (one Newton--Schulz per 64-channel block);
 - eval (stored statistics folded into one convolution) vs a plain conv + bias;
-- compile time (``jax.jit(grad).lower().compile()``) of the layer's train step vs a plain
-  conv's and conv + BN's;
+- compile time (process CPU seconds of ``jax.jit(grad).lower().compile()``) of the layer's
+  train step vs a plain conv's and conv + BN's;
 - HLO facts that predict accelerator cost: number and shapes of the ``convolution`` ops and
   number of ``dot`` ops in the compiled train step, per grouping;
 - accuracy of the float32 Newton--Schulz iteration (the precision used, ``HIGHEST``) against the
@@ -37,7 +37,13 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from convjax.bench.timing import environment_header, format_bytes, peak_memory_bytes, time_fn
+from convjax.bench.timing import (
+    environment_header,
+    format_bytes,
+    peak_memory_bytes,
+    time_fn,
+    time_interleaved,
+)
 from convjax.ops.deconv import (
     deconv_conv,
     deconv_conv_eval,
@@ -75,34 +81,24 @@ def _train_step(forward: Callable[..., jax.Array]) -> Callable[..., tuple]:
     return step
 
 
-def time_interleaved(
-    fns: dict[str, tuple[Callable[..., object], tuple]], repeats: int, warmup: int = 2
+def _interleaved(
+    fns: dict[str, tuple[Callable[..., object], tuple]], repeats: int
 ) -> dict[str, float]:
-    """Median seconds per jitted function, timed round-robin (one call of each per round).
-
-    Example:
-      >>> t = time_interleaved({"a": (jnp.sin, (jnp.ones(4),)), "b": (jnp.cos, (jnp.ones(4),))}, 3)
-      >>> sorted(t)
-      ['a', 'b']
-    """
-    jitted = {k: (jax.jit(f), a) for k, (f, a) in fns.items()}
-    for f, a in jitted.values():
-        for _ in range(warmup):
-            jax.block_until_ready(f(*a))
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(repeats):
-        for k, (f, a) in jitted.items():
-            start = time.perf_counter()
-            jax.block_until_ready(f(*a))
-            times[k].append(time.perf_counter() - start)
+    """Median seconds of each jitted ``fn(*args)``, timed round-robin (:func:`time_interleaved`)."""
+    calls = {}
+    for name, (fn, args) in fns.items():
+        jitted = jax.jit(fn)
+        calls[name] = lambda jitted=jitted, args=args: jitted(*args)
+    times = time_interleaved(calls, warmup=2, repeats=repeats)
     return {k: float(statistics.median(v)) for k, v in times.items()}
 
 
 def compile_seconds(fn: Callable[..., object], *args: object) -> tuple[float, str]:
-    """Seconds to lower + compile ``jax.jit(fn)`` (nothing cached) and the compiled HLO text."""
-    start = time.perf_counter()
+    """Process CPU seconds to lower + compile ``jax.jit(fn)`` (nothing cached; CPU time rather
+    than wall time, so other jobs on a shared machine do not inflate it) and the HLO text."""
+    start = time.process_time()
     compiled = jax.jit(fn).lower(*args).compile()
-    return time.perf_counter() - start, compiled.as_text()
+    return time.process_time() - start, compiled.as_text()
 
 
 def hlo_facts(hlo_text: str) -> dict[str, object]:
@@ -167,7 +163,7 @@ def run(
     t: dict = {}
     facts: dict = {}
     t.update(
-        time_interleaved(
+        _interleaved(
             {
                 "train_conv_bn": (_train_step(conv_bn), (cot, x, kernel, scale, shift)),
                 **{
@@ -179,7 +175,7 @@ def run(
         )
     )
     t.update(
-        time_interleaved(
+        _interleaved(
             {
                 "eval_conv": (conv_bias, (x, kernel, bias)),
                 "eval_deconv": (
@@ -191,7 +187,7 @@ def run(
         )
     )
     t.update(
-        time_interleaved(
+        _interleaved(
             {
                 "fwd_conv_bn": (conv_bn, (x, kernel, scale, shift)),
                 "fwd_deconv": (fwd("shared"), (x, kernel, bias)),
@@ -291,7 +287,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"  eval       deconv / conv+bias          : {t['eval_deconv'] / t['eval_conv']:5.2f}x"
           "   (target <= 1.05x)")  # fmt: skip
     print(f"  forward    deconv / conv+BN            : {t['fwd_deconv'] / t['fwd_conv_bn']:5.2f}x")
-    print("compile (jit of value_and_grad: lower + compile, s):")
+    print("compile (jit of value_and_grad: lower + compile, process CPU s):")
     print(f"  plain conv {t['compile_conv']:.2f}, conv+BN {t['compile_conv_bn']:.2f}")
     for g in ("shared", "per_block"):
         c = t[f"compile_deconv_{g}"]
