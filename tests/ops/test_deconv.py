@@ -269,9 +269,9 @@ def test_pmap_equals_single_device_on_global_batch(num_devices):
 
     pmap checks outputs, statistics and gradients; shard_map checks outputs and statistics.
     """
-    x = rand(9, (2 * num_devices, 6, 6, 3)) * 2 + 1
-    kernel, bias = rand(10, (3, 3, 3, 4), 0.3), rand(11, (4,))
-    kw = dict(num_iters=5, sampling_stride=1, block=64)
+    x = rand(9, (2 * num_devices, 6, 6, 4)) * 2 + 1
+    kernel, bias = rand(10, (3, 3, 4, 4), 0.3), rand(11, (4,))
+    kw = dict(num_iters=5, sampling_stride=1, block=2)  # shared grouping of 2 channel groups
 
     def loss(x, k, b, axis_name=None):
         y, stats = dc.deconv_conv(x, k, b, axis_name=axis_name, **kw)
