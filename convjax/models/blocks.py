@@ -352,11 +352,12 @@ class Classifier(nnx.Module):
     def __init__(self, in_features: int, num_classes: int, *, cfg: LayerConfig, rngs: nnx.Rngs):
         common = dict(dtype=cfg.dtype, param_dtype=cfg.param_dtype, rngs=rngs)
         if cfg.norm == "deconv":
-            # Conv-only options (patch sampling, groups) do not apply to the dense layer.
+            # Conv-only options (patch sampling, groups, the freeze schedule) do not apply to
+            # the dense layer (the reference dense layer has no freeze schedule).
             dense_kwargs = {
                 k: v
                 for k, v in cfg.deconv_kwargs.items()
-                if k not in ("sampling_stride", "feature_group_count")
+                if k not in ("sampling_stride", "feature_group_count", "freeze", "freeze_iter")
             }
             self.linear = cnn.DeconvDense(
                 in_features, num_classes, axis_name=cfg.axis_name, **dense_kwargs, **common
