@@ -677,8 +677,9 @@ def deconv_conv(
     bs = deconv_block_size(x.shape[-1], block, feature_group_count)
     # One block per conv group (C_in / groups <= block): the shared rows are the per-block rows
     # with their F columns in channel-major instead of tap-major order. Their statistics are
-    # computed in the cheaper tap-major layout (channels minor) and the F-vector / F x F results
-    # permuted (Newton-Schulz commutes with a permutation), so the patches need no transpose.
+    # computed and folded in the cheaper tap-major layout (channels minor), and the returned
+    # F-vector / F x F statistics permuted to the reference's order (Newton-Schulz commutes with
+    # a permutation), so this case costs exactly what "per_block" costs.
     tap_major = grouping == "shared" and kk > 1 and bs * feature_group_count == x.shape[-1]
     rows = deconv_patches(
         x,
@@ -691,12 +692,14 @@ def deconv_conv(
         grouping="per_block" if tap_major else grouping,
     )
     stats = deconv_statistics(rows, eps=eps, num_iters=num_iters, axis_name=axis_name)
-    if tap_major:
+    if tap_major:  # fold in the tap-major layout, return the statistics in the reference's
+        w, b = fold_deconv(kernel, bias, stats, feature_group_count, "per_block")
         nd = stats.mean.shape[0]
         mean = stats.mean.reshape(nd, kk, bs).transpose(0, 2, 1).reshape(nd, -1)
         dec = stats.deconv.reshape(nd, kk, bs, kk, bs).transpose(0, 2, 1, 4, 3)
         stats = DeconvStats(mean, dec.reshape(nd, kk * bs, kk * bs))
-    w, b = fold_deconv(kernel, bias, stats, feature_group_count, grouping)
+    else:
+        w, b = fold_deconv(kernel, bias, stats, feature_group_count, grouping)
     dtype = jnp.result_type(x.dtype, kernel.dtype)
     y = _conv(x, w, b, strides_t, pads, feature_group_count, dtype)
     return y, stats
