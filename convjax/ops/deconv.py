@@ -353,7 +353,10 @@ def deconv_patches(
     takes every ``prod(sampling_stride * stride)``-th pixel of ``x`` in row-major order (the
     reference code's ``x[::s*s]``, padding ignored), so group ``g`` = channels ``{g, g + G, ...}``.
     ``grouping="per_block"``: one set of rows per contiguous block of ``b`` channels, columns
-    ordered ``(taps..., channel)`` like a HWIO kernel's rows.
+    ordered ``(taps..., channel)`` like a HWIO kernel's rows. Grouped convs get one set of rows
+    (one ``D``) per conv group with either grouping; the reference code always uses ``b = C_in /
+    groups`` there, this uses ``b = min(block, C_in / groups)`` as for ordinary convs (pass
+    ``block >= C_in / groups`` to match the reference).
 
     Args:
       x: ``(N, *spatial, C_in)``, 1 to 3 spatial dims.
