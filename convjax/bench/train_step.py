@@ -579,7 +579,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     args.models = [m.strip() for m in args.models.split(",") if m.strip()]
     defaults = (
-        dict(batch=16, steps=3, warmup=1, width_multiplier=0.25)
+        dict(batch=16, steps=5, warmup=1, width_multiplier=0.25)
         if args.quick
         else dict(batch=256, steps=10, warmup=2, width_multiplier=1.0)
     )
