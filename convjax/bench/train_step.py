@@ -214,6 +214,7 @@ def _program_fingerprint(hlo_text: str) -> str:
 
 # --------------------------------------------------------------------------- one variant
 def _config(model: str, switches: Switches, *, batch: int, dtype: str, model_kwargs: dict) -> Any:
+    """The trainer's default config with this model, switches, batch and dtype."""
     from convjax.configs.default import base_config
 
     config = base_config()
@@ -250,8 +251,27 @@ def prepare_variant(
 ) -> dict[str, Any]:
     """Build, trace, lower and compile one variant's train step; HLO facts, no timing.
 
-    Returns a result dict (``status`` ``"ok"`` or ``"skipped"`` with ``reason``); for ``ok``
-    also the private ``_call`` (one train step that advances its own state).
+    Args:
+      model: a ``convjax.models.available_models()`` name.
+      switches: ``{"padding", "pool", "norm", "conv"}`` values.
+      batch: host arrays ``image`` float32 ``(B, H, W, C)`` and ``label`` int32 ``(B,)``.
+      num_classes, dtype, model_kwargs: passed to the model through the config.
+      parallel: ``"shard_map"`` or ``"pmap"`` (``DataParallel`` backend, one device).
+
+    Returns:
+      A result dict with ``name``, ``switches`` and ``status``: ``"skipped"`` (the model
+      rejects the combination) or ``"failed"`` (tracing or compiling raised) with
+      ``reason``; or ``"ok"`` with ``trace_s`` (``None`` under pmap), ``lower_s``,
+      ``compile_s``, ``compile_cpu_s``, ``flops``, ``convs_before_xla`` /
+      ``convs_after_xla`` (:func:`conv_signature` strings), parameter counts and the private
+      ``_call`` (runs one train step, advancing its own state) used for timing.
+
+    Example:
+      >>> batch = {"image": np.zeros((4, 8, 8, 1), np.float32), "label": np.zeros(4, np.int32)}
+      >>> res = prepare_variant("digits_cnn", BASELINE, batch=batch, num_classes=10,
+      ...                       dtype="float32", model_kwargs={}, parallel="shard_map")
+      >>> res["status"], len(res["convs_before_xla"])
+      ('ok', 11)
     """
     from convjax.train.distributed import DataParallel
     from convjax.train.factory import make_train_setup
@@ -336,7 +356,26 @@ def bench_model(
     parallel: str,
     log: Any = print,
 ) -> dict[str, Any]:
-    """Prepare every variant of ``model``, then time them interleaved; the model's results."""
+    """Prepare every variant of ``model``, then time all of them interleaved.
+
+    The batch is random: images ``(batch_size, size, size, in_channels)`` float32, labels in
+    ``[0, num_classes)``. ``variants[0]`` is the baseline of every ratio (``ratio`` for the
+    step time, ``compile_ratio`` / ``compile_cpu_ratio`` for compilation); a variant whose
+    program (HLO before optimisation, without metadata) equals the baseline's gets status
+    ``"same_as_baseline"`` and is not timed. ``log`` receives progress lines.
+
+    Returns:
+      ``{"model", "batch", "input", "num_classes", "model_kwargs", "variants": [...]}`` with
+      the :func:`prepare_variant` dicts completed by ``step_s`` (median), ``step_s_all``,
+      ``images_per_s``, the ratios and ``loss`` (task loss of the last timed step).
+
+    Example:
+      >>> res = bench_model("digits_cnn", [BASELINE], batch_size=4, size=8, in_channels=1,
+      ...                   num_classes=10, steps=1, warmup=1, dtype="float32",
+      ...                   model_kwargs={}, parallel="shard_map")
+      >>> res["variants"][0]["ratio"]
+      1.0
+    """
     rs = np.random.RandomState(0)
     batch = {
         "image": rs.randn(batch_size, size, size, in_channels).astype(np.float32),
@@ -503,7 +542,16 @@ def _load() -> str:
 
 # --------------------------------------------------------------------------- entry point
 def run(args: argparse.Namespace, command: str, log: Any = print) -> dict[str, Any]:
-    """Run the benchmark for parsed ``args``; returns the report (also printed via ``log``)."""
+    """Run the benchmark for parsed ``args``; returns the report (also printed via ``log``).
+
+    The report is ``{"command", "environment", "models": [bench_model(...) per model]}``;
+    ``environment`` names the device, versions, parallel backend, compilation cache and the
+    load average before and after. ``args.out`` (``.json`` or ``.md``) receives a copy.
+
+    Example:
+      >>> report = run(parse_args(["--models", "digits_cnn", "--size", "8", "--in-channels",
+      ...                          "1", "--batch", "4", "--steps", "1"]), "example")
+    """
     sweep = parse_switches(args.switches) if args.switches else dict(SWITCHES)
     variants = variant_list(sweep, grid=args.grid)
     env = environment_header()
@@ -550,7 +598,14 @@ def run(args: argparse.Namespace, command: str, log: Any = print) -> dict[str, A
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """Command-line options (``--quick`` fills in the CPU-sized defaults)."""
+    """Command-line options (``--quick`` fills in the CPU-sized defaults).
+
+    Bad values exit with argparse's usage error naming the option.
+
+    Example:
+      >>> parse_args(["--quick"]).batch
+      16
+    """
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="resnet20,vgg16", help="comma-separated names")
     parser.add_argument(
@@ -604,7 +659,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    """``python -m convjax.bench.train_step [options]``; returns the report dict."""
+    """``python -m convjax.bench.train_step [options]``; returns the report dict.
+
+    Example:
+      >>> main(["--quick", "--models", "resnet20", "--switches", "padding=zero,learned"])
+    """
     import sys
 
     argv = list(sys.argv[1:] if argv is None else argv)
