@@ -89,7 +89,7 @@ def positive_sigma(sigma: jax.Array) -> jax.Array:
       Array([0.07500007, 0.07500007, 0.0001    ], dtype=float32)
     """
     sigma = jnp.asarray(sigma)
-    return jnp.sqrt(sigma * sigma + SIGMA_FLOOR * SIGMA_FLOOR)
+    return jnp.hypot(sigma, jnp.asarray(SIGMA_FLOOR, sigma.dtype))  # no overflow of sigma^2
 
 
 def grid_coordinates(horizon: int, size: int | None = None, *, causal: bool = False) -> np.ndarray:

@@ -149,9 +149,7 @@ def test_causal_matches_numpy_and_never_reads_the_future():
     x = jnp.asarray(np.random.default_rng(1).standard_normal((2, 40, 2)), jnp.float32)
     f = jax.jit(lambda q, a: flex_conv(q, a, kernel_size=33, causal=True, conv_method="spatial"))
     y = f(p, x)
-    np.testing.assert_allclose(
-        y, numpy_flex_conv(p, x, 33, causal=True), rtol=2e-4, atol=2e-4
-    )
+    np.testing.assert_allclose(y, numpy_flex_conv(p, x, 33, causal=True), rtol=2e-4, atol=2e-4)
     y2 = f(p, x.at[:, 20:].set(50.0))
     np.testing.assert_array_equal(y2[:, :20], y[:, :20])
     yf = flex_conv(p, x, kernel_size=33, causal=True, conv_method="fft")
