@@ -4,9 +4,10 @@ Romero et al., FlexConv (ICLR 2022, arXiv 2110.08059); the math is
 :func:`convjax.ops.flex_conv.flex_conv` (see there for the bucket ladder under ``jit``).
 
 Variables (collection ``params``): ``kernel_net`` (the MAGNet/SIREN pytree), ``mask``
-(``{"mu", "sigma"}``, sigma itself as in the reference, FlexConv only -- label the ``mask`` subtree for its own learning
-rate, 0.1x in the paper) and ``bias``. With ``losses`` mutable in ``apply``, FlexConv sows
-its anti-aliasing penalty there as ``aliasing_penalty`` (add it to the task loss).
+(``{"mu", "sigma"}``, sigma itself as in the reference, FlexConv only -- label the ``mask``
+subtree for its own learning rate, 0.1x in the paper) and ``bias``. With ``losses`` mutable
+in ``apply``, FlexConv sows its anti-aliasing penalty there as ``aliasing_penalty`` (add it
+to the task loss).
 The spatial rank comes from the input (``(N, *S, C)``); ``causal=True`` needs 1-D input.
 """
 

@@ -10,10 +10,10 @@ import pytest
 from convjax.ops.gaussian_mask import (
     SIGMA_FLOOR,
     bucket_index,
+    crop_support,
     default_buckets,
     gaussian_mask,
     grid_coordinates,
-    crop_support,
     mask_crop_size,
     mesh_coordinates,
     positive_sigma,
