@@ -13,9 +13,10 @@ centred on the newest step), so the logits read at the last step summarise the w
 Set ``flex_kernel_size`` (the horizon) to the sequence length, e.g. 784 for sMNIST/pMNIST, as
 the paper does (its FlexTCN kernels can span the whole sequence): every layer can then see
 every step (:meth:`FlexTCN.receptive_field`), the learned mask crops it, and the default
-bucket ladder ``5, 9, ..., 513, 784`` reaches it (sizes from 65 on use the FFT path). Causal convs extend the past with zeros, so ``padding``
-must be ``"zero"``; the network has no pooling, so ``pool`` has no effect. With
-``conv="standard"`` the convs are fixed ``kernel_size`` causal convs.
+bucket ladder ``5, 9, ..., 513, 784`` reaches it (sizes from 65 on use the FFT path).
+Causal convs extend the past with zeros, so ``padding`` must be ``"zero"``; the network has
+no pooling, so ``pool`` has no effect. With ``conv="standard"`` the convs are fixed
+``kernel_size`` causal convs.
 """
 
 from __future__ import annotations
