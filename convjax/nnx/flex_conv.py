@@ -181,7 +181,10 @@ class _ContinuousConv(nnx.Module):
         return jnp.asarray(ladder, jnp.int32)[index]
 
     def kernel(self, size: int | None = None) -> jax.Array:
-        """The sampled kernel ``(*(size,) * d, C_in, C_out)`` (default: the whole horizon)."""
+        """The sampled kernel ``(*(size,) * d, C_in, C_out)`` (default: the whole horizon).
+
+        Cropped as the layer computes it: taps outside the mask's crop are zero.
+        """
         horizon, scale, _ = self._grid()
         return sample_kernel(
             self.op_params(),
@@ -192,6 +195,7 @@ class _ContinuousConv(nnx.Module):
             kernel_net=self.kernel_net_type,
             omega_0=self.omega_0,
             kernel_scale=scale,
+            threshold=self.mask_threshold,
         )
 
     def aliasing_penalty(self) -> jax.Array:
