@@ -25,6 +25,7 @@ def _flexconvs(model):
 def test_sequence_presets_set_the_horizon_to_the_sequence_length(name, sequence):
     config = importlib.import_module(f"convjax.configs.{name}").get_config()
     assert config.data.sequence == sequence and config.optimizer.mask_lr_factor == 0.1
+    assert config.aliasing_weight == 0.0
     model = nnx.eval_shape(lambda: build_model(config, num_classes=10, in_features=1))
     layers = _flexconvs(model)
     assert len(layers) == 9  # stem + 2 x 4 blocks
