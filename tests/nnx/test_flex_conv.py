@@ -75,7 +75,7 @@ def test_first_adam_step_moves_sigma_as_the_reference():
     """
     from convjax.train.optim import make_task_optimizer, param_labels
 
-    layer = FlexConv(2, 3, 17, rngs=nnx.Rngs(0), **SMALL)  # crop 3 x 3 taps at init
+    layer = FlexConv(2, 3, 17, buckets=(17,), rngs=nnx.Rngs(0), **SMALL)  # crop: 3 x 3 taps
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.standard_normal((2, 8, 8, 2)), jnp.float32)
     cot = jnp.asarray(rng.standard_normal((2, 8, 8, 3)), jnp.float32)

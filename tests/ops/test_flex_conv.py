@@ -141,6 +141,25 @@ def test_taps_outside_the_crop_are_zero_inside_the_bucket():
     assert np.count_nonzero(uncropped) == 81  # the mask alone is positive everywhere
 
 
+def test_init_switches_for_the_deliberate_differences():
+    kw = dict(kernel_size=17, causal=True, **NET)
+    ours = flex_conv_init(jax.random.key(0), 1, 2, 3, **kw)
+    ref = flex_conv_init(
+        jax.random.key(0), 1, 2, 3, init_unit_energy=False, gabor_centre="origin", **kw
+    )
+    # unit energy: sum over taps and C_in of K^2 is 1 on average over output channels
+    k = np.asarray(sample_kernel(ours, 2, kernel_size=17, causal=True, threshold=None))
+    assert np.mean(np.sum(k**2, axis=(0, 1))) == pytest.approx(1.0, rel=1e-4)
+    # envelope centres: around the mask centre (1) vs around 0, within 1.667 * 0.075
+    for p, centre in ((ours, 1.0), (ref, 0.0)):
+        for g in p["kernel_net"]["gabor"]:
+            assert np.all(np.abs(np.asarray(g["mu"]) - centre) <= 1.667 * 0.075 + 1e-6)
+    # without the rescale the output layer keeps the PyTorch-default bound 1 / sqrt(H)
+    assert float(jnp.abs(ref["kernel_net"]["out"]["w"]).max()) <= 1 / math.sqrt(4) + 1e-6
+    with pytest.raises(ValueError, match="gabor_centre"):
+        flex_conv_init(jax.random.key(0), 1, 1, 1, gabor_centre="middle")
+
+
 def test_causal_matches_numpy_and_never_reads_the_future():
     p = _params(1, 2, 2, 33, causal=True, sigma=0.3)
     assert float(p["mask"]["mu"][0]) == 1.0
