@@ -85,7 +85,8 @@ class LayerConfig:
       param_dtype: parameter dtype (float32).
       bn_momentum: BatchNorm running-average decay (Flax convention; 0.9 = PyTorch's 0.1).
       bn_epsilon: BatchNorm epsilon.
-      flex_kernel_size: FlexConv horizon (largest kernel, odd; 33 on CIFAR as in the paper).
+      flex_kernel_size: FlexConv horizon (largest kernel; 33 on CIFAR as in the paper; odd,
+        except for causal sequence models, whose horizon is the sequence length, e.g. 784).
       flex_kwargs: extra keyword arguments for every ``FlexConv`` (e.g. ``mask_threshold``).
       deconv_kwargs: extra keyword arguments for every ``DeconvConv``/``DeconvDense``
         (e.g. ``block``, ``num_iters``, ``sampling_stride``, ``momentum``, ``eps``).
@@ -134,9 +135,14 @@ class LayerConfig:
                 f"`padding={self.padding!r}` cannot be combined with `conv='flex'`: FlexConv "
                 f"supports padding modes {list(FLEX_PADDING_MODES)}."
             )
-        if not isinstance(self.flex_kernel_size, int) or self.flex_kernel_size % 2 == 0:
+        if (
+            not isinstance(self.flex_kernel_size, int)
+            or isinstance(self.flex_kernel_size, bool)
+            or self.flex_kernel_size < 1
+        ):
             raise ValueError(
-                f"`flex_kernel_size` must be an odd int, got {self.flex_kernel_size!r}."
+                f"`flex_kernel_size` must be an int >= 1 (odd unless the FlexConvs are causal), "
+                f"got {self.flex_kernel_size!r}."
             )
         check_positive(self.bn_epsilon, "bn_epsilon")
         if not 0.0 <= self.bn_momentum < 1.0:
@@ -253,6 +259,11 @@ class ConvNorm(nnx.Module):
                 **common,
             )
         elif use_flex:
+            if not causal and cfg.flex_kernel_size % 2 == 0:
+                raise ValueError(
+                    f"`flex_kernel_size` must be odd for a non-causal FlexConv (a centred "
+                    f"kernel), got {cfg.flex_kernel_size!r}."
+                )
             self.conv = cnn.FlexConv(
                 in_features,
                 out_features,

@@ -46,11 +46,12 @@ from convjax.ops.flex_conv import (
 )
 from convjax.ops.gaussian_mask import (
     bucket_index,
+    crop_support,
     default_buckets,
     gaussian_mask,
     grid_coordinates,
     mask_crop_size,
-    sigma_from_raw,
+    positive_sigma,
 )
 from convjax.ops.learned_pad import (
     MIXINGS,
@@ -91,6 +92,7 @@ __all__ = [
     "bucket_index",
     "causal_conv1d",
     "conv_valid",
+    "crop_support",
     "deconv_block_size",
     "deconv_conv",
     "deconv_conv_eval",
@@ -121,9 +123,9 @@ __all__ = [
     "pad",
     "padding_loss",
     "partial_conv_scale",
+    "positive_sigma",
     "resolution_change",
     "sample_kernel",
-    "sigma_from_raw",
     "siren_apply",
     "siren_init",
     "soft_pool",

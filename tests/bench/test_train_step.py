@@ -175,3 +175,16 @@ def test_make_train_setup_matches_hand_built_state():
     assert setup.num_padding_params > 0 and int(setup.state.step) == 0
     with pytest.raises(ValueError, match="num_steps"):
         make_train_setup(config, num_classes=10, in_features=1, num_steps=0)
+
+
+def test_time_interleaved_runs_round_robin():
+    from convjax.bench.timing import time_interleaved
+
+    order: list[str] = []
+    calls = {name: (lambda n=name: order.append(n) or jnp.zeros(())) for name in ("a", "b")}
+    times = time_interleaved(calls, warmup=2, repeats=3)
+    assert order == ["a", "b"] * 5  # 2 warm-up rounds, then 3 timed rounds, interleaved
+    assert {k: len(v) for k, v in times.items()} == {"a": 3, "b": 3}
+    assert all(t >= 0 for v in times.values() for t in v)
+    with pytest.raises(ValueError, match="warmup"):
+        time_interleaved(calls, warmup=0)

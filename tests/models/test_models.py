@@ -338,7 +338,8 @@ def test_flextcn_grads_and_causality():
         ({"conv": "flex", "padding": "learned"}, "padding='learned'.*conv='flex'"),
         ({"conv": "flex", "padding": "partial"}, "padding='partial'.*conv='flex'"),
         ({"name": "flextcn", "padding": "reflect"}, "padding='reflect'.*flextcn"),
-        ({"flex_kernel_size": 8}, "flex_kernel_size"),
+        ({"flex_kernel_size": 8, "conv": "flex"}, "flex_kernel_size.*odd"),
+        ({"flex_kernel_size": 0}, "flex_kernel_size"),
         ({"dropout": 1.0}, "dropout"),
     ],
 )
