@@ -62,6 +62,10 @@ CONV_TYPES: tuple[str, ...] = ("standard", "flex")
 FLEX_PADDING_MODES: tuple[str, ...] = ("zero", "reflect", "replicate", "circular")
 #: Padding modes of ``DeconvConv`` models (everything but ``"partial"``, see module docstring).
 DECONV_PADDING_MODES: tuple[str, ...] = ("zero", "reflect", "replicate", "circular", "learned")
+#: The reference code's first deconvolution layer of its VGGs (CIFAR and ImageNet) and ImageNet
+#: ResNets: 15 Newton-Schulz iterations (near-full whitening of the ``k*k*3`` patch) and the
+#: freeze schedule (:func:`convjax.ops.deconv_freeze_schedule`). Its CIFAR ResNets use defaults.
+DECONV_FIRST_LAYER: Mapping[str, Any] = {"num_iters": 15, "freeze": True}
 
 Dtype = Any
 
@@ -173,6 +177,9 @@ class ConvNorm(nnx.Module):
       num_spatial: spatial rank (2 for images, 1 for sequences) when ``kernel_size`` is an int.
       causal: 1-D causal conv (output ``t`` sees inputs ``<= t``; zero history). Needs
         ``padding="zero"`` and stride 1.
+      deconv_overrides: ``DeconvConv`` keyword arguments that take precedence over
+        ``cfg.deconv_kwargs`` for this layer (e.g. :data:`DECONV_FIRST_LAYER`); ignored unless
+        ``cfg.norm == "deconv"``.
       rngs: parameter RNGs.
 
     Example:
@@ -192,9 +199,11 @@ class ConvNorm(nnx.Module):
         act: bool = True,
         num_spatial: int = 2,
         causal: bool = False,
+        deconv_overrides: Mapping[str, Any] | None = None,
         rngs: nnx.Rngs,
     ):
         kernel = normalize_tuple(kernel_size, num_spatial, "kernel_size")
+        deconv_kwargs = {**cfg.deconv_kwargs, **(deconv_overrides or {})}
         stride = normalize_tuple(strides, num_spatial, "strides")
         self.act = act
         self.kernel_size = kernel
@@ -219,7 +228,7 @@ class ConvNorm(nnx.Module):
                 padding=causal_pads,
                 use_bias=True,
                 axis_name=cfg.axis_name,
-                **dict(cfg.deconv_kwargs),
+                **deconv_kwargs,
                 **common,
             )
         elif causal and not use_flex:
@@ -246,7 +255,7 @@ class ConvNorm(nnx.Module):
                 padding=padding,
                 use_bias=True,
                 axis_name=cfg.axis_name,
-                **dict(cfg.deconv_kwargs),
+                **deconv_kwargs,
                 **common,
             )
         elif use_flex:
@@ -354,11 +363,12 @@ class Classifier(nnx.Module):
     def __init__(self, in_features: int, num_classes: int, *, cfg: LayerConfig, rngs: nnx.Rngs):
         common = dict(dtype=cfg.dtype, param_dtype=cfg.param_dtype, rngs=rngs)
         if cfg.norm == "deconv":
-            # Conv-only options (patch sampling, groups) do not apply to the dense layer.
+            # Conv-only options (patch sampling, groups, the freeze schedule) do not apply to
+            # the dense layer (the reference dense layer has no freeze schedule).
             dense_kwargs = {
                 k: v
                 for k, v in cfg.deconv_kwargs.items()
-                if k not in ("sampling_stride", "feature_group_count")
+                if k not in ("sampling_stride", "feature_group_count", "freeze", "freeze_iter")
             }
             self.linear = cnn.DeconvDense(
                 in_features, num_classes, axis_name=cfg.axis_name, **dense_kwargs, **common
