@@ -17,8 +17,11 @@ gives trace, lower and compile times separately; ``--parallel pmap`` gives trace
 together). Printed per variant:
 
 - step time ratio to the baseline (ratio of medians; every round of timed steps runs each
-  variant once, interleaved, so all see the same load), median step time and images/s;
-- trace, lower and compile seconds, and the compile-time ratio to the baseline;
+  variant once, interleaved, so all see the same load), median step time and images/s, and
+  the same for the CPU time of the process (on a CPU backend: the compute, far less
+  sensitive to other jobs' load than wall time);
+- trace, lower and compile seconds (compile also in CPU time), and the compile-time ratios
+  to the baseline;
 - convolutions in the program: their number before XLA's optimisations (backend
   independent: what a GPU compiler receives) and after (on this backend), XLA's flop
   estimate, and the convolution shapes (all for the baseline, the differences for the
@@ -420,9 +423,13 @@ def bench_model(
         results.append(res)
 
     calls = {r["name"]: r["_call"] for r in results if r["status"] == "ok"}
-    times = time_interleaved(calls, warmup=warmup, repeats=steps) if calls else {}
+    cpu_times: dict[str, list[float]] = {}
+    times = (
+        time_interleaved(calls, warmup=warmup, repeats=steps, cpu_times=cpu_times) if calls else {}
+    )
     base = results[0] if results and results[0]["status"] == "ok" else None
     base_t = statistics.median(times[base["name"]]) if base else None
+    base_cpu = statistics.median(cpu_times[base["name"]]) if base else None
     for r in results:
         holder = r.pop("_holder", None)
         r.pop("_call", None)
@@ -433,6 +440,8 @@ def bench_model(
         r["step_s_all"] = times[r["name"]]
         r["images_per_s"] = batch_size / t
         r["ratio"] = t / base_t if base_t else None
+        r["step_cpu_s"] = statistics.median(cpu_times[r["name"]])
+        r["step_cpu_ratio"] = r["step_cpu_s"] / base_cpu if base_cpu else None
         if base is not None:
             r["compile_ratio"] = r["compile_s"] / base["compile_s"]
             r["compile_cpu_ratio"] = r["compile_cpu_s"] / base["compile_cpu_s"]
@@ -472,11 +481,11 @@ def format_model_table(res: dict[str, Any], *, max_diff_lines: int = 16) -> str:
         f"== {res['model']} ({params}{', ' + kwargs if kwargs else ''}), batch {res['batch']}, "
         f"input {'x'.join(map(str, res['input']))}, {res['num_classes']} classes"
     )
-    lines.append(f"{'':28s} {'ratio to baseline':^22s} | {'':18s} {'seconds':^36s} |")
+    lines.append(f"{'':28s} {'ratio to baseline':^27s} | {'step (ms)':^15s} |{'seconds':^37s}|")
     lines.append(
-        f"{'variant':28s} {'step':>6s} {'compile':>7s} {'cpu':>7s} | {'step ms':>9s} "
-        f"{'img/s':>8s} {'trace':>8s} {'lower':>8s} {'compile':>8s} {'cpu':>8s} | "
-        f"{'convs':>5s} {'xla':>4s} {'GFLOP':>7s} {'loss':>7s}"
+        f"{'variant':28s} {'step':>6s} {'cpu':>6s} {'compile':>7s} {'cpu':>5s} | "
+        f"{'wall':>7s} {'cpu':>7s} | {'img/s':>7s} {'trace':>6s} {'lower':>6s} "
+        f"{'compile':>7s} {'cpu':>6s} | {'convs':>5s} {'xla':>4s} {'GFLOP':>7s} {'loss':>7s}"
     )
     for r in res["variants"]:
         if r["status"] != "ok":
@@ -485,17 +494,19 @@ def format_model_table(res: dict[str, Any], *, max_diff_lines: int = 16) -> str:
         gflop = r["flops"] / 1e9 if r["flops"] >= 0 else None
         lines.append(
             f"{r['name']:28s} {_fmt(r.get('ratio'), '6.2f')} "
-            f"{_fmt(r.get('compile_ratio'), '7.2f')} {_fmt(r.get('compile_cpu_ratio'), '7.2f')} | "
-            f"{r['step_s'] * 1e3:9.2f} {r['images_per_s']:8.1f} {_fmt(r['trace_s'], '8.2f')} "
-            f"{r['lower_s']:8.2f} {r['compile_s']:8.2f} {r['compile_cpu_s']:8.2f} | "
-            f"{len(r['convs_before_xla']):5d} {len(r['convs_after_xla']):4d} "
-            f"{_fmt(gflop, '7.2f')} {r['loss']:7.3f}"
+            f"{_fmt(r.get('step_cpu_ratio'), '6.2f')} {_fmt(r.get('compile_ratio'), '7.2f')} "
+            f"{_fmt(r.get('compile_cpu_ratio'), '5.2f')} | {r['step_s'] * 1e3:7.1f} "
+            f"{r['step_cpu_s'] * 1e3:7.1f} | {r['images_per_s']:7.1f} "
+            f"{_fmt(r['trace_s'], '6.2f')} {r['lower_s']:6.2f} {r['compile_s']:7.2f} "
+            f"{r['compile_cpu_s']:6.2f} | {len(r['convs_before_xla']):5d} "
+            f"{len(r['convs_after_xla']):4d} {_fmt(gflop, '7.2f')} {r['loss']:7.3f}"
         )
     lines.append(
-        "  (compile: wall time; cpu: CPU time of this process while compiling, less sensitive"
-        " to other jobs' load; convs: convolutions in the program before XLA's"
-        " optimisations, what a GPU compiler receives; xla: after optimisation on this"
-        " backend; GFLOP: XLA's estimate per step; loss: task loss of the last step)"
+        "  (step: median wall time; compile: wall time; cpu: CPU time of this process during"
+        " the same calls, on a CPU backend far less sensitive to other jobs' load than wall"
+        " time; convs: convolutions in the program before XLA's optimisations, what a GPU"
+        " compiler receives; xla: after optimisation on this backend; GFLOP: XLA's estimate"
+        " per step; loss: task loss of the last step)"
     )
     if head:
         hist = collections.Counter(head["convs_before_xla"])
@@ -529,8 +540,8 @@ def format_markdown(report: dict[str, Any]) -> str:
         )
         out.append("")
         out.append(
-            "| variant | step ratio | compile ratio (wall / cpu) | step ms | img/s | trace s | "
-            "lower s | compile s | convs | convs after XLA |"
+            "| variant | step ratio (wall / cpu) | compile ratio (wall / cpu) | step ms | img/s "
+            "| trace s | lower s | compile s | convs | convs after XLA |"
         )
         out.append("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
         for r in res["variants"]:
@@ -538,7 +549,8 @@ def format_markdown(report: dict[str, Any]) -> str:
                 out.append(f"| {r['name']} | {r['status']}: {r['reason']} | | | | | | | | |")
                 continue
             out.append(
-                f"| {r['name']} | {_fmt(r.get('ratio'), '.2f')}x | "
+                f"| {r['name']} | {_fmt(r.get('ratio'), '.2f')}x / "
+                f"{_fmt(r.get('step_cpu_ratio'), '.2f')}x | "
                 f"{_fmt(r.get('compile_ratio'), '.2f')}x / "
                 f"{_fmt(r.get('compile_cpu_ratio'), '.2f')}x | {r['step_s'] * 1e3:.2f} | "
                 f"{r['images_per_s']:.1f} | {_fmt(r['trace_s'], '.2f')} | {r['lower_s']:.2f} | "
