@@ -46,22 +46,17 @@ import numpy as np
 from flax import nnx
 
 import convjax.nnx as cnn
-from convjax.ops.validation import (
+from convjax._checks import (
     check_choice,
     check_positive,
     check_spatial_rank,
     normalize_tuple,
-    same_pads,
 )
+from convjax.ops.pad import DECONV_PADDING_MODES, FLEX_PADDING_MODES, PADDING_MODES
 
-PADDING_MODES: tuple[str, ...] = ("zero", "reflect", "replicate", "circular", "partial", "learned")
 POOL_TYPES: tuple[str, ...] = ("max", "avg", "soft")
 NORM_TYPES: tuple[str, ...] = ("batch", "deconv", "none")
 CONV_TYPES: tuple[str, ...] = ("standard", "flex")
-#: Padding modes that ``convjax.nnx.FlexConv`` accepts as ``padding_mode``.
-FLEX_PADDING_MODES: tuple[str, ...] = ("zero", "reflect", "replicate", "circular")
-#: Padding modes of ``DeconvConv`` models (everything but ``"partial"``, see module docstring).
-DECONV_PADDING_MODES: tuple[str, ...] = ("zero", "reflect", "replicate", "circular", "learned")
 
 Dtype = Any
 
@@ -152,8 +147,11 @@ class ConvNorm(nnx.Module):
     * ``norm="batch"``: ``relu(BN(conv(x)))`` with a bias-free conv (BN supplies the shift).
     * ``norm="none"``: ``relu(conv(x) + b)``.
     * ``norm="deconv"``: ``relu(DeconvConv(x))`` = ``relu(((X - mu) D) w + b)`` on im2col
-      patches ``X`` (Ye et al. 2020, eq. for the deconvolved conv with fused bias); non-zero
-      padding modes pad first with :class:`convjax.nnx.Pad`, then run a "VALID" deconv conv.
+      patches ``X`` of the padded input (Ye et al. 2020, eq. for the deconvolved conv with
+      fused bias); the layer pads with ``padding_mode`` exactly as :class:`convjax.nnx.Conv`.
+
+    Every conv pads symmetric ``k // 2`` (PyTorch geometry, :func:`convjax.ops.conv_padding`),
+    so a stride-2 conv pads all four sides, as in the papers' networks.
     * ``conv="flex"`` with a kernel larger than 1: the conv is a :class:`convjax.nnx.FlexConv`
       with horizon ``cfg.flex_kernel_size`` (kernel = MAGNet(grid) * Gaussian mask).
 
@@ -193,7 +191,6 @@ class ConvNorm(nnx.Module):
         self.act = act
         self.kernel_size = kernel
         self.strides = stride
-        self.pad: nnx.Module | None = nnx.data(None)
         self.norm: nnx.BatchNorm | None = nnx.data(None)
         use_flex = cfg.conv == "flex" and max(kernel) > 1
         common = dict(dtype=cfg.dtype, param_dtype=cfg.param_dtype, rngs=rngs)
@@ -227,17 +224,13 @@ class ConvNorm(nnx.Module):
                 **common,
             )
         elif cfg.norm == "deconv":
-            if cfg.padding == "zero" or max(kernel) == 1:
-                padding: str = "SAME"
-            else:
-                self.pad = cnn.Pad(in_features, 0, cfg.padding, rngs=rngs)
-                padding = "VALID"
             self.conv = cnn.DeconvConv(
                 in_features,
                 out_features,
                 kernel,
                 strides=stride,
-                padding=padding,
+                # A 1x1 window never reads the border: no padding (and no padding parameters).
+                padding_mode=cfg.padding if max(kernel) > 1 else "zero",
                 use_bias=True,
                 axis_name=cfg.axis_name,
                 **dict(cfg.deconv_kwargs),
@@ -277,13 +270,6 @@ class ConvNorm(nnx.Module):
             )
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        if self.pad is not None:
-            # The XLA "SAME" split (extra pixel on the high side), exactly as cnn.Conv pads.
-            pads = tuple(
-                same_pads(size, k, s)
-                for size, k, s in zip(x.shape[1:-1], self.kernel_size, self.strides)
-            )
-            x = self.pad(x, pads)
         y = self.conv(x)
         if self.norm is not None:
             y = self.norm(y)

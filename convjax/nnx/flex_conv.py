@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from convjax._checks import check_choice
 from convjax.ops.flex_conv import (
     active_bucket,
     flex_conv,
@@ -34,7 +35,6 @@ from convjax.ops.flex_conv import (
     sample_kernel,
 )
 from convjax.ops.gaussian_mask import check_buckets, default_buckets
-from convjax.ops.validation import check_choice
 
 
 class MaskParam(nnx.Param):

@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from convjax.ops.validation import check_positive
+from convjax._checks import check_positive
 
 #: Lower bound added to ``softplus(sigma_raw)``: sigma > 0 for every finite raw value.
 SIGMA_FLOOR = 1e-4

@@ -50,22 +50,23 @@ Parameters are a dict ``{"kernel", "bias"}``:
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from convjax.ops.validation import (
+from convjax._checks import (
     check_choice,
     check_floating,
     check_positive,
     check_spatial_rank,
     normalize_pad_width,
 )
+from convjax.ops.layout import conv_dimension_numbers
+from convjax.ops.pad import PadWidth
 
 PadParams = dict[str, jax.Array]
-PadWidth = int | Sequence[int] | Sequence[tuple[int, int]]
 
 #: Channel mixing of the padding filter.
 MIXINGS = ("depthwise", "full")
@@ -299,8 +300,7 @@ def _predict_line(
         return out + bias
     # full mixing: a "VALID" conv along the edge, the k context lines stacked as channels
     c = context.shape[-1]
-    spatial = "DHW"[3 - edge_rank :]
-    dims = ("N" + spatial + "C", spatial + "IO", "N" + spatial + "C")
+    dims = conv_dimension_numbers(edge_rank)
     perm = (0, *range(2, 2 + edge_rank))
     lhs = context.transpose(*perm, 1, 2 + edge_rank)  # (N, *edge, k, C)
     lhs = lhs.reshape(*lhs.shape[:-2], k * c)

@@ -21,8 +21,8 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from convjax._checks import check_choice
 from convjax.nnx import MaskParam
-from convjax.ops.validation import check_choice
 
 #: Optimizer names accepted by :func:`make_task_optimizer` and :func:`make_padding_optimizer`.
 OPTIMIZERS = ("sgd", "adam", "adamw")

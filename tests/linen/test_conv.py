@@ -18,7 +18,7 @@ def test_matches_nnx(mode):
     conv = cl.Conv(6, 3, **kw)
     variables = conv.init(jax.random.key(1), x)
     if mode == "learned":
-        assert set(variables["padding"]["pad"]["learned"]) == {"kernel", "bias"}
+        assert set(variables["padding"]["pad"]) == {"kernel", "bias"}
         assert set(variables["params"]) == {"kernel", "bias"}  # no padding filter in params
     params = {"kernel": ref.kernel[...], "bias": ref.bias[...]}
     variables = {**variables, "params": params}
@@ -31,7 +31,7 @@ def test_collections_and_dtypes():
     variables = conv.init(jax.random.key(0), jnp.ones((1, 9, 2)))
     assert sorted(variables) == ["losses", "padding", "params"]
     assert variables["params"]["kernel"].dtype == jnp.float32
-    assert variables["padding"]["pad"]["learned"]["kernel"].dtype == jnp.float32
+    assert variables["padding"]["pad"]["kernel"].dtype == jnp.float32
     y = conv.apply({k: variables[k] for k in ("params", "padding")}, jnp.ones((1, 9, 2)))
     assert y.shape == (1, 9, 4) and y.dtype == jnp.bfloat16
 
