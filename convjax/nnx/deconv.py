@@ -18,6 +18,7 @@ from convjax._checks import (
     cast_to,
     check_choice,
     check_positive,
+    check_spatial_rank,
     check_unit_interval,
     normalize_pad_width,
     normalize_tuple,
@@ -212,6 +213,8 @@ class DeconvConv(_DeconvLayer):
     def __call__(self, x: jax.Array, use_running_average: bool | None = None) -> jax.Array:
         """Apply the layer; ``use_running_average`` overrides the attribute for this call."""
         use_stored, x, kernel, bias = self._prepare(x, use_running_average)
+        n = len(self.kernel_size)
+        check_spatial_rank(x, "x", min_spatial=n, max_spatial=n)
         pads = conv_padding(x.shape[1:-1], self.kernel_size, self.strides, self.padding)
         x, pads, loss = pad_for_conv(x, pads, self.padding_mode, **pad_op_kwargs(self.pad))
         if self.pad is not None:
