@@ -16,7 +16,6 @@ from flax import linen as nn
 
 from convjax._checks import (
     cast_to,
-    check_choice,
     check_spatial_rank,
     check_unit_interval,
     normalize_tuple,
@@ -33,7 +32,7 @@ from convjax.ops.deconv import (
     init_deconv_stats,
     update_running_stats,
 )
-from convjax.ops.pad import DECONV_PADDING_MODES, PaddingLike
+from convjax.ops.pad import PaddingLike, check_deconv_padding_mode
 
 __all__ = ["DeconvConv", "DeconvDense"]
 
@@ -138,7 +137,7 @@ class DeconvConv(nn.Module):
         mean = self.variable("batch_stats", "mean", lambda: init.mean)
         deconv = self.variable("batch_stats", "deconv", lambda: jnp.array(init.deconv))
         x, kernel, bias = cast_to(self.dtype, x, kernel, bias)
-        check_choice(self.padding_mode, DECONV_PADDING_MODES, "padding_mode")
+        check_deconv_padding_mode(self.padding_mode)
         pad_module = learned_padding_module(self.padding_mode, self.padding_kwargs)
         det = eval_mode if deterministic is None else deterministic
         pads = conv_padding(x.shape[1:-1], window, self.strides, self.padding)

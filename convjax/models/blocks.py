@@ -52,7 +52,7 @@ from convjax._checks import (
     check_spatial_rank,
     normalize_tuple,
 )
-from convjax.ops.pad import DECONV_PADDING_MODES, FLEX_PADDING_MODES, PADDING_MODES
+from convjax.ops.pad import FLEX_PADDING_MODES, PADDING_MODES, check_deconv_padding_mode
 
 POOL_TYPES: tuple[str, ...] = ("max", "avg", "soft")
 NORM_TYPES: tuple[str, ...] = ("batch", "deconv", "none")
@@ -114,12 +114,8 @@ class LayerConfig:
                 "folds its whitening matrix into a fixed conv kernel, and FlexConv kernels are "
                 "generated and cropped per step. Use norm='batch' or norm='none' with conv='flex'."
             )
-        if self.norm == "deconv" and self.padding not in DECONV_PADDING_MODES:
-            raise ValueError(
-                f"`padding={self.padding!r}` cannot be combined with `norm='deconv'`: partial-"
-                "convolution re-weighting has no meaning for a mean-subtracted (deconvolved) "
-                f"window. Use one of {list(DECONV_PADDING_MODES)}."
-            )
+        if self.norm == "deconv":
+            check_deconv_padding_mode(self.padding, "padding")
         if self.conv == "flex" and self.padding not in FLEX_PADDING_MODES:
             raise ValueError(
                 f"`padding={self.padding!r}` cannot be combined with `conv='flex'`: FlexConv "

@@ -16,7 +16,6 @@ from flax import nnx
 
 from convjax._checks import (
     cast_to,
-    check_choice,
     check_positive,
     check_spatial_rank,
     check_unit_interval,
@@ -35,7 +34,7 @@ from convjax.ops.deconv import (
     init_deconv_stats,
     update_running_stats,
 )
-from convjax.ops.pad import DECONV_PADDING_MODES, PaddingLike
+from convjax.ops.pad import PaddingLike, check_deconv_padding_mode
 
 __all__ = ["DeconvStat", "DeconvConv", "DeconvDense"]
 
@@ -187,7 +186,7 @@ class DeconvConv(_DeconvLayer):
         self.out_features = out_features
         self.kernel_size = window
         self.strides = normalize_tuple(strides, len(window), "strides")
-        check_choice(padding_mode, DECONV_PADDING_MODES, "padding_mode")
+        check_deconv_padding_mode(padding_mode)
         self.padding = (
             padding
             if padding is None or isinstance(padding, str)

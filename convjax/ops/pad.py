@@ -42,6 +42,23 @@ DECONV_PADDING_MODES = (*PAD_MODES, "learned")
 _JNP_MODE = {"zero": "constant", "reflect": "reflect", "replicate": "edge", "circular": "wrap"}
 
 
+def check_deconv_padding_mode(padding_mode: str, name: str = "padding_mode") -> None:
+    """Raise ``ValueError`` (with the reason) unless Network Deconvolution can take the mode.
+
+    Example:
+      >>> check_deconv_padding_mode("reflect")
+    """
+    check_choice(padding_mode, PADDING_MODES, name)
+    if padding_mode not in DECONV_PADDING_MODES:
+        raise ValueError(
+            f"`{name}={padding_mode!r}` cannot be combined with network deconvolution "
+            "(`DeconvConv`, models' `norm='deconv'`): "
+            "partial-convolution re-weighting treats padded taps as missing, but a deconvolved "
+            "conv subtracts the patch mean inside the window ((X - mu) D w), so zero-filled taps "
+            f"are not missing there. Use one of {list(DECONV_PADDING_MODES)}."
+        )
+
+
 def pad(
     x: jax.Array,
     pad_width: PadWidth,

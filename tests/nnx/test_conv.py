@@ -166,3 +166,43 @@ def test_errors(kwargs, x_shape, exc, match):
             conv(jnp.ones((1, 5, 5, 3), jnp.int32))
         else:
             conv(jnp.ones(x_shape))
+
+
+@pytest.mark.parametrize("mode", ["reflect", "replicate", "circular", "learned"])
+def test_deconv_conv_pads_through_the_conv_path(mode):
+    """DeconvConv(padding_mode=m) == a VALID DeconvConv on x padded by mode (k // 2 per side)."""
+    from convjax.nnx import DeconvConv, pop_padding_losses
+    from convjax.ops import pad, padding_loss
+
+    x = jnp.asarray(np.random.default_rng(3).normal(size=(2, 7, 8, 4)), jnp.float32)
+    kw = dict(strides=2, block=4, num_iters=5, rngs=nnx.Rngs(0))
+    layer = DeconvConv(4, 5, 3, padding_mode=mode, **kw)
+    kw["rngs"] = nnx.Rngs(0)
+    valid = DeconvConv(4, 5, 3, padding="VALID", **kw)
+    np.testing.assert_array_equal(layer.kernel[...], valid.kernel[...])
+    pairs = ((1, 1), (1, 1))
+    if mode == "learned":
+        rng = np.random.default_rng(4)
+        params = {
+            "kernel": jnp.asarray(rng.normal(size=layer.pad.kernel.shape), jnp.float32),
+            "bias": jnp.asarray(rng.normal(size=layer.pad.bias.shape), jnp.float32),
+        }
+        layer.pad.kernel[...], layer.pad.bias[...] = params["kernel"], params["bias"]
+        xp = learned_pad(params, x, pairs)
+    else:
+        xp = pad(x, pairs, mode)
+    call = nnx.jit(lambda m, a: (m(a), pop_padding_losses(m)))
+    (y, loss), (want, _) = call(layer, x), call(valid, xp)
+    np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(layer.deconv[...], valid.deconv[...], rtol=1e-5, atol=1e-6)
+    expected_loss = padding_loss(params, x) if mode == "learned" else 0.0
+    np.testing.assert_allclose(loss, expected_loss, rtol=1e-5)
+
+
+def test_deconv_conv_rejects_partial_padding_with_the_reason():
+    from convjax.nnx import DeconvConv
+
+    with pytest.raises(ValueError, match="padding_mode='partial'.*patch mean"):
+        DeconvConv(4, 4, 3, padding_mode="partial", rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="padding_kwargs"):
+        DeconvConv(4, 4, 3, padding_kwargs={"depth": 1}, rngs=nnx.Rngs(0))
