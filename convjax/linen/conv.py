@@ -17,7 +17,7 @@ from convjax._checks import (
     normalize_tuple,
 )
 from convjax.linen.padding import learned_padding_module, pad_op_kwargs
-from convjax.ops.conv import padded_conv
+from convjax.ops.conv import conv_options, padded_conv
 from convjax.ops.pad import PaddingLike
 
 
@@ -95,17 +95,8 @@ class Conv(nn.Module):
             else None
         )
         x, kernel, bias = cast_to(self.dtype, x, kernel, bias)
-        y, loss = padded_conv(
-            x,
-            kernel,
-            bias,
-            strides=self.strides,
-            padding=self.padding,
-            padding_mode=self.padding_mode,
-            kernel_dilation=self.kernel_dilation,
-            feature_group_count=groups,
-            **pad_op_kwargs(pad_module, in_features, n, deterministic),
-        )
+        pad_kwargs = pad_op_kwargs(pad_module, in_features, n, deterministic)
+        y, loss = padded_conv(x, kernel, bias, **conv_options(self), **pad_kwargs)
         if pad_module is not None:
             pad_module.record_loss(loss)
         return y

@@ -15,10 +15,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from convjax._checks import check_choice, check_spatial_rank, normalize_pad_width
+from convjax._checks import check_spatial_rank, normalize_pad_width
 from convjax.ops.conv import pad_by_mode
 from convjax.ops.learned_pad import init_padding_params
-from convjax.ops.pad import PADDING_MODES, PadWidth
+from convjax.ops.pad import PadWidth, check_padding_mode
 
 #: Collection holding the learned padding filters.
 PADDING_COLLECTION = "padding"
@@ -131,13 +131,7 @@ def learned_padding_module(
     Call inside the layer's compact method. Checks ``padding_mode`` and that
     ``padding_kwargs`` come only with ``"learned"``.
     """
-    check_choice(padding_mode, PADDING_MODES, "padding_mode")
-    if padding_kwargs and padding_mode != "learned":
-        raise ValueError(
-            f"`padding_kwargs` only apply to padding_mode 'learned', got {padding_mode!r} with "
-            f"{dict(padding_kwargs)!r}."
-        )
-    if padding_mode != "learned":
+    if not check_padding_mode(padding_mode, padding_kwargs):
         return None
     return PaddingModule(**dict(padding_kwargs or {}), name="pad")
 
@@ -182,12 +176,7 @@ class Pad(nn.Module):
     def __call__(
         self, x: jax.Array, pad_width: PadWidth | None = None, deterministic: bool | None = None
     ) -> jax.Array:
-        check_choice(self.mode, PADDING_MODES, "mode")
-        if self.padding_kwargs and self.mode != "learned":
-            raise ValueError(
-                f"`padding_kwargs` only apply to mode 'learned', got mode {self.mode!r} with "
-                f"{dict(self.padding_kwargs)!r}."
-            )
+        check_padding_mode(self.mode, self.padding_kwargs, "mode")
         n = check_spatial_rank(x, "x")
         pairs = normalize_pad_width(self.pad_width if pad_width is None else pad_width, n)
         if self.mode == "learned":

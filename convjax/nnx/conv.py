@@ -17,7 +17,7 @@ from convjax._checks import (
     normalize_tuple,
 )
 from convjax.nnx.padding import learned_padding_module, pad_op_kwargs
-from convjax.ops.conv import conv_padding, padded_conv
+from convjax.ops.conv import conv_options, conv_padding, padded_conv
 from convjax.ops.pad import PaddingLike
 
 _DEFAULT_KERNEL_INIT = nnx.initializers.lecun_normal()
@@ -128,17 +128,7 @@ class Conv(nnx.Module):
             )
         bias = None if self.bias is None else self.bias[...]
         x, kernel, bias = cast_to(self.dtype, x, self.kernel[...], bias)
-        y, loss = padded_conv(
-            x,
-            kernel,
-            bias,
-            strides=self.strides,
-            padding=self.padding,
-            padding_mode=self.padding_mode,
-            kernel_dilation=self.kernel_dilation,
-            feature_group_count=self.feature_group_count,
-            **pad_op_kwargs(self.pad),
-        )
+        y, loss = padded_conv(x, kernel, bias, **conv_options(self), **pad_op_kwargs(self.pad))
         if self.pad is not None:
             self.pad.record_loss(loss)
         return y

@@ -17,10 +17,10 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from convjax._checks import check_choice, check_spatial_rank, normalize_pad_width
+from convjax._checks import check_spatial_rank, normalize_pad_width
 from convjax.ops.conv import pad_by_mode
 from convjax.ops.learned_pad import init_padding_params
-from convjax.ops.pad import PADDING_MODES, PadWidth
+from convjax.ops.pad import PadWidth, check_padding_mode
 
 
 class PadParam(nnx.Variable):
@@ -181,13 +181,7 @@ def learned_padding_module(
 
     Checks ``padding_mode`` and that ``padding_kwargs`` come only with ``"learned"``.
     """
-    check_choice(padding_mode, PADDING_MODES, "padding_mode")
-    if padding_kwargs and padding_mode != "learned":
-        raise ValueError(
-            f"`padding_kwargs` only apply to padding_mode 'learned', got {padding_mode!r} with "
-            f"{dict(padding_kwargs)!r}."
-        )
-    if padding_mode != "learned":
+    if not check_padding_mode(padding_mode, padding_kwargs):
         return None
     kwargs = {"num_spatial_dims": num_spatial_dims, **dict(padding_kwargs or {})}
     return PaddingModule(in_features, 0, **kwargs, rngs=rngs)
@@ -241,12 +235,7 @@ class Pad(nnx.Module):
         padding_kwargs: Mapping[str, Any] | None = None,
         rngs: nnx.Rngs | None = None,
     ) -> None:
-        check_choice(mode, PADDING_MODES, "mode")
-        if padding_kwargs and mode != "learned":
-            raise ValueError(
-                f"`padding_kwargs` only apply to mode 'learned', got mode {mode!r} with "
-                f"{dict(padding_kwargs)!r}."
-            )
+        check_padding_mode(mode, padding_kwargs, "mode")
         self.features = int(features)
         self.pad_width = pad_width
         self.mode = mode

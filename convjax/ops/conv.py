@@ -263,7 +263,23 @@ def padded_conv(
     return y, loss
 
 
+#: The options of :func:`padded_conv` a conv layer keeps as attributes of the same names.
+CONV_OPTIONS = ("strides", "padding", "padding_mode", "kernel_dilation", "feature_group_count")
+
+
+def conv_options(layer: object) -> dict[str, object]:
+    """``{name: getattr(layer, name)}`` for :data:`CONV_OPTIONS`: what a conv layer (NNX or
+    Linen) passes to :func:`padded_conv`, so both spell the call once.
+
+    Example:
+      >>> y, loss = padded_conv(x, kernel, bias, **conv_options(self))
+    """
+    return {name: getattr(layer, name) for name in CONV_OPTIONS}
+
+
 __all__ = [
+    "CONV_OPTIONS",
+    "conv_options",
     "conv_padding",
     "pad_by_mode",
     "pad_for_conv",

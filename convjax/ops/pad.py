@@ -42,6 +42,25 @@ DECONV_PADDING_MODES = (*PAD_MODES, "learned")
 _JNP_MODE = {"zero": "constant", "reflect": "reflect", "replicate": "edge", "circular": "wrap"}
 
 
+def check_padding_mode(
+    padding_mode: str, padding_kwargs: object = None, name: str = "padding_mode"
+) -> bool:
+    """Check a layer's ``padding_mode`` (and that ``padding_kwargs`` come only with
+    ``"learned"``); return whether the layer needs a learned Padding Module.
+
+    Example:
+      >>> check_padding_mode("learned", {"depth": 3})
+      True
+    """
+    check_choice(padding_mode, PADDING_MODES, name)
+    if padding_kwargs and padding_mode != "learned":
+        raise ValueError(
+            f"`padding_kwargs` only apply to {name} 'learned', got {padding_mode!r} with "
+            f"{dict(padding_kwargs)!r}."
+        )
+    return padding_mode == "learned"
+
+
 def check_deconv_padding_mode(padding_mode: str, name: str = "padding_mode") -> None:
     """Raise ``ValueError`` (with the reason) unless Network Deconvolution can take the mode.
 
