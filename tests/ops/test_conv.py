@@ -62,14 +62,17 @@ def test_stride2_conv_equals_explicit_symmetric_conv_general_dilated():
     np.testing.assert_allclose(y_same, want_same + bias, rtol=1e-6, atol=1e-6)
 
 
+_call = nnx.jit(lambda m, a: m(a))
+
+
 def _side_bias_effects(conv, x):
     """How much the output changes when the padding bias of each side (0..3) is moved."""
-    y0 = conv(x)
+    y0 = _call(conv, x)
     effects = []
     for side in range(4):
         old = conv.pad.bias[...]
         conv.pad.bias[...] = old.at[side].add(5.0)
-        effects.append(float(jnp.abs(conv(x) - y0).max()))
+        effects.append(float(jnp.abs(_call(conv, x) - y0).max()))
         conv.pad.bias[...] = old
     return effects
 
@@ -91,7 +94,7 @@ def test_stride2_learned_padding_pads_and_trains_all_four_sides():
     # the conv input is learned-padded by one line on all four sides
     xp = learned_pad(params, x, ((1, 1), (1, 1)))
     want = jax.lax.conv_general_dilated(xp, conv.kernel[...], (2, 2), "VALID", dimension_numbers=DN)
-    np.testing.assert_allclose(conv(x), want + conv.bias[...], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(_call(conv, x), want + conv.bias[...], rtol=1e-5, atol=1e-5)
     # probe each side alone: zero filters pad with their bias only (no corner propagation)
     conv.pad.kernel[...] = jnp.zeros(conv.pad.kernel.shape)
     low0, high0, low1, high1 = _side_bias_effects(conv, x)
@@ -145,6 +148,7 @@ def test_padded_conv_gradients(mode):
     kernel, bias = 0.5 * rand(4, (3, 3, 2, 3)), rand(5, (3,))
     params = init_padding_params(2, 2, init="linear") if mode == "learned" else None
 
+    @jax.jit
     def f(x, kernel, bias):
         return padded_conv(x, kernel, bias, strides=2, padding_mode=mode, pad_params=params)[0]
 
@@ -153,18 +157,25 @@ def test_padded_conv_gradients(mode):
 
 @pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
 def test_padded_conv_low_precision_is_finite(dtype):
-    x = (100 * rand(6, (2, 6, 6, 3))).astype(dtype)
     params = init_padding_params(3, 2, init="linear")
-    for mode in PADDING_MODES:
-        y, loss = padded_conv(
-            x,
-            rand(7, (3, 3, 3, 4)),
-            rand(8, (4,)),
-            strides=2,
-            padding_mode=mode,
-            pad_params=params if mode == "learned" else None,
-            padding_loss=True,
-        )
+
+    @jax.jit
+    def every_mode(x, kernel, bias):
+        return {
+            mode: padded_conv(
+                x,
+                kernel,
+                bias,
+                strides=2,
+                padding_mode=mode,
+                pad_params=params if mode == "learned" else None,
+                padding_loss=True,
+            )
+            for mode in PADDING_MODES
+        }
+
+    x = (100 * rand(6, (2, 6, 6, 3))).astype(dtype)
+    for mode, (y, loss) in every_mode(x, rand(7, (3, 3, 3, 4)), rand(8, (4,))).items():
         assert y.dtype == dtype and bool(jnp.isfinite(y).all()), mode
         assert loss is None or (loss.dtype == jnp.float32 and bool(jnp.isfinite(loss)))
 
