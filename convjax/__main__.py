@@ -9,7 +9,8 @@
         --config.padding=learned --config.parallel=shard_map --workdir=runs/learned
 
 Commands: ``train`` (run or resume a training job), ``configs`` (list the shipped configs),
-``models`` (list model names).
+``models`` (list model names), ``launch`` (local multi-process runs), ``data convert`` (a
+TFRecord-prepared TFDS dataset to ArrayRecord, see :mod:`convjax.data.tfds_files`).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from ml_collections import config_flags
 
 #: Directory of the configs shipped with convjax.
 CONFIG_DIR = pathlib.Path(__file__).resolve().parent / "configs"
-COMMANDS = ("train", "configs", "models", "launch")
+COMMANDS = ("train", "configs", "models", "launch", "data")
 
 USAGE = """usage: convjax <command> [flags]
 
@@ -35,6 +36,8 @@ commands:
   models    list the model names accepted by --config.model
   launch    [--processes N] [--devices-per-process D] [--port P] -- <command>
             run a command as N local JAX processes (multi-host on one machine)
+  data convert <tfds name> [--data_dir=<dir>] [--out_root=<dir>]
+            convert a TFRecord-prepared TFDS dataset to ArrayRecord (no TensorFlow)
 
 multi-host flags of train (default: the JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and
 JAX_PROCESS_ID environment variables; none of them: a single host, unless
@@ -139,7 +142,7 @@ def _apply_distributed_flags(
             config.distributed[key] = value
 
 
-def _exit_now_if_multiprocess() -> None:
+def _exit_now_if_multiprocess(print_traceback: bool = True) -> None:
     """After an error in a multi-process run: print it and exit at once with status 1.
 
     A normal interpreter exit would wait in ``jax.distributed``'s shutdown barrier for the
@@ -151,7 +154,8 @@ def _exit_now_if_multiprocess() -> None:
     if jax.distributed.is_initialized():
         import traceback
 
-        traceback.print_exc()
+        if print_traceback:
+            traceback.print_exc()
         print(
             f"convjax: error on process {jax.process_index()}; exiting without waiting for "
             "the other processes.",
@@ -172,6 +176,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         from convjax.train.launch import main as launch_main
 
         return launch_main(argv[2:])
+    if argv[1] == "data":
+        if argv[2:3] != ["convert"]:
+            print("convjax: error: usage: convjax data convert <tfds name> ...", file=sys.stderr)
+            return 2
+        from convjax.data.tfds_files import main as convert_main
+
+        return convert_main(argv[3:])
     try:
         command, config, workdir = parse_args(argv)
     except (AttributeError, KeyError) as err:
@@ -191,6 +202,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         print("\n".join(available_models()))
         return 0
+    from convjax.data import DataError
     from convjax.train.distributed import DistributedError
     from convjax.train.loop import train
 
@@ -198,6 +210,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         summary = train(config, workdir)
     except DistributedError as err:
         print(f"convjax: error: {err}", file=sys.stderr, flush=True)
+        return 1
+    except DataError as err:  # bad or missing data: one line, no traceback
+        print(f"convjax: error: {err}", file=sys.stderr, flush=True)
+        _exit_now_if_multiprocess(print_traceback=False)
         return 1
     except Exception:
         _exit_now_if_multiprocess()

@@ -226,6 +226,9 @@ def train(
             + f"; workdir {workdir}",
             flush=True,
         )
+        from convjax.data import describe_data  # the dataset line: source, flip, statistics
+
+        print(f"convjax: {describe_data(info)}", flush=True)
 
     dstate = dp.replicate(state)
     log_every = max(int(_get(config, "log_every", 10)), 1)
