@@ -114,8 +114,9 @@ class Conv(nnx.Module):
         self.bias = (
             nnx.Param(bias_init(rngs.params(), (out_features,), param_dtype)) if use_bias else None
         )
-        self.padding = padding
-        conv_padding((1,) * n, self.kernel_size, self.strides, padding, self.kernel_dilation)
+        # validated now (a bad amount fails at construction); explicit pairs kept as tuples
+        pads = conv_padding((1,) * n, self.kernel_size, self.strides, padding, self.kernel_dilation)
+        self.padding = padding if padding is None or isinstance(padding, str) else pads
         self.pad = learned_padding_module(in_features, n, padding_mode, padding_kwargs, rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:

@@ -149,6 +149,7 @@ def test_dtypes():
     "kwargs,x_shape,exc,match",
     [
         (dict(padding_mode="mirror"), None, ValueError, "padding_mode"),
+        (dict(padding="HALF"), None, ValueError, "padding"),
         (dict(feature_group_count=2), None, ValueError, "divisible"),
         (dict(kernel_size=(3, 3, 3, 3)), None, ValueError, "1 to 3 spatial"),
         (dict(padding_kwargs={"depth": 3}), None, ValueError, "padding_kwargs"),
