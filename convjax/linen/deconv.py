@@ -7,13 +7,22 @@ Same maths as :mod:`convjax.nnx.deconv` (papers.md §3) with Linen conventions: 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
+from convjax._checks import (
+    cast_to,
+    check_choice,
+    check_spatial_rank,
+    check_unit_interval,
+    normalize_tuple,
+)
+from convjax.linen.padding import learned_padding_module, pad_op_kwargs
+from convjax.ops.conv import conv_padding, pad_for_conv
 from convjax.ops.deconv import (
     GROUPINGS,
     DeconvStats,
@@ -26,14 +35,7 @@ from convjax.ops.deconv import (
     init_deconv_stats,
     update_running_stats,
 )
-from convjax.ops.validation import (
-    PaddingLike,
-    cast_to,
-    check_choice,
-    check_spatial_rank,
-    check_unit_interval,
-    normalize_tuple,
-)
+from convjax.ops.pad import PaddingLike, check_deconv_padding_mode
 
 __all__ = ["DeconvConv", "DeconvDense"]
 
@@ -71,7 +73,11 @@ class DeconvConv(nn.Module):
     Attributes:
       features: output channels.
       kernel_size: int or tuple with one entry per spatial dim.
-      strides, padding, feature_group_count: as ``nn.Conv`` (zero padding).
+      strides, feature_group_count: as ``nn.Conv``.
+      padding, padding_mode, padding_kwargs: as :class:`convjax.nnx.DeconvConv` (default
+        symmetric ``k // 2``; modes :data:`convjax.ops.pad.DECONV_PADDING_MODES`, padded by
+        :func:`convjax.ops.pad_for_conv` as :class:`convjax.linen.Conv` pads; the learned
+        filter is submodule ``"pad"`` in ``"padding"``, its loss sown into ``"losses"``).
       use_bias, block, eps, num_iters, sampling_stride, grouping, momentum, freeze,
         freeze_iter, freeze_stats, axis_name: as in :class:`convjax.nnx.DeconvConv`.
       use_running_average: eval mode (may instead be passed to ``__call__``, as BatchNorm).
@@ -89,7 +95,9 @@ class DeconvConv(nn.Module):
     features: int
     kernel_size: int | Sequence[int]
     strides: int | Sequence[int] = 1
-    padding: PaddingLike = "SAME"
+    padding: PaddingLike | None = None
+    padding_mode: str = "zero"
+    padding_kwargs: Mapping[str, Any] | None = None
     use_bias: bool = True
     block: int = 64
     eps: float = 1e-5
@@ -109,8 +117,16 @@ class DeconvConv(nn.Module):
     bias_init: Initializer = default_bias_init
 
     @nn.compact
-    def __call__(self, x: jax.Array, use_running_average: bool | None = None) -> jax.Array:
-        """Apply the layer to ``x`` of shape ``(N, *spatial, C_in)``."""
+    def __call__(
+        self,
+        x: jax.Array,
+        use_running_average: bool | None = None,
+        deterministic: bool | None = None,
+    ) -> jax.Array:
+        """Apply the layer to ``x`` of shape ``(N, *spatial, C_in)``.
+
+        ``deterministic`` (default: ``use_running_average``) stops the learned padding loss.
+        """
         eval_mode = nn.merge_param(
             "use_running_average", self.use_running_average, use_running_average
         )
@@ -139,6 +155,15 @@ class DeconvConv(nn.Module):
             else None
         )
         x, kernel, bias = cast_to(self.dtype, x, kernel, bias)
+        check_deconv_padding_mode(self.padding_mode)
+        pad_module = learned_padding_module(self.padding_mode, self.padding_kwargs)
+        det = eval_mode if deterministic is None else deterministic
+        pads = conv_padding(x.shape[1:-1], window, self.strides, self.padding)
+        x, pads, loss = pad_for_conv(
+            x, pads, self.padding_mode, **pad_op_kwargs(pad_module, c_in, n, det)
+        )
+        if pad_module is not None:
+            pad_module.record_loss(loss)
         running = DeconvStats(mean.value, deconv.value)
         if eval_mode or self.freeze_stats:
             return deconv_conv_eval(
@@ -147,7 +172,7 @@ class DeconvConv(nn.Module):
                 bias,
                 running,
                 strides=self.strides,
-                padding=self.padding,
+                padding=pads,
                 feature_group_count=groups,
                 grouping=self.grouping,
             )
@@ -160,7 +185,7 @@ class DeconvConv(nn.Module):
             momentum=self.momentum,
             freeze_iter=self.freeze_iter,
             strides=self.strides,
-            padding=self.padding,
+            padding=pads,
             block=self.block,
             eps=self.eps,
             num_iters=self.num_iters,

@@ -20,6 +20,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from convjax._checks import check_floating, check_spatial_rank
 from convjax.ops.flex_conv import (
     flex_conv,
     flex_conv_aliasing_penalty,
@@ -27,7 +28,6 @@ from convjax.ops.flex_conv import (
     init_mask,
     resolution_change,
 )
-from convjax.ops.validation import check_floating, check_spatial_rank
 
 
 class FlexConv(nn.Module):

@@ -46,22 +46,17 @@ import numpy as np
 from flax import nnx
 
 import convjax.nnx as cnn
-from convjax.ops.validation import (
+from convjax._checks import (
     check_choice,
     check_positive,
     check_spatial_rank,
     normalize_tuple,
-    same_pads,
 )
+from convjax.ops.pad import FLEX_PADDING_MODES, PADDING_MODES, check_deconv_padding_mode
 
-PADDING_MODES: tuple[str, ...] = ("zero", "reflect", "replicate", "circular", "partial", "learned")
 POOL_TYPES: tuple[str, ...] = ("max", "avg", "soft")
 NORM_TYPES: tuple[str, ...] = ("batch", "deconv", "none")
 CONV_TYPES: tuple[str, ...] = ("standard", "flex")
-#: Padding modes that ``convjax.nnx.FlexConv`` accepts as ``padding_mode``.
-FLEX_PADDING_MODES: tuple[str, ...] = ("zero", "reflect", "replicate", "circular")
-#: Padding modes of ``DeconvConv`` models (everything but ``"partial"``, see module docstring).
-DECONV_PADDING_MODES: tuple[str, ...] = ("zero", "reflect", "replicate", "circular", "learned")
 #: The reference code's first deconvolution layer of its VGGs (CIFAR and ImageNet) and ImageNet
 #: ResNets: 15 Newton-Schulz iterations (near-full whitening of the ``k*k*3`` patch) and the
 #: freeze schedule (:func:`convjax.ops.deconv_freeze_schedule`). Its CIFAR ResNets use defaults.
@@ -124,12 +119,8 @@ class LayerConfig:
                 "folds its whitening matrix into a fixed conv kernel, and FlexConv kernels are "
                 "generated and cropped per step. Use norm='batch' or norm='none' with conv='flex'."
             )
-        if self.norm == "deconv" and self.padding not in DECONV_PADDING_MODES:
-            raise ValueError(
-                f"`padding={self.padding!r}` cannot be combined with `norm='deconv'`: partial-"
-                "convolution re-weighting has no meaning for a mean-subtracted (deconvolved) "
-                f"window. Use one of {list(DECONV_PADDING_MODES)}."
-            )
+        if self.norm == "deconv":
+            check_deconv_padding_mode(self.padding, "padding")
         if self.conv == "flex" and self.padding not in FLEX_PADDING_MODES:
             raise ValueError(
                 f"`padding={self.padding!r}` cannot be combined with `conv='flex'`: FlexConv "
@@ -162,8 +153,11 @@ class ConvNorm(nnx.Module):
     * ``norm="batch"``: ``relu(BN(conv(x)))`` with a bias-free conv (BN supplies the shift).
     * ``norm="none"``: ``relu(conv(x) + b)``.
     * ``norm="deconv"``: ``relu(DeconvConv(x))`` = ``relu(((X - mu) D) w + b)`` on im2col
-      patches ``X`` (Ye et al. 2020, eq. for the deconvolved conv with fused bias); non-zero
-      padding modes pad first with :class:`convjax.nnx.Pad`, then run a "VALID" deconv conv.
+      patches ``X`` of the padded input (Ye et al. 2020, eq. for the deconvolved conv with
+      fused bias); the layer pads with ``padding_mode`` exactly as :class:`convjax.nnx.Conv`.
+
+    Every conv pads symmetric ``k // 2`` (PyTorch geometry, :func:`convjax.ops.conv_padding`),
+    so a stride-2 conv pads all four sides, as in the papers' networks.
     * ``conv="flex"`` with a kernel larger than 1: the conv is a :class:`convjax.nnx.FlexConv`
       with horizon ``cfg.flex_kernel_size`` (kernel = MAGNet(grid) * Gaussian mask).
 
@@ -208,7 +202,6 @@ class ConvNorm(nnx.Module):
         self.act = act
         self.kernel_size = kernel
         self.strides = stride
-        self.pad: nnx.Module | None = nnx.data(None)
         self.norm: nnx.BatchNorm | None = nnx.data(None)
         use_flex = cfg.conv == "flex" and max(kernel) > 1
         common = dict(dtype=cfg.dtype, param_dtype=cfg.param_dtype, rngs=rngs)
@@ -242,17 +235,13 @@ class ConvNorm(nnx.Module):
                 **common,
             )
         elif cfg.norm == "deconv":
-            if cfg.padding == "zero" or max(kernel) == 1:
-                padding: str = "SAME"
-            else:
-                self.pad = cnn.Pad(in_features, 0, cfg.padding, rngs=rngs)
-                padding = "VALID"
             self.conv = cnn.DeconvConv(
                 in_features,
                 out_features,
                 kernel,
                 strides=stride,
-                padding=padding,
+                # A 1x1 window never reads the border: no padding (and no padding parameters).
+                padding_mode=cfg.padding if max(kernel) > 1 else "zero",
                 use_bias=True,
                 axis_name=cfg.axis_name,
                 **deconv_kwargs,
@@ -297,13 +286,6 @@ class ConvNorm(nnx.Module):
             )
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        if self.pad is not None:
-            # The XLA "SAME" split (extra pixel on the high side), exactly as cnn.Conv pads.
-            pads = tuple(
-                same_pads(size, k, s)
-                for size, k, s in zip(x.shape[1:-1], self.kernel_size, self.strides)
-            )
-            x = self.pad(x, pads)
         y = self.conv(x)
         if self.norm is not None:
             y = self.norm(y)

@@ -26,9 +26,9 @@ from collections.abc import Sequence
 import jax
 from flax import nnx
 
+from convjax._checks import check_positive, check_spatial_rank
 from convjax.models.blocks import Classifier, ConvNorm, LayerConfig
 from convjax.models.flexnet import FlexBlock
-from convjax.ops.validation import check_positive, check_spatial_rank
 
 
 class FlexTCN(nnx.Module):

@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from convjax._checks import check_choice, check_positive
 from convjax.models.blocks import (
     DECONV_FIRST_LAYER,
     Classifier,
@@ -37,7 +38,6 @@ from convjax.models.blocks import (
     check_model_input,
     global_avg_pool,
 )
-from convjax.ops.validation import check_choice, check_positive
 
 
 class BasicBlock(nnx.Module):

@@ -24,6 +24,7 @@ from collections.abc import Sequence
 import jax
 from flax import nnx
 
+from convjax._checks import check_choice, check_positive
 from convjax.models.blocks import (
     DECONV_FIRST_LAYER,
     Classifier,
@@ -35,7 +36,6 @@ from convjax.models.blocks import (
     global_avg_pool,
     make_dropout,
 )
-from convjax.ops.validation import check_choice, check_positive
 
 #: Channel plan per stage; each stage ends with a 2x2 stride-2 pool.
 VGG_STAGES: dict[str, tuple[tuple[int, ...], ...]] = {

@@ -7,12 +7,24 @@ modes the statistics are folded into the kernel and bias so one convolution runs
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from convjax._checks import (
+    cast_to,
+    check_choice,
+    check_positive,
+    check_spatial_rank,
+    check_unit_interval,
+    normalize_pad_width,
+    normalize_tuple,
+)
+from convjax.nnx.padding import learned_padding_module, pad_op_kwargs
+from convjax.ops.conv import conv_padding, pad_for_conv
 from convjax.ops.deconv import (
     GROUPINGS,
     DeconvStats,
@@ -25,15 +37,7 @@ from convjax.ops.deconv import (
     init_deconv_stats,
     update_running_stats,
 )
-from convjax.ops.validation import (
-    PaddingLike,
-    cast_to,
-    check_choice,
-    check_positive,
-    check_unit_interval,
-    normalize_pad_width,
-    normalize_tuple,
-)
+from convjax.ops.pad import PaddingLike, check_deconv_padding_mode
 
 __all__ = ["DeconvStat", "DeconvConv", "DeconvDense"]
 
@@ -110,7 +114,17 @@ class DeconvConv(_DeconvLayer):
     Args:
       in_features, out_features: channels.
       kernel_size: int (2-D square) or tuple.
-      strides, padding, feature_group_count: as in ``nnx.Conv`` (zero padding).
+      strides, feature_group_count: as in ``nnx.Conv``.
+      padding: the amount, as :class:`convjax.nnx.Conv` (default ``None``: symmetric
+        ``k // 2``, PyTorch geometry; ``"SAME"``, ``"VALID"``, int or ``(lo, hi)`` pairs).
+      padding_mode: the kind, one of :data:`convjax.ops.pad.DECONV_PADDING_MODES` (zero,
+        reflect, replicate, circular, learned): ``x`` is padded first by
+        :func:`convjax.ops.pad_for_conv`, exactly as :class:`convjax.nnx.Conv` pads, and the
+        deconvolution statistics are taken over the padded patches. ``"partial"`` is rejected:
+        its re-weighting has no meaning for a mean-subtracted window (see
+        :data:`~convjax.ops.pad.DECONV_PADDING_MODES`).
+      padding_kwargs: options of the learned :class:`PaddingModule` (``conv.pad``), only with
+        ``padding_mode="learned"``.
       use_bias: learn a bias (recommended: it replaces BatchNorm's shift).
       block, eps, num_iters, sampling_stride, grouping: see :func:`convjax.ops.deconv_conv`
         (the reference first layers use ``num_iters=15, freeze=True``).
@@ -137,7 +151,9 @@ class DeconvConv(_DeconvLayer):
         kernel_size: int | Sequence[int],
         *,
         strides: int | Sequence[int] = 1,
-        padding: PaddingLike = "SAME",
+        padding: PaddingLike | None = None,
+        padding_mode: str = "zero",
+        padding_kwargs: Mapping[str, Any] | None = None,
         use_bias: bool = True,
         block: int = 64,
         eps: float = 1e-5,
@@ -194,8 +210,15 @@ class DeconvConv(_DeconvLayer):
         self.out_features = out_features
         self.kernel_size = window
         self.strides = normalize_tuple(strides, len(window), "strides")
+        check_deconv_padding_mode(padding_mode)
         self.padding = (
-            padding if isinstance(padding, str) else normalize_pad_width(padding, len(window))
+            padding
+            if padding is None or isinstance(padding, str)
+            else normalize_pad_width(padding, len(window))
+        )
+        self.padding_mode = padding_mode
+        self.pad = learned_padding_module(
+            in_features, len(window), padding_mode, padding_kwargs, rngs
         )
         self.use_bias = use_bias
         self.block = block
@@ -216,6 +239,12 @@ class DeconvConv(_DeconvLayer):
     def __call__(self, x: jax.Array, use_running_average: bool | None = None) -> jax.Array:
         """Apply the layer; ``use_running_average`` overrides the attribute for this call."""
         use_stored, x, kernel, bias = self._prepare(x, use_running_average)
+        n = len(self.kernel_size)
+        check_spatial_rank(x, "x", min_spatial=n, max_spatial=n)
+        pads = conv_padding(x.shape[1:-1], self.kernel_size, self.strides, self.padding)
+        x, pads, loss = pad_for_conv(x, pads, self.padding_mode, **pad_op_kwargs(self.pad))
+        if self.pad is not None:
+            self.pad.record_loss(loss)
         if use_stored:
             stats = self.stored_stats()
             return deconv_conv_eval(
@@ -224,7 +253,7 @@ class DeconvConv(_DeconvLayer):
                 bias,
                 stats,
                 strides=self.strides,
-                padding=self.padding,
+                padding=pads,
                 feature_group_count=self.feature_group_count,
                 grouping=self.grouping,
             )
@@ -237,7 +266,7 @@ class DeconvConv(_DeconvLayer):
             momentum=self.momentum,
             freeze_iter=self.freeze_iter,
             strides=self.strides,
-            padding=self.padding,
+            padding=pads,
             block=self.block,
             eps=self.eps,
             num_iters=self.num_iters,

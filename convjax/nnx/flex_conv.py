@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from convjax._checks import check_choice
 from convjax.ops.flex_conv import (
     active_bucket,
     flex_conv,
@@ -38,7 +39,6 @@ from convjax.ops.flex_conv import (
     sample_kernel,
 )
 from convjax.ops.gaussian_mask import check_buckets, default_buckets
-from convjax.ops.validation import check_choice
 
 
 class MaskParam(nnx.Param):

@@ -53,8 +53,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from convjax.ops.validation import (
-    PaddingLike,
+from convjax._checks import (
     check_choice,
     check_floating,
     check_positive,
@@ -64,6 +63,8 @@ from convjax.ops.validation import (
     normalize_padding,
     normalize_tuple,
 )
+from convjax.ops.layout import conv_dimension_numbers
+from convjax.ops.pad import PaddingLike
 
 __all__ = [
     "GROUPINGS",
@@ -554,11 +555,6 @@ def fold_deconv(
     return new_kernel.reshape(kernel.shape), new_bias
 
 
-def _dimension_numbers(n: int) -> tuple[str, str, str]:
-    sp = "DHW"[3 - n :]
-    return f"N{sp}C", f"{sp}IO", f"N{sp}C"
-
-
 def _conv(
     x: jax.Array,
     kernel: jax.Array,
@@ -575,7 +571,7 @@ def _conv(
         kernel.astype(dtype),
         window_strides=strides,
         padding=pads,
-        dimension_numbers=_dimension_numbers(len(strides)),
+        dimension_numbers=conv_dimension_numbers(len(strides)),
         feature_group_count=groups,
         preferred_element_type=acc,
     )

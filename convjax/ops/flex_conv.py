@@ -66,6 +66,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from convjax._checks import (
+    check_choice,
+    check_floating,
+    check_positive,
+    check_spatial_rank,
+    normalize_tuple,
+    same_pads,
+)
 from convjax.ops.fft_conv import CONV_METHODS, conv_valid
 from convjax.ops.gaussian_mask import (
     _check_horizon,
@@ -86,23 +94,13 @@ from convjax.ops.magnet import (
     magnet_init,
     sample_gabor_gammas,
 )
-from convjax.ops.pad import PAD_MODES, pad
+from convjax.ops.pad import FLEX_PADDING_MODES, pad
 from convjax.ops.siren import siren_apply, siren_init
-from convjax.ops.validation import (
-    check_choice,
-    check_floating,
-    check_positive,
-    check_spatial_rank,
-    normalize_tuple,
-    same_pads,
-)
 
 Params = dict[str, Any]
 KERNEL_NETS = ("magnet", "siren")
 #: Where MAGNet's Gabor envelope centres are drawn: around the mask centre, or around 0.
 GABOR_CENTRES = ("mask", "origin")
-#: Padding modes FlexConv supports (all through :func:`convjax.ops.pad`).
-FLEX_PADDING_MODES = PAD_MODES
 #: Envelope centres of MAGNet are drawn in ``mu_mask +- MAGNET_MU_FACTOR * mask_init_sigma``.
 MAGNET_MU_FACTOR = 1.667
 #: Gamma prior of MAGNet's envelope widths (filter ``l``: ``Gamma(alpha / (l + 1), beta)``).

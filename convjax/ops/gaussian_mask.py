@@ -41,7 +41,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from convjax.ops.validation import check_positive
+from convjax._checks import check_positive
 
 #: Smooth lower bound of the sigma used in the mask: ``sqrt(sigma^2 + SIGMA_FLOOR^2)``.
 SIGMA_FLOOR = 1e-4

@@ -39,7 +39,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from convjax.ops.validation import check_positive
+from convjax._checks import check_positive
 
 Params = dict[str, Any]
 

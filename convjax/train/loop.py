@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from convjax.ops.validation import check_choice
+from convjax._checks import check_choice
 from convjax.train.checkpoint import Checkpointer
 from convjax.train.distributed import DataParallel, is_primary, setup_distributed
 from convjax.train.metrics import Averager, MetricsWriter

@@ -32,9 +32,9 @@ def test_conv_train_eval_batch_stats():
         )(x[None])
 
     y, upd = train(variables, x)
-    want, s = jax.jit(functools.partial(ops.deconv_conv, strides=(1, 2), block=4, num_iters=6))(
-        x, params["kernel"], params["bias"]
-    )
+    want, s = jax.jit(
+        functools.partial(ops.deconv_conv, strides=(1, 2), padding=1, block=4, num_iters=6)
+    )(x, params["kernel"], params["bias"])
     np.testing.assert_allclose(y[0], want, rtol=1e-5, atol=1e-5)
     eye = np.broadcast_to(np.eye(18), (1, 18, 18))
     np.testing.assert_allclose(upd["batch_stats"]["mean"][0], 0.1 * s.mean, atol=1e-6)
@@ -49,7 +49,9 @@ def test_conv_train_eval_batch_stats():
     running = ops.DeconvStats(new_stats["mean"], new_stats["deconv"])
     np.testing.assert_allclose(
         evaluated,
-        ops.deconv_conv_eval(x, params["kernel"], params["bias"], running, strides=(1, 2)),
+        ops.deconv_conv_eval(
+            x, params["kernel"], params["bias"], running, strides=(1, 2), padding=1
+        ),
         rtol=1e-5,
         atol=1e-5,
     )

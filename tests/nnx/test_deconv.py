@@ -30,7 +30,7 @@ def test_conv_train_eval_running_averages():
     assert layer.kernel.shape == (3, 3, 6, 5) and layer.mean.shape == (1, 18)  # b = 2, shared
     layer.bias[...] = jnp.asarray(rand(9, (5,)))
     x1, x2 = rand(1, (2, 8, 8, 6)) + 1.0, rand(2, (2, 8, 8, 6)) * 2.0
-    kw = dict(strides=2, block=4, num_iters=6)
+    kw = dict(strides=2, padding=1, block=4, num_iters=6)  # the layer pads k // 2 by default
     k, b = layer.kernel[...], layer.bias[...]
 
     y1 = call(layer, x1)
@@ -53,7 +53,7 @@ def test_conv_train_eval_running_averages():
     running = ops.DeconvStats(layer.mean[...], layer.deconv[...])
     y_eval = call(layer, x1)
     np.testing.assert_allclose(
-        y_eval, ops.deconv_conv_eval(x1, k, b, running, strides=2), rtol=1e-5, atol=1e-5
+        y_eval, ops.deconv_conv_eval(x1, k, b, running, strides=2, padding=1), rtol=1e-5, atol=1e-5
     )
     np.testing.assert_array_equal(layer.mean[...], before[0])  # eval never updates
     np.testing.assert_array_equal(layer.deconv[...], before[1])

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from jax.test_util import check_grads
 
+from convjax._checks import normalize_padding
 from convjax.ops import deconv as dc
-from convjax.ops.validation import normalize_padding
 from tests.helpers import jit_variants, shard_for_pmap
 
 # ---------------------------------------------------------------------------------------------
