@@ -7,8 +7,12 @@ measures (forward + backward, compiled, median of several runs after warm-up):
    and the crossover size where FFT becomes faster, next to the default threshold that
    ``conv_method="auto"`` uses (:data:`convjax.ops.fft_conv.DEFAULT_FFT_THRESHOLD`).
 2. A 2-D FlexConv layer (horizon 33, MAGNet 32 x 3) at learned sizes 5, 9, 17, 33 (sigma set
-   so the crop lands in that bucket) against a plain conv layer of the same size, and the
+   so the crop is exactly that size) against a plain conv layer of the same size, and the
    share of the FlexConv time spent generating the kernel (MAGNet + mask, fwd + bwd).
+
+With ``--sequence`` it instead times one FlexTCN gradient step on sMNIST-shaped input
+(784 steps, the ``smnist_flextcn`` widths): horizon 784 (the preset) with the masks at
+initialisation and opened to the whole sequence (same compiled step), against horizon 33.
 
 Ratios are printed first, then absolute times, then device and versions. It never asserts.
 """
@@ -21,11 +25,12 @@ import os
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from convjax.bench.timing import environment_header, time_fn
 from convjax.ops.fft_conv import DEFAULT_FFT_THRESHOLD, fft_conv, spatial_conv
 from convjax.ops.flex_conv import active_bucket, flex_conv, flex_conv_init, sample_kernel
-from convjax.ops.gaussian_mask import default_buckets, raw_from_sigma, threshold_radius
+from convjax.ops.gaussian_mask import default_buckets, threshold_radius
 from convjax.ops.pad import pad
 
 
@@ -69,7 +74,7 @@ def first_faster(kernels: list[int], t_sp: list[float], t_fft: list[float]) -> i
 
 
 def sigma_for_bucket(size: int, horizon: int, threshold: float = 0.1) -> float:
-    """A mask sigma whose exact crop lands in the bucket of ``size`` (centred crop)."""
+    """A mask sigma whose (reference, centred) crop is exactly ``size`` grid points."""
     step = 2.0 / (horizon - 1)
     half = (size - 1) // 2
     return (half + 0.5) * step / threshold_radius(threshold)
@@ -84,8 +89,8 @@ def flex_vs_plain(
     rows = []
     for learned in default_buckets(horizon):
         params = flex_conv_init(jax.random.key(3), 2, channels, channels, kernel_size=horizon)
-        raw = float(raw_from_sigma(sigma_for_bucket(learned, horizon)))
-        params["mask"]["sigma_raw"] = jnp.full((2,), raw, jnp.float32)
+        sigma = sigma_for_bucket(learned, horizon)
+        params["mask"]["sigma"] = jnp.full((2,), sigma, jnp.float32)
         bucket = int(active_bucket(params, kernel_size=horizon))
         if default_buckets(horizon)[bucket] != learned:
             raise RuntimeError(f"set-up error: sigma for size {learned} gave bucket {bucket}")
@@ -122,12 +127,84 @@ def flex_vs_plain(
     return rows
 
 
+def sequence_steps(batch: int, length: int, repeats: int) -> list[tuple[str, int, float]]:
+    """(setting, active kernel size, seconds) of one FlexTCN gradient step per setting.
+
+    Settings: horizon 784 with the masks at initialisation and opened to the whole sequence
+    (one compiled step: the bucket is picked on device), and horizon 33 at initialisation
+    (the baseline). After warm-up the settings are timed interleaved, one call each per
+    round, and the median per setting is returned.
+    """
+    import time
+
+    from flax import nnx
+
+    from convjax.configs.smnist_flextcn import SEQUENCE_LENGTH
+    from convjax.models import build
+    from convjax.nnx import FlexConv
+
+    x = jax.random.normal(jax.random.key(0), (batch, length, 1), jnp.float32)
+    labels = jnp.arange(batch) % 10
+    cases = []  # (name, size, jitted grad, params)
+    for horizon in (SEQUENCE_LENGTH, 33):
+        model = build(
+            "flextcn", num_classes=10, in_features=1, flex_kernel_size=horizon, rngs=nnx.Rngs(0)
+        )
+        model.eval()  # fixed BN statistics and no dropout: the conv cost is what is measured
+        graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+
+        def loss(p, xin, graphdef=graphdef, rest=rest):
+            logits = nnx.merge(graphdef, p, rest)(xin)
+            return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), labels[:, None], 1))
+
+        grad = jax.jit(jax.grad(loss))
+        layers = [m for _, m in nnx.iter_graph(model) if isinstance(m, FlexConv)]
+        settings = [("init masks", None)] + ([("masks open", 2.0)] if horizon > 33 else [])
+        for name, sigma in settings:
+            if sigma is not None:
+                for layer in layers:
+                    layer.mask_sigma[...] = jnp.full((1,), sigma)
+            params = nnx.state(model, nnx.Param)
+            size = int(layers[0].active_kernel_size())
+            for _ in range(2):  # compile + warm-up
+                jax.block_until_ready(grad(params, x))
+            cases.append((f"horizon {horizon}, {name}", size, grad, params))
+    times: list[list[float]] = [[] for _ in cases]
+    for _ in range(repeats):
+        for i, (_, _, grad, params) in enumerate(cases):
+            t0 = time.perf_counter()
+            jax.block_until_ready(grad(params, x))
+            times[i].append(time.perf_counter() - t0)
+    return [(name, size, float(np.median(t))) for (name, size, _, _), t in zip(cases, times)]
+
+
+def main_sequence(batch: int, repeats: int) -> None:
+    """Print the ``--sequence`` benchmark: ratios first, absolute times, environment."""
+    rows = sequence_steps(batch, 784, repeats)
+    base = rows[-1][2]
+    print(
+        f"FlexTCN gradient step (sMNIST shape: {batch} x 784 x 1, widths 32 x 4, 9 FlexConvs), "
+        f"median of {repeats} compiled runs, interleaved"
+    )
+    print("\n== ratios (vs horizon 33 at init) ==")
+    for name, size, t in rows:
+        print(f"  {name:28s} (active kernel {size:3d}): {t / base:6.2f}x")
+    print("\n== absolute times (ms) ==")
+    for name, _size, t in rows:
+        print(f"  {name:28s}: {1e3 * t:9.1f}")
+    print("\n" + environment_header())
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small sizes (a few minutes on 2 CPUs)")
     ap.add_argument("--out", default="runs/flexconv.png", help="plot path (PNG)")
     ap.add_argument("--repeats", type=int, default=None)
+    ap.add_argument("--sequence", action="store_true", help="time a FlexTCN step at 784 steps")
     args = ap.parse_args(argv)
+    if args.sequence:
+        main_sequence(4 if args.quick else 64, args.repeats or (3 if args.quick else 5))
+        return
     if args.quick:
         batch, size, channels, repeats, ranks = 4, 32, 16, 5, (1, 2, 3)
     else:

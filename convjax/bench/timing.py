@@ -82,7 +82,11 @@ def time_fn(fn: Callable[..., Any], *args: Any, warmup: int = 2, repeats: int = 
 
 
 def time_interleaved(
-    calls: Mapping[str, Callable[[], Any]], *, warmup: int = 1, repeats: int = 5
+    calls: Mapping[str, Callable[[], Any]],
+    *,
+    warmup: int = 1,
+    repeats: int = 5,
+    cpu_times: dict[str, list[float]] | None = None,
 ) -> dict[str, list[float]]:
     """Wall-clock seconds of every call of each of ``calls``, run round-robin.
 
@@ -98,9 +102,12 @@ def time_interleaved(
         as long as ``warmup >= 1``).
       warmup: untimed rounds before timing (``>= 1``).
       repeats: timed rounds (``>= 1``).
+      cpu_times: if given, filled with name -> the CPU seconds of this process during each
+        timed call (``time.process_time``; on a CPU backend that is the compute itself, far
+        less sensitive than wall time to other jobs competing for the cores).
 
     Returns:
-      name -> list of ``repeats`` durations in seconds, in round order.
+      name -> list of ``repeats`` wall-clock durations in seconds, in round order.
 
     Example:
       >>> import jax.numpy as jnp
@@ -117,11 +124,15 @@ def time_interleaved(
         for call in calls.values():
             _block(call())
     times: dict[str, list[float]] = {name: [] for name in calls}
+    cpu: dict[str, list[float]] = {name: [] for name in calls}
     for _ in range(repeats):
         for name, call in calls.items():
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.process_time()
             _block(call())
             times[name].append(time.perf_counter() - start)
+            cpu[name].append(time.process_time() - cpu_start)
+    if cpu_times is not None:
+        cpu_times.update(cpu)
     return times
 
 

@@ -17,8 +17,11 @@ gives trace, lower and compile times separately; ``--parallel pmap`` gives trace
 together). Printed per variant:
 
 - step time ratio to the baseline (ratio of medians; every round of timed steps runs each
-  variant once, interleaved, so all see the same load), median step time and images/s;
-- trace, lower and compile seconds, and the compile-time ratio to the baseline;
+  variant once, interleaved, so all see the same load), median step time and images/s, and
+  the same for the CPU time of the process (on a CPU backend: the compute, far less
+  sensitive to other jobs' load than wall time);
+- trace, lower and compile seconds (compile also in CPU time), and the compile-time ratios
+  to the baseline;
 - convolutions in the program: their number before XLA's optimisations (backend
   independent: what a GPU compiler receives) and after (on this backend), XLA's flop
   estimate, and the convolution shapes (all for the baseline, the differences for the
@@ -214,6 +217,7 @@ def _program_fingerprint(hlo_text: str) -> str:
 
 # --------------------------------------------------------------------------- one variant
 def _config(model: str, switches: Switches, *, batch: int, dtype: str, model_kwargs: dict) -> Any:
+    """The trainer's default config with this model, switches, batch and dtype."""
     from convjax.configs.default import base_config
 
     config = base_config()
@@ -250,8 +254,27 @@ def prepare_variant(
 ) -> dict[str, Any]:
     """Build, trace, lower and compile one variant's train step; HLO facts, no timing.
 
-    Returns a result dict (``status`` ``"ok"`` or ``"skipped"`` with ``reason``); for ``ok``
-    also the private ``_call`` (one train step that advances its own state).
+    Args:
+      model: a ``convjax.models.available_models()`` name.
+      switches: ``{"padding", "pool", "norm", "conv"}`` values.
+      batch: host arrays ``image`` float32 ``(B, H, W, C)`` and ``label`` int32 ``(B,)``.
+      num_classes, dtype, model_kwargs: passed to the model through the config.
+      parallel: ``"shard_map"`` or ``"pmap"`` (``DataParallel`` backend, one device).
+
+    Returns:
+      A result dict with ``name``, ``switches`` and ``status``: ``"skipped"`` (the model
+      rejects the combination) or ``"failed"`` (tracing or compiling raised) with
+      ``reason``; or ``"ok"`` with ``trace_s`` (``None`` under pmap), ``lower_s``,
+      ``compile_s``, ``compile_cpu_s``, ``flops``, ``convs_before_xla`` /
+      ``convs_after_xla`` (:func:`conv_signature` strings), parameter counts and the private
+      ``_call`` (runs one train step, advancing its own state) used for timing.
+
+    Example:
+      >>> batch = {"image": np.zeros((4, 8, 8, 1), np.float32), "label": np.zeros(4, np.int32)}
+      >>> res = prepare_variant("digits_cnn", BASELINE, batch=batch, num_classes=10,
+      ...                       dtype="float32", model_kwargs={}, parallel="shard_map")
+      >>> res["status"], len(res["convs_before_xla"])
+      ('ok', 11)
     """
     from convjax.train.distributed import DataParallel
     from convjax.train.factory import make_train_setup
@@ -334,9 +357,31 @@ def bench_model(
     dtype: str,
     model_kwargs: dict,
     parallel: str,
+    warm_compile: bool = True,
     log: Any = print,
 ) -> dict[str, Any]:
-    """Prepare every variant of ``model``, then time them interleaved; the model's results."""
+    """Prepare every variant of ``model``, then time all of them interleaved.
+
+    The batch is random: images ``(batch_size, size, size, in_channels)`` float32, labels in
+    ``[0, num_classes)``. ``variants[0]`` is the baseline of every ratio (``ratio`` for the
+    step time, ``compile_ratio`` / ``compile_cpu_ratio`` for compilation); a variant whose
+    program (HLO before optimisation, without metadata) equals the baseline's gets status
+    ``"same_as_baseline"`` and is not timed. With ``warm_compile`` the baseline is first
+    compiled once more and discarded, so one-time costs do not inflate its compile time.
+    ``log`` receives progress lines.
+
+    Returns:
+      ``{"model", "batch", "input", "num_classes", "model_kwargs", "variants": [...]}`` with
+      the :func:`prepare_variant` dicts completed by ``step_s`` (median), ``step_s_all``,
+      ``images_per_s``, the ratios and ``loss`` (task loss of the last timed step).
+
+    Example:
+      >>> res = bench_model("digits_cnn", [BASELINE], batch_size=4, size=8, in_channels=1,
+      ...                   num_classes=10, steps=1, warmup=1, dtype="float32",
+      ...                   model_kwargs={}, parallel="shard_map", warm_compile=False)
+      >>> res["variants"][0]["ratio"]
+      1.0
+    """
     rs = np.random.RandomState(0)
     batch = {
         "image": rs.randn(batch_size, size, size, in_channels).astype(np.float32),
@@ -344,6 +389,19 @@ def bench_model(
     }
     results: list[dict[str, Any]] = []
     baseline_fp = None
+    if warm_compile:
+        # One-time costs (backend start-up, caches of shared lowering rules) would otherwise
+        # all land on the first compile, the baseline's, and understate every ratio.
+        log(f"  compiling {model} {variant_name(variants[0])} (warm-up, discarded) ...")
+        prepare_variant(
+            model,
+            variants[0],
+            batch=batch,
+            num_classes=num_classes,
+            dtype=dtype,
+            model_kwargs=model_kwargs,
+            parallel=parallel,
+        )
     for index, switches in enumerate(variants):
         log(f"  compiling {model} {variant_name(switches)} ...", flush=True)
         res = prepare_variant(
@@ -365,9 +423,13 @@ def bench_model(
         results.append(res)
 
     calls = {r["name"]: r["_call"] for r in results if r["status"] == "ok"}
-    times = time_interleaved(calls, warmup=warmup, repeats=steps) if calls else {}
+    cpu_times: dict[str, list[float]] = {}
+    times = (
+        time_interleaved(calls, warmup=warmup, repeats=steps, cpu_times=cpu_times) if calls else {}
+    )
     base = results[0] if results and results[0]["status"] == "ok" else None
     base_t = statistics.median(times[base["name"]]) if base else None
+    base_cpu = statistics.median(cpu_times[base["name"]]) if base else None
     for r in results:
         holder = r.pop("_holder", None)
         r.pop("_call", None)
@@ -378,6 +440,8 @@ def bench_model(
         r["step_s_all"] = times[r["name"]]
         r["images_per_s"] = batch_size / t
         r["ratio"] = t / base_t if base_t else None
+        r["step_cpu_s"] = statistics.median(cpu_times[r["name"]])
+        r["step_cpu_ratio"] = r["step_cpu_s"] / base_cpu if base_cpu else None
         if base is not None:
             r["compile_ratio"] = r["compile_s"] / base["compile_s"]
             r["compile_cpu_ratio"] = r["compile_cpu_s"] / base["compile_cpu_s"]
@@ -417,11 +481,11 @@ def format_model_table(res: dict[str, Any], *, max_diff_lines: int = 16) -> str:
         f"== {res['model']} ({params}{', ' + kwargs if kwargs else ''}), batch {res['batch']}, "
         f"input {'x'.join(map(str, res['input']))}, {res['num_classes']} classes"
     )
-    lines.append(f"{'':28s} {'ratio to baseline':^22s} | {'':18s} {'seconds':^36s} |")
+    lines.append(f"{'':28s} {'ratio to baseline':^27s} | {'step (ms)':^15s} |{'seconds':^37s}|")
     lines.append(
-        f"{'variant':28s} {'step':>6s} {'compile':>7s} {'cpu':>7s} | {'step ms':>9s} "
-        f"{'img/s':>8s} {'trace':>8s} {'lower':>8s} {'compile':>8s} {'cpu':>8s} | "
-        f"{'convs':>5s} {'xla':>4s} {'GFLOP':>7s} {'loss':>7s}"
+        f"{'variant':28s} {'step':>6s} {'cpu':>6s} {'compile':>7s} {'cpu':>5s} | "
+        f"{'wall':>7s} {'cpu':>7s} | {'img/s':>7s} {'trace':>6s} {'lower':>6s} "
+        f"{'compile':>7s} {'cpu':>6s} | {'convs':>5s} {'xla':>4s} {'GFLOP':>7s} {'loss':>7s}"
     )
     for r in res["variants"]:
         if r["status"] != "ok":
@@ -430,17 +494,19 @@ def format_model_table(res: dict[str, Any], *, max_diff_lines: int = 16) -> str:
         gflop = r["flops"] / 1e9 if r["flops"] >= 0 else None
         lines.append(
             f"{r['name']:28s} {_fmt(r.get('ratio'), '6.2f')} "
-            f"{_fmt(r.get('compile_ratio'), '7.2f')} {_fmt(r.get('compile_cpu_ratio'), '7.2f')} | "
-            f"{r['step_s'] * 1e3:9.2f} {r['images_per_s']:8.1f} {_fmt(r['trace_s'], '8.2f')} "
-            f"{r['lower_s']:8.2f} {r['compile_s']:8.2f} {r['compile_cpu_s']:8.2f} | "
-            f"{len(r['convs_before_xla']):5d} {len(r['convs_after_xla']):4d} "
-            f"{_fmt(gflop, '7.2f')} {r['loss']:7.3f}"
+            f"{_fmt(r.get('step_cpu_ratio'), '6.2f')} {_fmt(r.get('compile_ratio'), '7.2f')} "
+            f"{_fmt(r.get('compile_cpu_ratio'), '5.2f')} | {r['step_s'] * 1e3:7.1f} "
+            f"{r['step_cpu_s'] * 1e3:7.1f} | {r['images_per_s']:7.1f} "
+            f"{_fmt(r['trace_s'], '6.2f')} {r['lower_s']:6.2f} {r['compile_s']:7.2f} "
+            f"{r['compile_cpu_s']:6.2f} | {len(r['convs_before_xla']):5d} "
+            f"{len(r['convs_after_xla']):4d} {_fmt(gflop, '7.2f')} {r['loss']:7.3f}"
         )
     lines.append(
-        "  (compile: wall time; cpu: CPU time of this process while compiling, less sensitive"
-        " to other jobs' load; convs: convolutions in the program before XLA's"
-        " optimisations, what a GPU compiler receives; xla: after optimisation on this"
-        " backend; GFLOP: XLA's estimate per step; loss: task loss of the last step)"
+        "  (step: median wall time; compile: wall time; cpu: CPU time of this process during"
+        " the same calls, on a CPU backend far less sensitive to other jobs' load than wall"
+        " time; convs: convolutions in the program before XLA's optimisations, what a GPU"
+        " compiler receives; xla: after optimisation on this backend; GFLOP: XLA's estimate"
+        " per step; loss: task loss of the last step)"
     )
     if head:
         hist = collections.Counter(head["convs_before_xla"])
@@ -474,8 +540,8 @@ def format_markdown(report: dict[str, Any]) -> str:
         )
         out.append("")
         out.append(
-            "| variant | step ratio | compile ratio (wall / cpu) | step ms | img/s | trace s | "
-            "lower s | compile s | convs | convs after XLA |"
+            "| variant | step ratio (wall / cpu) | compile ratio (wall / cpu) | step ms | img/s "
+            "| trace s | lower s | compile s | convs | convs after XLA |"
         )
         out.append("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
         for r in res["variants"]:
@@ -483,7 +549,8 @@ def format_markdown(report: dict[str, Any]) -> str:
                 out.append(f"| {r['name']} | {r['status']}: {r['reason']} | | | | | | | | |")
                 continue
             out.append(
-                f"| {r['name']} | {_fmt(r.get('ratio'), '.2f')}x | "
+                f"| {r['name']} | {_fmt(r.get('ratio'), '.2f')}x / "
+                f"{_fmt(r.get('step_cpu_ratio'), '.2f')}x | "
                 f"{_fmt(r.get('compile_ratio'), '.2f')}x / "
                 f"{_fmt(r.get('compile_cpu_ratio'), '.2f')}x | {r['step_s'] * 1e3:.2f} | "
                 f"{r['images_per_s']:.1f} | {_fmt(r['trace_s'], '.2f')} | {r['lower_s']:.2f} | "
@@ -503,7 +570,16 @@ def _load() -> str:
 
 # --------------------------------------------------------------------------- entry point
 def run(args: argparse.Namespace, command: str, log: Any = print) -> dict[str, Any]:
-    """Run the benchmark for parsed ``args``; returns the report (also printed via ``log``)."""
+    """Run the benchmark for parsed ``args``; returns the report (also printed via ``log``).
+
+    The report is ``{"command", "environment", "models": [bench_model(...) per model]}``;
+    ``environment`` names the device, versions, parallel backend, compilation cache and the
+    load average before and after. ``args.out`` (``.json`` or ``.md``) receives a copy.
+
+    Example:
+      >>> report = run(parse_args(["--models", "digits_cnn", "--size", "8", "--in-channels",
+      ...                          "1", "--batch", "4", "--steps", "1"]), "example")
+    """
     sweep = parse_switches(args.switches) if args.switches else dict(SWITCHES)
     variants = variant_list(sweep, grid=args.grid)
     env = environment_header()
@@ -529,6 +605,7 @@ def run(args: argparse.Namespace, command: str, log: Any = print) -> dict[str, A
             dtype=args.dtype,
             model_kwargs=kwargs,
             parallel=args.parallel,
+            warm_compile=not args.no_warm_compile,
             log=log,
         )
         log(format_model_table(res), flush=True)
@@ -536,6 +613,8 @@ def run(args: argparse.Namespace, command: str, log: Any = print) -> dict[str, A
     load_after = _load()
     env += f"\nload average (1/5/15 min): before {load_before}, after {load_after}"
     env += f"; {args.steps} timed steps (median) after {args.warmup} warm-up, interleaved"
+    if not args.no_warm_compile:
+        env += "; each baseline compiled once before, discarded"
     log(env, flush=True)
     report = {"command": command, "environment": env, "models": models}
     if args.out:
@@ -550,7 +629,14 @@ def run(args: argparse.Namespace, command: str, log: Any = print) -> dict[str, A
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """Command-line options (``--quick`` fills in the CPU-sized defaults)."""
+    """Command-line options (``--quick`` fills in the CPU-sized defaults).
+
+    Bad values exit with argparse's usage error naming the option.
+
+    Example:
+      >>> parse_args(["--quick"]).batch
+      16
+    """
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="resnet20,vgg16", help="comma-separated names")
     parser.add_argument(
@@ -575,11 +661,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
     parser.add_argument("--parallel", default="shard_map", choices=("shard_map", "pmap"))
+    parser.add_argument(
+        "--no-warm-compile",
+        action="store_true",
+        help="skip the discarded first compile of each baseline (faster, biased compile ratios)",
+    )
     parser.add_argument("--out", default=None, help="write results: .json or .md")
     args = parser.parse_args(argv)
     args.models = [m.strip() for m in args.models.split(",") if m.strip()]
     defaults = (
-        dict(batch=16, steps=3, warmup=1, width_multiplier=0.25)
+        dict(batch=16, steps=5, warmup=1, width_multiplier=0.25)
         if args.quick
         else dict(batch=256, steps=10, warmup=2, width_multiplier=1.0)
     )
@@ -604,7 +695,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    """``python -m convjax.bench.train_step [options]``; returns the report dict."""
+    """``python -m convjax.bench.train_step [options]``; returns the report dict.
+
+    Example:
+      >>> main(["--quick", "--models", "resnet20", "--switches", "padding=zero,learned"])
+    """
     import sys
 
     argv = list(sys.argv[1:] if argv is None else argv)

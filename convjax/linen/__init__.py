@@ -14,7 +14,6 @@ from convjax.linen.flex_conv import (
 from convjax.linen.padding import (
     LOSSES_COLLECTION,
     PADDING_COLLECTION,
-    PADDING_MODES,
     Pad,
     PaddingModule,
     sum_padding_losses,
@@ -22,6 +21,7 @@ from convjax.linen.padding import (
 from convjax.linen.soft_pool import (
     SoftPool,
 )
+from convjax.ops.pad import PADDING_MODES  # re-exported: the one definition
 
 __all__ = [
     "CKConv",

@@ -9,36 +9,39 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from convjax.linen.padding import PADDING_MODES, Pad
-from convjax.ops.partial_pad import partial_conv_scale
-from convjax.ops.validation import (
-    check_choice,
+from convjax._checks import (
+    cast_to,
     check_floating,
     check_positive,
     check_spatial_rank,
     normalize_tuple,
-    same_pads,
 )
+from convjax.linen.padding import learned_padding_module, pad_op_kwargs
+from convjax.ops.conv import conv_options, padded_conv
+from convjax.ops.pad import PaddingLike
 
 
 class Conv(nn.Module):
-    """N-d convolution, output ``ceil(size / stride)``, border handling set by ``padding_mode``.
+    """N-d convolution, border kind set by ``padding_mode``, amount by ``padding``.
 
-    Same maths as :class:`convjax.nnx.Conv`: zero/partial padding inside the conv op, other
-    modes explicit padding with :class:`Pad` then "VALID" windows; ``"partial"`` re-weights by
-    ``sum(1)/sum(M)`` (Liu et al. 2018); ``"learned"`` pads with a :class:`PaddingModule`
-    whose filter is in the ``"padding"`` collection and whose
-    loss is sown into ``"losses"``. Input features are inferred (Linen convention).
+    Same maths as :class:`convjax.nnx.Conv` (both call :func:`convjax.ops.padded_conv`):
+    symmetric ``k // 2`` padding by default (``padding="SAME"`` for XLA's split);
+    ``"partial"`` re-weights by ``sum(1)/sum(M)`` (Liu et al. 2018); ``"learned"`` pads with a
+    :class:`PaddingModule` (submodule ``"pad"``) whose filter is in the ``"padding"``
+    collection and whose loss is sown into ``"losses"``. Input features are inferred (Linen
+    convention).
 
     Attributes:
       features: output channels.
       kernel_size: int (``num_spatial_dims`` dims, default 2) or one int per spatial dim.
       strides, kernel_dilation, feature_group_count, use_bias: as ``flax.linen.Conv``.
-      padding_mode: one of :data:`convjax.linen.padding.PADDING_MODES`.
+      padding: the amount: ``None`` (default, symmetric ``dilation * (k // 2)``), ``"SAME"``,
+        ``"VALID"``, an int or ``(lo, hi)`` pairs (:func:`convjax.ops.conv_padding`).
+      padding_mode: the kind, one of :data:`convjax.ops.pad.PADDING_MODES`.
       padding_kwargs: learned-padding options (``depth``, ``width``, ``mixing``, ...).
       dtype: compute dtype (None = input dtype). param_dtype: float32.
 
-    Shapes: ``(N, *S, C_in) -> (N, *ceil(S / strides), features)``.
+    Shapes: ``(N, *S, C_in) -> (N, *ceil(S / strides), features)`` for odd kernels.
 
     Example:
       >>> conv = Conv(16, 3, padding_mode="learned")
@@ -50,6 +53,7 @@ class Conv(nn.Module):
     features: int
     kernel_size: int | Sequence[int]
     strides: int | Sequence[int] = 1
+    padding: PaddingLike | None = None
     padding_mode: str = "zero"
     use_bias: bool = True
     feature_group_count: int = 1
@@ -63,12 +67,7 @@ class Conv(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, deterministic: bool | None = None) -> jax.Array:
-        check_choice(self.padding_mode, PADDING_MODES, "padding_mode")
-        if self.padding_kwargs and self.padding_mode != "learned":
-            raise ValueError(
-                f"`padding_kwargs` only apply to padding_mode 'learned', got "
-                f"{self.padding_mode!r} with {dict(self.padding_kwargs)!r}."
-            )
+        pad_module = learned_padding_module(self.padding_mode, self.padding_kwargs)
         check_positive(self.features, "features")
         if isinstance(self.kernel_size, int):
             n = 2 if self.num_spatial_dims is None else int(self.num_spatial_dims)
@@ -77,8 +76,6 @@ class Conv(nn.Module):
         check_spatial_rank(x, "x", min_spatial=n, max_spatial=n)
         check_floating(x, "x")
         window = normalize_tuple(self.kernel_size, n, "kernel_size")
-        strides = normalize_tuple(self.strides, n, "strides")
-        dilation = normalize_tuple(self.kernel_dilation, n, "kernel_dilation")
         in_features = x.shape[-1]
         groups = self.feature_group_count
         if in_features % groups or self.features % groups:
@@ -86,47 +83,20 @@ class Conv(nn.Module):
                 f"input features ({in_features}) and `features` ({self.features}) must be "
                 f"divisible by `feature_group_count` ({groups})."
             )
-        dtype = x.dtype if self.dtype is None else self.dtype
-        spatial = x.shape[1:-1]
-        pads = tuple(
-            same_pads(s, k, st, d) for s, k, st, d in zip(spatial, window, strides, dilation)
-        )
-        if self.padding_mode in ("zero", "partial"):
-            # zero padding inside the conv op (XLA's native path, as flax.linen.Conv does)
-            xp, conv_pads = x.astype(dtype), pads
-        else:
-            xp = Pad(
-                pad_width=pads,
-                mode=self.padding_mode,
-                padding_kwargs=self.padding_kwargs,
-                name="pad",
-            )(x.astype(dtype), pads, deterministic)
-            conv_pads = "VALID"
         kernel = self.param(
             "kernel",
             self.kernel_init,
             (*window, in_features // groups, self.features),
             self.param_dtype,
         )
-        spec = "DHW"[3 - n :]
-        y = jax.lax.conv_general_dilated(
-            xp,
-            kernel.astype(dtype),
-            window_strides=strides,
-            padding=conv_pads,
-            rhs_dilation=dilation,
-            dimension_numbers=("N" + spec + "C", spec + "IO", "N" + spec + "C"),
-            feature_group_count=groups,
+        bias = (
+            self.param("bias", self.bias_init, (self.features,), self.param_dtype)
+            if self.use_bias
+            else None
         )
-        bias = None
-        if self.use_bias:
-            bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype)
-            bias = bias.astype(dtype)
-        if self.padding_mode == "partial":
-            scale = partial_conv_scale(spatial, window, strides, pads, dilation)
-            y = y * jnp.asarray(scale, dtype)
-            if bias is not None:
-                y = y + bias * jnp.asarray(scale > 0, dtype)
-        elif bias is not None:
-            y = y + bias
+        x, kernel, bias = cast_to(self.dtype, x, kernel, bias)
+        pad_kwargs = pad_op_kwargs(pad_module, in_features, n, deterministic)
+        y, loss = padded_conv(x, kernel, bias, **conv_options(self), **pad_kwargs)
+        if pad_module is not None:
+            pad_module.record_loss(loss)
         return y

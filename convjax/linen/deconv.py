@@ -7,30 +7,35 @@ Same maths as :mod:`convjax.nnx.deconv` (papers.md §3) with Linen conventions: 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-from convjax.ops.deconv import (
-    DeconvStats,
-    deconv_block_size,
-    deconv_conv,
-    deconv_conv_eval,
-    deconv_dense,
-    deconv_dense_eval,
-    init_deconv_stats,
-    update_running_stats,
-)
-from convjax.ops.validation import (
-    PaddingLike,
+from convjax._checks import (
     cast_to,
+    check_choice,
     check_spatial_rank,
     check_unit_interval,
     normalize_tuple,
 )
+from convjax.linen.padding import learned_padding_module, pad_op_kwargs
+from convjax.ops.conv import conv_padding, pad_for_conv
+from convjax.ops.deconv import (
+    GROUPINGS,
+    DeconvStats,
+    deconv_block_size,
+    deconv_conv_eval,
+    deconv_conv_train,
+    deconv_dense,
+    deconv_dense_eval,
+    deconv_freeze_schedule,
+    init_deconv_stats,
+    update_running_stats,
+)
+from convjax.ops.pad import PaddingLike, check_deconv_padding_mode
 
 __all__ = ["DeconvConv", "DeconvDense"]
 
@@ -53,9 +58,14 @@ class DeconvConv(nn.Module):
     """Convolution with network deconvolution of its input (replaces Conv + BatchNorm), Linen.
 
     Training (``use_running_average=False``): ``y = (X - mu) D W + b`` with batch statistics
-    (:func:`convjax.ops.deconv_conv`) fused into one convolution, and ``batch_stats`` updated
-    as ``r <- (1 - momentum) r + momentum * batch`` (momentum 0.1). Evaluation: one convolution
-    with the stored statistics folded in. ``freeze_stats`` uses and keeps the stored ones.
+    (:func:`convjax.ops.deconv_conv`, ``grouping="shared"`` by default: ``y = sum_g (X_g - mu)
+    D W_g + b`` with one ``D`` as the reference code; ``"per_block"``: one ``D_j`` per block)
+    fused into one convolution, and ``batch_stats`` updated as ``r <- (1 - momentum) r +
+    momentum * batch`` (momentum 0.1). Evaluation: one convolution with the stored statistics
+    folded in. ``freeze=True``: the reference schedule (a ``counter`` in ``batch_stats`` runs
+    modulo ``10 * freeze_iter``; statistics recomputed with gradient while ``counter <=
+    freeze_iter``, the stored ones used as constants otherwise). ``freeze_stats`` always uses and
+    keeps the stored ones.
 
     Shapes: ``(N, *spatial, C_in) -> (N, *out_spatial, features)``; an int ``kernel_size`` is
     used for every spatial dim of the input (1-D/2-D/3-D).
@@ -63,9 +73,13 @@ class DeconvConv(nn.Module):
     Attributes:
       features: output channels.
       kernel_size: int or tuple with one entry per spatial dim.
-      strides, padding, feature_group_count: as ``nn.Conv`` (zero padding).
-      use_bias, block, eps, num_iters, sampling_stride, momentum, freeze_stats, axis_name:
-        as in :class:`convjax.nnx.DeconvConv`.
+      strides, feature_group_count: as ``nn.Conv``.
+      padding, padding_mode, padding_kwargs: as :class:`convjax.nnx.DeconvConv` (default
+        symmetric ``k // 2``; modes :data:`convjax.ops.pad.DECONV_PADDING_MODES`, padded by
+        :func:`convjax.ops.pad_for_conv` as :class:`convjax.linen.Conv` pads; the learned
+        filter is submodule ``"pad"`` in ``"padding"``, its loss sown into ``"losses"``).
+      use_bias, block, eps, num_iters, sampling_stride, grouping, momentum, freeze,
+        freeze_iter, freeze_stats, axis_name: as in :class:`convjax.nnx.DeconvConv`.
       use_running_average: eval mode (may instead be passed to ``__call__``, as BatchNorm).
       dtype, param_dtype, kernel_init, bias_init: as ``nn.Conv``.
 
@@ -81,7 +95,9 @@ class DeconvConv(nn.Module):
     features: int
     kernel_size: int | Sequence[int]
     strides: int | Sequence[int] = 1
-    padding: PaddingLike = "SAME"
+    padding: PaddingLike | None = None
+    padding_mode: str = "zero"
+    padding_kwargs: Mapping[str, Any] | None = None
     use_bias: bool = True
     block: int = 64
     eps: float = 1e-5
@@ -89,7 +105,10 @@ class DeconvConv(nn.Module):
     sampling_stride: int = 3
     momentum: float = 0.1
     feature_group_count: int = 1
+    grouping: str = "shared"
     use_running_average: bool | None = None
+    freeze: bool = False
+    freeze_iter: int = 100
     freeze_stats: bool = False
     axis_name: str | None = None
     dtype: Any = None
@@ -98,12 +117,22 @@ class DeconvConv(nn.Module):
     bias_init: Initializer = default_bias_init
 
     @nn.compact
-    def __call__(self, x: jax.Array, use_running_average: bool | None = None) -> jax.Array:
-        """Apply the layer to ``x`` of shape ``(N, *spatial, C_in)``."""
+    def __call__(
+        self,
+        x: jax.Array,
+        use_running_average: bool | None = None,
+        deterministic: bool | None = None,
+    ) -> jax.Array:
+        """Apply the layer to ``x`` of shape ``(N, *spatial, C_in)``.
+
+        ``deterministic`` (default: ``use_running_average``) stops the learned padding loss.
+        """
         eval_mode = nn.merge_param(
             "use_running_average", self.use_running_average, use_running_average
         )
         check_unit_interval(self.momentum, "momentum")
+        check_choice(self.grouping, GROUPINGS, "grouping")
+        deconv_freeze_schedule(jnp.int32(0), self.freeze_iter)  # validates freeze_iter
         n = check_spatial_rank(x, "x")
         window = normalize_tuple(self.kernel_size, n, "kernel_size")
         c_in = x.shape[-1]
@@ -117,42 +146,67 @@ class DeconvConv(nn.Module):
             if self.use_bias
             else None
         )
-        init = init_deconv_stats(c_in, window, self.block, groups)
+        init = init_deconv_stats(c_in, window, self.block, groups, grouping=self.grouping)
         mean = self.variable("batch_stats", "mean", lambda: init.mean)
         deconv = self.variable("batch_stats", "deconv", lambda: jnp.array(init.deconv))
+        counter = (
+            self.variable("batch_stats", "counter", lambda: jnp.zeros((), jnp.int32))
+            if self.freeze
+            else None
+        )
         x, kernel, bias = cast_to(self.dtype, x, kernel, bias)
+        check_deconv_padding_mode(self.padding_mode)
+        pad_module = learned_padding_module(self.padding_mode, self.padding_kwargs)
+        det = eval_mode if deterministic is None else deterministic
+        pads = conv_padding(x.shape[1:-1], window, self.strides, self.padding)
+        x, pads, loss = pad_for_conv(
+            x, pads, self.padding_mode, **pad_op_kwargs(pad_module, c_in, n, det)
+        )
+        if pad_module is not None:
+            pad_module.record_loss(loss)
+        running = DeconvStats(mean.value, deconv.value)
         if eval_mode or self.freeze_stats:
             return deconv_conv_eval(
                 x,
                 kernel,
                 bias,
-                DeconvStats(mean.value, deconv.value),
+                running,
                 strides=self.strides,
-                padding=self.padding,
+                padding=pads,
                 feature_group_count=groups,
+                grouping=self.grouping,
             )
-        y, stats = deconv_conv(
+        y, new, new_counter = deconv_conv_train(
             x,
             kernel,
             bias,
+            running,
+            counter.value if counter is not None else None,
+            momentum=self.momentum,
+            freeze_iter=self.freeze_iter,
             strides=self.strides,
-            padding=self.padding,
+            padding=pads,
             block=self.block,
             eps=self.eps,
             num_iters=self.num_iters,
             sampling_stride=self.sampling_stride,
             axis_name=None if self.is_initializing() else self.axis_name,
             feature_group_count=groups,
+            grouping=self.grouping,
         )
-        _running_update(self, stats, self.momentum)
+        if not self.is_initializing():
+            mean.value, deconv.value = new.mean, new.deconv
+            if counter is not None:
+                counter.value = new_counter
         return y
 
 
 class DeconvDense(nn.Module):
     """Fully connected layer on decorrelated inputs ("Delinear"), Linen.
 
-    ``y = (x - mu) D W + b`` per block of input features (:func:`convjax.ops.deconv_dense`),
-    with the same modes and ``batch_stats`` as :class:`DeconvConv`.
+    ``y = sum_g (x_g - mu) D W_g + b`` over blocks of input features
+    (:func:`convjax.ops.deconv_dense`, ``grouping`` as there), with the same modes (no freeze
+    schedule, as the reference dense layer) and ``batch_stats`` as :class:`DeconvConv`.
     Shapes: ``(..., C_in) -> (..., features)``.
 
     Example:
@@ -168,6 +222,7 @@ class DeconvDense(nn.Module):
     block: int = 512
     eps: float = 1e-5
     num_iters: int = 5
+    grouping: str = "shared"
     momentum: float = 0.1
     use_running_average: bool | None = None
     freeze_stats: bool = False
@@ -180,6 +235,7 @@ class DeconvDense(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, use_running_average: bool | None = None) -> jax.Array:
         """Apply the layer to ``x`` of shape ``(..., C_in)``."""
+        check_choice(self.grouping, GROUPINGS, "grouping")
         eval_mode = nn.merge_param(
             "use_running_average", self.use_running_average, use_running_average
         )
@@ -191,12 +247,13 @@ class DeconvDense(nn.Module):
             if self.use_bias
             else None
         )
-        init = init_deconv_stats(c_in, (), self.block)
+        init = init_deconv_stats(c_in, (), self.block, grouping=self.grouping)
         mean = self.variable("batch_stats", "mean", lambda: init.mean)
         deconv = self.variable("batch_stats", "deconv", lambda: jnp.array(init.deconv))
         x, kernel, bias = cast_to(self.dtype, x, kernel, bias)
         if eval_mode or self.freeze_stats:
-            return deconv_dense_eval(x, kernel, bias, DeconvStats(mean.value, deconv.value))
+            running = DeconvStats(mean.value, deconv.value)
+            return deconv_dense_eval(x, kernel, bias, running, grouping=self.grouping)
         y, stats = deconv_dense(
             x,
             kernel,
@@ -205,6 +262,7 @@ class DeconvDense(nn.Module):
             eps=self.eps,
             num_iters=self.num_iters,
             axis_name=None if self.is_initializing() else self.axis_name,
+            grouping=self.grouping,
         )
         _running_update(self, stats, self.momentum)
         return y

@@ -4,9 +4,10 @@ Romero et al., FlexConv (ICLR 2022, arXiv 2110.08059); the math is
 :func:`convjax.ops.flex_conv.flex_conv` (see there for the bucket ladder under ``jit``).
 
 Variables (collection ``params``): ``kernel_net`` (the MAGNet/SIREN pytree), ``mask``
-(``{"mu", "sigma_raw"}``, FlexConv only -- label the ``mask`` subtree for its own learning
-rate, 0.1x in the paper) and ``bias``. With ``losses`` mutable in ``apply``, FlexConv sows
-its anti-aliasing penalty there as ``aliasing_penalty`` (add it to the task loss).
+(``{"mu", "sigma"}``, sigma itself as in the reference, FlexConv only -- label the ``mask``
+subtree for its own learning rate, 0.1x in the paper) and ``bias``. With ``losses`` mutable
+in ``apply``, FlexConv sows its anti-aliasing penalty there as ``aliasing_penalty`` (add it
+to the task loss).
 The spatial rank comes from the input (``(N, *S, C)``); ``causal=True`` needs 1-D input.
 """
 
@@ -19,6 +20,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from convjax._checks import check_floating, check_spatial_rank
 from convjax.ops.flex_conv import (
     flex_conv,
     flex_conv_aliasing_penalty,
@@ -26,7 +28,6 @@ from convjax.ops.flex_conv import (
     init_mask,
     resolution_change,
 )
-from convjax.ops.validation import check_floating, check_spatial_rank
 
 
 class FlexConv(nn.Module):
@@ -38,7 +39,8 @@ class FlexConv(nn.Module):
       strides, mask_threshold (0.1), mask_init_sigma (0.075), hidden_features (32),
       num_layers (3), causal, padding_mode ("zero" | "reflect" | "replicate" | "circular"),
       kernel_net ("magnet" | "siren"), input_scale (25.6), omega_0 (30), use_bias,
-      conv_method ("auto" | "spatial" | "fft"), fft_threshold, buckets, aliasing_weight (0.1):
+      conv_method ("auto" | "spatial" | "fft"), fft_threshold, buckets, aliasing_weight (0.1),
+      aliasing_stddevs (2), init_unit_energy (True), gabor_centre ("mask"):
         as in :class:`convjax.nnx.FlexConv`.
       resolution_factor: run at this multiple of the training resolution (the kernel is
         re-sampled on a grid ``factor`` times finer and scaled by ``factor^-d``).
@@ -69,6 +71,9 @@ class FlexConv(nn.Module):
     fft_threshold: int | None = None
     buckets: Sequence[int] | None = None
     aliasing_weight: float = 0.1
+    aliasing_stddevs: float = 2.0
+    init_unit_energy: bool = True
+    gabor_centre: str = "mask"
     resolution_factor: float = 1.0
     use_mask: bool = True
     dtype: Any = None
@@ -97,6 +102,8 @@ class FlexConv(nn.Module):
                 num_layers=self.num_layers,
                 input_scale=self.input_scale,
                 omega_0=self.omega_0,
+                init_unit_energy=self.init_unit_energy,
+                gabor_centre=self.gabor_centre,
             )
 
         cast = lambda tree: jax.tree.map(lambda a: a.astype(self.param_dtype), tree)
@@ -118,7 +125,11 @@ class FlexConv(nn.Module):
             buckets = None
         if self.is_mutable_collection("losses") and not self.is_initializing():
             penalty = flex_conv_aliasing_penalty(
-                params, self.kernel_size, self.aliasing_weight, self.kernel_net
+                params,
+                self.kernel_size,
+                self.aliasing_weight,
+                self.kernel_net,
+                self.aliasing_stddevs,
             )
             self.sow("losses", "aliasing_penalty", penalty)
         return flex_conv(

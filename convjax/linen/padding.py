@@ -8,21 +8,18 @@ collection is mutable). :func:`sum_padding_losses` adds them up.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from convjax.ops.learned_pad import init_padding_params, learned_pad, learned_pad_and_loss
-from convjax.ops.pad import PAD_MODES, pad
-from convjax.ops.validation import check_choice, check_spatial_rank, normalize_pad_width
+from convjax._checks import check_spatial_rank, normalize_pad_width
+from convjax.ops.conv import pad_by_mode
+from convjax.ops.learned_pad import init_padding_params
+from convjax.ops.pad import PadWidth, check_padding_mode
 
-PadWidth = int | Sequence[int] | Sequence[tuple[int, int]]
-
-#: Every mode :class:`Pad` and :class:`convjax.linen.Conv` accept.
-PADDING_MODES = (*PAD_MODES, "partial", "learned")
 #: Collection holding the learned padding filters.
 PADDING_COLLECTION = "padding"
 #: Collection the padding losses are sown into.
@@ -82,15 +79,15 @@ class PaddingModule(nn.Module):
     param_dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(
-        self, x: jax.Array, pad_width: PadWidth | None = None, deterministic: bool | None = None
-    ) -> jax.Array:
-        n = check_spatial_rank(x, "x")
-        features = x.shape[-1]
-        pairs = normalize_pad_width(self.pad_width if pad_width is None else pad_width, n)
+    def padding_params(self, features: int, num_spatial_dims: int) -> dict[str, jax.Array]:
+        """The filters ``{"kernel", "bias"}`` (created in ``"padding"`` on first use).
+
+        Layers that pad inside their own op (:class:`convjax.linen.Conv`,
+        :class:`convjax.linen.DeconvConv`) call this and :meth:`learn`; ``__call__`` pads.
+        """
         make = lambda: init_padding_params(
             features,
-            n,
+            num_spatial_dims,
             depth=self.depth,
             width=self.width,
             mixing=self.mixing,
@@ -100,15 +97,60 @@ class PaddingModule(nn.Module):
         )
         kernel = self.variable(PADDING_COLLECTION, "kernel", lambda: make()["kernel"])
         bias = self.variable(PADDING_COLLECTION, "bias", lambda: make()["bias"])
-        params = {"kernel": kernel.value, "bias": bias.value}
+        return {"kernel": kernel.value, "bias": bias.value}
+
+    def learn(self, deterministic: bool | None = None) -> bool:
+        """Whether a call computes (and sows) the padding loss: not in deterministic mode."""
+        return not (deterministic if deterministic is not None else bool(self.deterministic))
+
+    def record_loss(self, loss: jax.Array | None) -> None:
+        """Sow a padding loss into ``"losses"`` (``None``: nothing)."""
+        if loss is not None:
+            self.sow(LOSSES_COLLECTION, "padding_loss", loss)
+
+    def __call__(
+        self, x: jax.Array, pad_width: PadWidth | None = None, deterministic: bool | None = None
+    ) -> jax.Array:
+        n = check_spatial_rank(x, "x")
+        pairs = normalize_pad_width(self.pad_width if pad_width is None else pad_width, n)
+        params = self.padding_params(x.shape[-1], n)
         if self.dtype is not None:
             x = x.astype(self.dtype)
-        det = deterministic if deterministic is not None else bool(self.deterministic)
-        if det or all(lo == 0 and hi == 0 for lo, hi in pairs):
-            return learned_pad(jax.lax.stop_gradient(params), x, pairs)
-        padded, loss = learned_pad_and_loss(params, x, pairs)
-        self.sow(LOSSES_COLLECTION, "padding_loss", loss)
+        padded, loss = pad_by_mode(
+            x, pairs, "learned", params, padding_loss=self.learn(deterministic)
+        )
+        self.record_loss(loss)
         return padded
+
+
+def learned_padding_module(
+    padding_mode: str, padding_kwargs: Mapping[str, Any] | None
+) -> PaddingModule | None:
+    """The :class:`PaddingModule` (named ``"pad"``) of a conv layer for ``"learned"``, else None.
+
+    Call inside the layer's compact method. Checks ``padding_mode`` and that
+    ``padding_kwargs`` come only with ``"learned"``.
+    """
+    if not check_padding_mode(padding_mode, padding_kwargs):
+        return None
+    return PaddingModule(**dict(padding_kwargs or {}), name="pad")
+
+
+def pad_op_kwargs(
+    module: PaddingModule | None, features: int, num_spatial_dims: int, deterministic: bool | None
+) -> dict[str, Any]:
+    """``pad_params`` and ``padding_loss`` for :func:`convjax.ops.padded_conv` /
+    :func:`convjax.ops.pad_for_conv` from a layer's learned :class:`PaddingModule` (or none).
+
+    Example:
+      >>> y, loss = padded_conv(x, k, padding_mode="learned", **pad_op_kwargs(pm, 3, 2, None))
+    """
+    if module is None:
+        return {}
+    return {
+        "pad_params": module.padding_params(features, num_spatial_dims),
+        "padding_loss": module.learn(deterministic),
+    }
 
 
 class Pad(nn.Module):
@@ -134,12 +176,7 @@ class Pad(nn.Module):
     def __call__(
         self, x: jax.Array, pad_width: PadWidth | None = None, deterministic: bool | None = None
     ) -> jax.Array:
-        check_choice(self.mode, PADDING_MODES, "mode")
-        if self.padding_kwargs and self.mode != "learned":
-            raise ValueError(
-                f"`padding_kwargs` only apply to mode 'learned', got mode {self.mode!r} with "
-                f"{dict(self.padding_kwargs)!r}."
-            )
+        check_padding_mode(self.mode, self.padding_kwargs, "mode")
         n = check_spatial_rank(x, "x")
         pairs = normalize_pad_width(self.pad_width if pad_width is None else pad_width, n)
         if self.mode == "learned":
@@ -147,4 +184,4 @@ class Pad(nn.Module):
                 pad_width=pairs, **dict(self.padding_kwargs or {}), name="learned"
             )
             return module(x, pairs, deterministic)
-        return pad(x, pairs, "zero" if self.mode == "partial" else self.mode)
+        return pad_by_mode(x, pairs, self.mode)[0]

@@ -8,8 +8,8 @@ from typing import Any
 import flax.linen as nn
 import jax
 
+from convjax.ops.pad import PaddingLike
 from convjax.ops.soft_pool import check_soft_pool_args, soft_pool
-from convjax.ops.validation import PaddingLike
 
 __all__ = ["SoftPool"]
 

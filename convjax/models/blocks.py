@@ -46,22 +46,21 @@ import numpy as np
 from flax import nnx
 
 import convjax.nnx as cnn
-from convjax.ops.validation import (
+from convjax._checks import (
     check_choice,
     check_positive,
     check_spatial_rank,
     normalize_tuple,
-    same_pads,
 )
+from convjax.ops.pad import FLEX_PADDING_MODES, PADDING_MODES, check_deconv_padding_mode
 
-PADDING_MODES: tuple[str, ...] = ("zero", "reflect", "replicate", "circular", "partial", "learned")
 POOL_TYPES: tuple[str, ...] = ("max", "avg", "soft")
 NORM_TYPES: tuple[str, ...] = ("batch", "deconv", "none")
 CONV_TYPES: tuple[str, ...] = ("standard", "flex")
-#: Padding modes that ``convjax.nnx.FlexConv`` accepts as ``padding_mode``.
-FLEX_PADDING_MODES: tuple[str, ...] = ("zero", "reflect", "replicate", "circular")
-#: Padding modes of ``DeconvConv`` models (everything but ``"partial"``, see module docstring).
-DECONV_PADDING_MODES: tuple[str, ...] = ("zero", "reflect", "replicate", "circular", "learned")
+#: The reference code's first deconvolution layer of its VGGs (CIFAR and ImageNet) and ImageNet
+#: ResNets: 15 Newton-Schulz iterations (near-full whitening of the ``k*k*3`` patch) and the
+#: freeze schedule (:func:`convjax.ops.deconv_freeze_schedule`). Its CIFAR ResNets use defaults.
+DECONV_FIRST_LAYER: Mapping[str, Any] = {"num_iters": 15, "freeze": True}
 
 Dtype = Any
 
@@ -81,7 +80,8 @@ class LayerConfig:
       param_dtype: parameter dtype (float32).
       bn_momentum: BatchNorm running-average decay (Flax convention; 0.9 = PyTorch's 0.1).
       bn_epsilon: BatchNorm epsilon.
-      flex_kernel_size: FlexConv horizon (largest kernel, odd; 33 on CIFAR as in the paper).
+      flex_kernel_size: FlexConv horizon (largest kernel; 33 on CIFAR as in the paper; odd,
+        except for causal sequence models, whose horizon is the sequence length, e.g. 784).
       flex_kwargs: extra keyword arguments for every ``FlexConv`` (e.g. ``mask_threshold``).
       deconv_kwargs: extra keyword arguments for every ``DeconvConv``/``DeconvDense``
         (e.g. ``block``, ``num_iters``, ``sampling_stride``, ``momentum``, ``eps``).
@@ -119,20 +119,21 @@ class LayerConfig:
                 "folds its whitening matrix into a fixed conv kernel, and FlexConv kernels are "
                 "generated and cropped per step. Use norm='batch' or norm='none' with conv='flex'."
             )
-        if self.norm == "deconv" and self.padding not in DECONV_PADDING_MODES:
-            raise ValueError(
-                f"`padding={self.padding!r}` cannot be combined with `norm='deconv'`: partial-"
-                "convolution re-weighting has no meaning for a mean-subtracted (deconvolved) "
-                f"window. Use one of {list(DECONV_PADDING_MODES)}."
-            )
+        if self.norm == "deconv":
+            check_deconv_padding_mode(self.padding, "padding")
         if self.conv == "flex" and self.padding not in FLEX_PADDING_MODES:
             raise ValueError(
                 f"`padding={self.padding!r}` cannot be combined with `conv='flex'`: FlexConv "
                 f"supports padding modes {list(FLEX_PADDING_MODES)}."
             )
-        if not isinstance(self.flex_kernel_size, int) or self.flex_kernel_size % 2 == 0:
+        if (
+            not isinstance(self.flex_kernel_size, int)
+            or isinstance(self.flex_kernel_size, bool)
+            or self.flex_kernel_size < 1
+        ):
             raise ValueError(
-                f"`flex_kernel_size` must be an odd int, got {self.flex_kernel_size!r}."
+                f"`flex_kernel_size` must be an int >= 1 (odd unless the FlexConvs are causal), "
+                f"got {self.flex_kernel_size!r}."
             )
         check_positive(self.bn_epsilon, "bn_epsilon")
         if not 0.0 <= self.bn_momentum < 1.0:
@@ -152,8 +153,11 @@ class ConvNorm(nnx.Module):
     * ``norm="batch"``: ``relu(BN(conv(x)))`` with a bias-free conv (BN supplies the shift).
     * ``norm="none"``: ``relu(conv(x) + b)``.
     * ``norm="deconv"``: ``relu(DeconvConv(x))`` = ``relu(((X - mu) D) w + b)`` on im2col
-      patches ``X`` (Ye et al. 2020, eq. for the deconvolved conv with fused bias); non-zero
-      padding modes pad first with :class:`convjax.nnx.Pad`, then run a "VALID" deconv conv.
+      patches ``X`` of the padded input (Ye et al. 2020, eq. for the deconvolved conv with
+      fused bias); the layer pads with ``padding_mode`` exactly as :class:`convjax.nnx.Conv`.
+
+    Every conv pads symmetric ``k // 2`` (PyTorch geometry, :func:`convjax.ops.conv_padding`),
+    so a stride-2 conv pads all four sides, as in the papers' networks.
     * ``conv="flex"`` with a kernel larger than 1: the conv is a :class:`convjax.nnx.FlexConv`
       with horizon ``cfg.flex_kernel_size`` (kernel = MAGNet(grid) * Gaussian mask).
 
@@ -167,6 +171,9 @@ class ConvNorm(nnx.Module):
       num_spatial: spatial rank (2 for images, 1 for sequences) when ``kernel_size`` is an int.
       causal: 1-D causal conv (output ``t`` sees inputs ``<= t``; zero history). Needs
         ``padding="zero"`` and stride 1.
+      deconv_overrides: ``DeconvConv`` keyword arguments that take precedence over
+        ``cfg.deconv_kwargs`` for this layer (e.g. :data:`DECONV_FIRST_LAYER`); ignored unless
+        ``cfg.norm == "deconv"``.
       rngs: parameter RNGs.
 
     Example:
@@ -186,14 +193,15 @@ class ConvNorm(nnx.Module):
         act: bool = True,
         num_spatial: int = 2,
         causal: bool = False,
+        deconv_overrides: Mapping[str, Any] | None = None,
         rngs: nnx.Rngs,
     ):
         kernel = normalize_tuple(kernel_size, num_spatial, "kernel_size")
+        deconv_kwargs = {**cfg.deconv_kwargs, **(deconv_overrides or {})}
         stride = normalize_tuple(strides, num_spatial, "strides")
         self.act = act
         self.kernel_size = kernel
         self.strides = stride
-        self.pad: nnx.Module | None = nnx.data(None)
         self.norm: nnx.BatchNorm | None = nnx.data(None)
         use_flex = cfg.conv == "flex" and max(kernel) > 1
         common = dict(dtype=cfg.dtype, param_dtype=cfg.param_dtype, rngs=rngs)
@@ -213,7 +221,7 @@ class ConvNorm(nnx.Module):
                 padding=causal_pads,
                 use_bias=True,
                 axis_name=cfg.axis_name,
-                **dict(cfg.deconv_kwargs),
+                **deconv_kwargs,
                 **common,
             )
         elif causal and not use_flex:
@@ -227,23 +235,24 @@ class ConvNorm(nnx.Module):
                 **common,
             )
         elif cfg.norm == "deconv":
-            if cfg.padding == "zero" or max(kernel) == 1:
-                padding: str = "SAME"
-            else:
-                self.pad = cnn.Pad(in_features, 0, cfg.padding, rngs=rngs)
-                padding = "VALID"
             self.conv = cnn.DeconvConv(
                 in_features,
                 out_features,
                 kernel,
                 strides=stride,
-                padding=padding,
+                # A 1x1 window never reads the border: no padding (and no padding parameters).
+                padding_mode=cfg.padding if max(kernel) > 1 else "zero",
                 use_bias=True,
                 axis_name=cfg.axis_name,
-                **dict(cfg.deconv_kwargs),
+                **deconv_kwargs,
                 **common,
             )
         elif use_flex:
+            if not causal and cfg.flex_kernel_size % 2 == 0:
+                raise ValueError(
+                    f"`flex_kernel_size` must be odd for a non-causal FlexConv (a centred "
+                    f"kernel), got {cfg.flex_kernel_size!r}."
+                )
             self.conv = cnn.FlexConv(
                 in_features,
                 out_features,
@@ -277,13 +286,6 @@ class ConvNorm(nnx.Module):
             )
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        if self.pad is not None:
-            # The XLA "SAME" split (extra pixel on the high side), exactly as cnn.Conv pads.
-            pads = tuple(
-                same_pads(size, k, s)
-                for size, k, s in zip(x.shape[1:-1], self.kernel_size, self.strides)
-            )
-            x = self.pad(x, pads)
         y = self.conv(x)
         if self.norm is not None:
             y = self.norm(y)
@@ -343,11 +345,12 @@ class Classifier(nnx.Module):
     def __init__(self, in_features: int, num_classes: int, *, cfg: LayerConfig, rngs: nnx.Rngs):
         common = dict(dtype=cfg.dtype, param_dtype=cfg.param_dtype, rngs=rngs)
         if cfg.norm == "deconv":
-            # Conv-only options (patch sampling, groups) do not apply to the dense layer.
+            # Conv-only options (patch sampling, groups, the freeze schedule) do not apply to
+            # the dense layer (the reference dense layer has no freeze schedule).
             dense_kwargs = {
                 k: v
                 for k, v in cfg.deconv_kwargs.items()
-                if k not in ("sampling_stride", "feature_group_count")
+                if k not in ("sampling_stride", "feature_group_count", "freeze", "freeze_iter")
             }
             self.linear = cnn.DeconvDense(
                 in_features, num_classes, axis_name=cfg.axis_name, **dense_kwargs, **common

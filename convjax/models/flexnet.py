@@ -26,6 +26,7 @@ from collections.abc import Sequence
 import jax
 from flax import nnx
 
+from convjax._checks import check_positive
 from convjax.models.blocks import (
     Classifier,
     ConvNorm,
@@ -35,7 +36,6 @@ from convjax.models.blocks import (
     global_avg_pool,
     make_dropout,
 )
-from convjax.ops.validation import check_positive
 
 #: Stem width and block widths of FlexNet-7 (paper, CIFAR-10).
 FLEXNET7_WIDTHS: tuple[int, ...] = (24, 24, 36, 36, 36, 48, 48)

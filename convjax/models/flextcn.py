@@ -10,10 +10,13 @@
 
 Output ``t`` of every layer depends only on inputs ``<= t`` (the mask of a causal FlexConv is
 centred on the newest step), so the logits read at the last step summarise the whole sequence.
-Set ``flex_kernel_size`` (the horizon, odd) to about the sequence length, e.g. 785 for
-sMNIST; the learned mask crops it. Causal convs extend the past with zeros, so ``padding``
-must be ``"zero"``; the network has no pooling, so ``pool`` has no effect. With
-``conv="standard"`` the convs are fixed ``kernel_size`` causal convs.
+Set ``flex_kernel_size`` (the horizon) to the sequence length, e.g. 784 for sMNIST/pMNIST, as
+the paper does (its FlexTCN kernels can span the whole sequence): every layer can then see
+every step (:meth:`FlexTCN.receptive_field`), the learned mask crops it, and the default
+bucket ladder ``5, 9, ..., 513, 784`` reaches it (sizes from 65 on use the FFT path).
+Causal convs extend the past with zeros, so ``padding`` must be ``"zero"``; the network has
+no pooling, so ``pool`` has no effect. With ``conv="standard"`` the convs are fixed
+``kernel_size`` causal convs.
 """
 
 from __future__ import annotations
@@ -23,9 +26,9 @@ from collections.abc import Sequence
 import jax
 from flax import nnx
 
+from convjax._checks import check_positive, check_spatial_rank
 from convjax.models.blocks import Classifier, ConvNorm, LayerConfig
 from convjax.models.flexnet import FlexBlock
-from convjax.ops.validation import check_positive, check_spatial_rank
 
 
 class FlexTCN(nnx.Module):
@@ -70,6 +73,9 @@ class FlexTCN(nnx.Module):
             )
         check_positive(num_classes, "num_classes")
         self.in_features = in_features
+        # every causal conv on the path input -> last step: the stem and two per block
+        horizon = cfg.flex_kernel_size if cfg.conv == "flex" else kernel_size
+        self.conv_sizes = (horizon,) * (1 + 2 * len(widths))
         kw = dict(cfg=cfg, num_spatial=1, causal=True, rngs=rngs)
         self.stem = ConvNorm(in_features, widths[0], kernel_size, **kw)
         blocks = []
@@ -79,6 +85,20 @@ class FlexTCN(nnx.Module):
             c_in = w
         self.blocks = nnx.List(blocks)
         self.classifier = Classifier(c_in, num_classes, cfg=cfg, rngs=rngs)
+
+    def receptive_field(self) -> int:
+        """Steps the last output can see at most: ``1 + sum_layers (horizon - 1)``.
+
+        The bound the horizons allow (reached when the masks open up); at initialisation the
+        masks crop each layer to ~8 % of its horizon.
+
+        Example:
+          >>> from convjax.models import build
+          >>> build("flextcn", num_classes=10, in_features=1, flex_kernel_size=784,
+          ...       rngs=nnx.Rngs(0)).receptive_field()
+          7048
+        """
+        return 1 + sum(k - 1 for k in self.conv_sizes)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         check_spatial_rank(x, "x", min_spatial=1, max_spatial=1)

@@ -15,6 +15,9 @@ Residual unit: ``y = relu(F(x) + shortcut(x))`` (He et al. 2016, eq. 1), ``F`` b
   3x3 stride 2 (padding 1) for ``pool="max"``/``"avg"`` and 2x2 stride 2 for ``pool="soft"``,
   as in the SoftPool repository. ``stem="cifar"`` uses a 3x3 stride-1 conv and no pool (the
   CIFAR ResNet-18 of the Network Deconvolution paper).
+* ``norm="deconv"``: as the reference code, the ImageNet stem's deconvolution gets 15
+  Newton-Schulz iterations and the freeze schedule
+  (:data:`convjax.models.blocks.DECONV_FIRST_LAYER`); CIFAR stems use the defaults.
 """
 
 from __future__ import annotations
@@ -25,7 +28,9 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from convjax._checks import check_choice, check_positive
 from convjax.models.blocks import (
+    DECONV_FIRST_LAYER,
     Classifier,
     ConvNorm,
     LayerConfig,
@@ -33,7 +38,6 @@ from convjax.models.blocks import (
     check_model_input,
     global_avg_pool,
 )
-from convjax.ops.validation import check_choice, check_positive
 
 
 class BasicBlock(nnx.Module):
@@ -220,7 +224,15 @@ class ResNet(nnx.Module):
         self.in_features = in_features
         self.stem_type = stem
         if stem == "imagenet":
-            self.stem = ConvNorm(in_features, widths[0], 7, strides=2, cfg=cfg, rngs=rngs)
+            self.stem = ConvNorm(
+                in_features,
+                widths[0],
+                7,
+                strides=2,
+                cfg=cfg,
+                deconv_overrides=DECONV_FIRST_LAYER,  # the reference ImageNet ResNets' stem
+                rngs=rngs,
+            )
             if cfg.pool == "soft":
                 self.stem_pool = Pool("soft", (2, 2), (2, 2))
             else:

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 import jax
 from flax import nnx
 
+from convjax._checks import check_positive
 from convjax.models.blocks import (
     Classifier,
     ConvNorm,
@@ -25,7 +26,6 @@ from convjax.models.blocks import (
     global_avg_pool,
     make_dropout,
 )
-from convjax.ops.validation import check_positive
 
 
 class SmallCNN(nnx.Module):

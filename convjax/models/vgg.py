@@ -8,7 +8,9 @@ the ``pool`` switch). Heads:
   last feature map is 1x1, so this is the usual "flatten -> Linear(512, classes)").
 * ``head="imagenet"``: adaptive average pool to 7x7 -> FC 4096 -> ReLU -> Dropout(0.5) ->
   FC 4096 -> ReLU -> Dropout(0.5) -> FC classes (torchvision layout). With ``norm="deconv"``
-  every FC layer is a ``DeconvDense``.
+  every FC layer is a ``DeconvDense``, and the first conv gets the reference code's
+  first-layer settings (:data:`convjax.models.blocks.DECONV_FIRST_LAYER`: 15 Newton-Schulz
+  iterations, freeze schedule) with either head.
 
 Parameter counts (``norm="none"``, i.e. conv with bias, 1000 classes): VGG-16 ImageNet
 138,357,544 and VGG-11 132,863,336, the published figures; with ``norm="batch"`` the conv bias
@@ -22,7 +24,9 @@ from collections.abc import Sequence
 import jax
 from flax import nnx
 
+from convjax._checks import check_choice, check_positive
 from convjax.models.blocks import (
+    DECONV_FIRST_LAYER,
     Classifier,
     ConvNorm,
     LayerConfig,
@@ -32,7 +36,6 @@ from convjax.models.blocks import (
     global_avg_pool,
     make_dropout,
 )
-from convjax.ops.validation import check_choice, check_positive
 
 #: Channel plan per stage; each stage ends with a 2x2 stride-2 pool.
 VGG_STAGES: dict[str, tuple[tuple[int, ...], ...]] = {
@@ -93,7 +96,11 @@ class VGG(nnx.Module):
         c_in = in_features
         for stage in stages:
             for c in stage:
-                layers.append(ConvNorm(c_in, width(c), 3, cfg=cfg, rngs=rngs))
+                first = not layers  # the reference whitens the first layer fully, frozen
+                overrides = DECONV_FIRST_LAYER if first else None
+                layers.append(
+                    ConvNorm(c_in, width(c), 3, cfg=cfg, deconv_overrides=overrides, rngs=rngs)
+                )
                 c_in = width(c)
             layers.append(Pool(cfg.pool, (2, 2), (2, 2)))
         self.features = nnx.List(layers)

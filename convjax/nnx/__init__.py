@@ -16,7 +16,6 @@ from convjax.nnx.flex_conv import (
     total_aliasing_penalty,
 )
 from convjax.nnx.padding import (
-    PADDING_MODES,
     Pad,
     PaddingLoss,
     PaddingModule,
@@ -26,6 +25,7 @@ from convjax.nnx.padding import (
 from convjax.nnx.soft_pool import (
     SoftPool,
 )
+from convjax.ops.pad import PADDING_MODES  # re-exported: the one definition
 
 __all__ = [
     "CKConv",

@@ -9,37 +9,31 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from convjax.nnx.padding import PADDING_MODES, Pad
-from convjax.ops.partial_pad import partial_conv_scale
-from convjax.ops.validation import (
-    check_choice,
+from convjax._checks import (
+    cast_to,
     check_floating,
     check_positive,
     check_spatial_rank,
     normalize_tuple,
-    same_pads,
 )
+from convjax.nnx.padding import learned_padding_module, pad_op_kwargs
+from convjax.ops.conv import conv_options, conv_padding, padded_conv
+from convjax.ops.pad import PaddingLike
 
 _DEFAULT_KERNEL_INIT = nnx.initializers.lecun_normal()
 _DEFAULT_BIAS_INIT = nnx.initializers.zeros_init()
 
 
-def _dimension_numbers(n: int) -> tuple[str, str, str]:
-    spatial = "DHW"[3 - n :]
-    lhs = "N" + spatial + "C"
-    return lhs, spatial + "IO", lhs
-
-
 class Conv(nnx.Module):
-    """N-d convolution with "SAME" output size ``ceil(size / stride)`` for every padding mode.
+    """N-d convolution whose border handling is ``padding_mode`` and whose amount is ``padding``.
 
-    Padding follows the XLA "SAME" split (the extra pixel goes to the high side). Zero and
-    partial padding happen inside the conv op; the other modes pad explicitly with
-    :class:`Pad` and then convolve with "VALID" windows:
+    Owns its parameters and calls :func:`convjax.ops.padded_conv`. By default it pads
+    symmetric ``k // 2`` on every side (PyTorch geometry, as the papers' networks; output
+    ``ceil(size / stride)`` for odd kernels); ``padding="SAME"`` gives XLA's split instead.
 
       * ``"zero" | "reflect" | "replicate" | "circular"``: ``y = W * pad(x) + b``.
       * ``"learned"``: ``y = W * learned_pad(stop_gradient(P), x) + b`` with a
-        :class:`PaddingModule` (``conv.pad.learned``) that records its loss
+        :class:`PaddingModule` (``conv.pad``) that records its loss
         ``padding_loss(P, stop_gradient(x))``; add :func:`pop_padding_losses` to the loss.
       * ``"partial"`` (Liu et al. 2018): ``y = (W * zeropad(x)) * sum(1)/sum(M) + b``, the
         output re-weighted by window area over the number of real pixels in the window.
@@ -49,7 +43,9 @@ class Conv(nnx.Module):
       kernel_size: int or one int per spatial dim. An int means ``num_spatial_dims`` dims
         (default 2, i.e. images); a tuple fixes the spatial rank (1-D, 2-D or 3-D).
       strides: int or per-dim strides.
-      padding_mode: one of :data:`convjax.nnx.padding.PADDING_MODES`.
+      padding: the amount: ``None`` (default, symmetric ``dilation * (k // 2)``), ``"SAME"``,
+        ``"VALID"``, an int or ``(lo, hi)`` pairs (:func:`convjax.ops.conv_padding`).
+      padding_mode: the kind, one of :data:`convjax.ops.pad.PADDING_MODES`.
       use_bias: add a bias (initialised to zero).
       feature_group_count: grouped conv (``in_features`` and ``out_features`` divisible).
       kernel_dilation: per-dim dilation.
@@ -60,7 +56,8 @@ class Conv(nnx.Module):
       kernel_init, bias_init: Flax initialisers (defaults: LeCun normal, zeros).
       rngs: ``nnx.Rngs`` with a ``params`` stream.
 
-    Shapes: ``(N, *S, in_features) -> (N, *ceil(S / strides), out_features)``.
+    Shapes: ``(N, *S, in_features) -> (N, *ceil(S / strides), out_features)`` for odd kernels
+    (default padding or ``"SAME"``).
 
     Example:
       >>> conv = Conv(3, 16, 3, padding_mode="reflect", rngs=nnx.Rngs(0))
@@ -75,6 +72,7 @@ class Conv(nnx.Module):
         kernel_size: int | Sequence[int],
         *,
         strides: int | Sequence[int] = 1,
+        padding: PaddingLike | None = None,
         padding_mode: str = "zero",
         use_bias: bool = True,
         feature_group_count: int = 1,
@@ -87,7 +85,6 @@ class Conv(nnx.Module):
         bias_init: nnx.Initializer = _DEFAULT_BIAS_INIT,
         rngs: nnx.Rngs,
     ) -> None:
-        check_choice(padding_mode, PADDING_MODES, "padding_mode")
         check_positive(in_features, "in_features")
         check_positive(out_features, "out_features")
         check_positive(feature_group_count, "feature_group_count")
@@ -117,17 +114,10 @@ class Conv(nnx.Module):
         self.bias = (
             nnx.Param(bias_init(rngs.params(), (out_features,), param_dtype)) if use_bias else None
         )
-        pads = tuple(((k - 1) * d) // 2 for k, d in zip(self.kernel_size, self.kernel_dilation))
-        self.pad = Pad(in_features, pads, padding_mode, padding_kwargs=padding_kwargs, rngs=rngs)
-
-    def same_padding(self, spatial_shape: Sequence[int]) -> tuple[tuple[int, int], ...]:
-        """Explicit ``(lo, hi)`` pads giving output size ``ceil(size / stride)``."""
-        return tuple(
-            same_pads(s, k, st, d)
-            for s, k, st, d in zip(
-                spatial_shape, self.kernel_size, self.strides, self.kernel_dilation
-            )
-        )
+        # validated now (a bad amount fails at construction); explicit pairs kept as tuples
+        pads = conv_padding((1,) * n, self.kernel_size, self.strides, padding, self.kernel_dilation)
+        self.padding = padding if padding is None or isinstance(padding, str) else pads
+        self.pad = learned_padding_module(in_features, n, padding_mode, padding_kwargs, rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         n = len(self.kernel_size)
@@ -137,32 +127,9 @@ class Conv(nnx.Module):
             raise ValueError(
                 f"`x` must have {self.in_features} features (last dim), got shape {tuple(x.shape)}."
             )
-        dtype = x.dtype if self.dtype is None else self.dtype
-        spatial = x.shape[1:-1]
-        pads = self.same_padding(spatial)
-        if self.padding_mode in ("zero", "partial"):
-            # zero padding inside the conv op (XLA's native path, as flax.nnx.Conv does)
-            xp, conv_pads = x.astype(dtype), pads
-        else:
-            xp, conv_pads = self.pad(x.astype(dtype), pads), "VALID"
-        kernel = self.kernel[...].astype(dtype)
-        y = jax.lax.conv_general_dilated(
-            xp,
-            kernel,
-            window_strides=self.strides,
-            padding=conv_pads,
-            rhs_dilation=self.kernel_dilation,
-            dimension_numbers=_dimension_numbers(n),
-            feature_group_count=self.feature_group_count,
-        )
-        bias = None if self.bias is None else self.bias[...].astype(dtype)
-        if self.padding_mode == "partial":
-            scale = partial_conv_scale(
-                spatial, self.kernel_size, self.strides, pads, self.kernel_dilation
-            )
-            y = y * jnp.asarray(scale, dtype)
-            if bias is not None:
-                y = y + bias * jnp.asarray(scale > 0, dtype)
-        elif bias is not None:
-            y = y + bias
+        bias = None if self.bias is None else self.bias[...]
+        x, kernel, bias = cast_to(self.dtype, x, self.kernel[...], bias)
+        y, loss = padded_conv(x, kernel, bias, **conv_options(self), **pad_op_kwargs(self.pad))
+        if self.pad is not None:
+            self.pad.record_loss(loss)
         return y

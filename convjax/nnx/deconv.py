@@ -7,30 +7,37 @@ modes the statistics are folded into the kernel and bias so one convolution runs
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from convjax.ops.deconv import (
-    DeconvStats,
-    deconv_block_size,
-    deconv_conv,
-    deconv_conv_eval,
-    deconv_dense,
-    deconv_dense_eval,
-    init_deconv_stats,
-    update_running_stats,
-)
-from convjax.ops.validation import (
-    PaddingLike,
+from convjax._checks import (
     cast_to,
+    check_choice,
     check_positive,
+    check_spatial_rank,
     check_unit_interval,
     normalize_pad_width,
     normalize_tuple,
 )
+from convjax.nnx.padding import learned_padding_module, pad_op_kwargs
+from convjax.ops.conv import conv_padding, pad_for_conv
+from convjax.ops.deconv import (
+    GROUPINGS,
+    DeconvStats,
+    deconv_block_size,
+    deconv_conv_eval,
+    deconv_conv_train,
+    deconv_dense,
+    deconv_dense_eval,
+    deconv_freeze_schedule,
+    init_deconv_stats,
+    update_running_stats,
+)
+from convjax.ops.pad import PaddingLike, check_deconv_padding_mode
 
 __all__ = ["DeconvStat", "DeconvConv", "DeconvDense"]
 
@@ -44,7 +51,7 @@ class DeconvStat(nnx.BatchStat):
 
     A subclass of ``nnx.BatchStat``: filters on ``nnx.BatchStat`` (e.g. ``nnx.state(model,
     nnx.BatchStat)``) include it, and ``nnx.Optimizer(model, tx, wrt=nnx.Param)`` never
-    touches it. Always float32.
+    touches it. Float32, except the int32 ``counter`` of a ``freeze=True`` layer.
     """
 
 
@@ -64,6 +71,9 @@ class _DeconvLayer(nnx.Module):
         """The running statistics as :class:`convjax.ops.deconv.DeconvStats`."""
         return DeconvStats(self.mean[...], self.deconv[...])
 
+    def _store(self, stats: DeconvStats) -> None:
+        self.mean[...], self.deconv[...] = stats.mean, stats.deconv
+
     def _record(self, stats: DeconvStats) -> None:
         new = update_running_stats(self.stored_stats(), stats, self.momentum)
         self.mean[...], self.deconv[...] = new.mean, new.deconv
@@ -78,30 +88,49 @@ class DeconvConv(_DeconvLayer):
     """Convolution with network deconvolution of its input (replaces Conv + BatchNorm).
 
     Training (``use_running_average=False``): ``y = (X - mu) D W + b`` with the batch patch
-    mean ``mu`` and ``D = (Cov + eps I)^(-1/2)`` (papers.md §3, :func:`convjax.ops.deconv_conv`),
-    fused into one convolution; running averages are updated as ``r <- (1 - momentum) r +
-    momentum * batch`` (momentum 0.1, the PyTorch convention, not Flax's ``0.99``).
-    Evaluation (``use_running_average=True``, set by ``model.eval()``): one convolution with the
-    running statistics folded into the weights. ``freeze_stats=True`` uses (and keeps) the
-    running statistics in training too, as the reference code does for the first layer.
+    mean ``mu`` and ``D = (Cov + eps I)^(-1/2)`` (paper §3, :func:`convjax.ops.deconv_conv`),
+    fused into one convolution; ``grouping="shared"`` (default, the reference code's) stacks the
+    strided channel groups as samples of one ``D`` (``y = sum_g (X_g - mu) D W_g + b``),
+    ``"per_block"`` whitens every contiguous block of channels with its own ``D_j``. Running
+    averages are updated as ``r <- (1 - momentum) r + momentum * batch`` (momentum 0.1, the
+    PyTorch convention, not Flax's ``0.99``). Evaluation (``use_running_average=True``, set by
+    ``model.eval()``): one convolution with the running statistics folded into the weights.
+    ``freeze=True`` is the reference code's first-layer schedule
+    (:func:`convjax.ops.deconv_freeze_schedule`): a ``counter`` runs modulo
+    ``10 * freeze_iter``; while ``counter <= freeze_iter`` training recomputes the statistics
+    (with gradient), otherwise it uses the running statistics as constants and keeps them.
+    ``freeze_stats=True`` always uses (and keeps) the running statistics in training.
 
     Shapes: ``(N, *spatial, in_features) -> (N, *out_spatial, out_features)``; the number of
     spatial dims comes from ``kernel_size``: an int means a square 2-D kernel ``(k, k)``, a
     tuple of 1--3 ints gives a 1-D/2-D/3-D layer.
 
     Variables: ``kernel`` (``Param``, ``(*kernel_size, in_features / groups, out_features)``),
-    ``bias`` (``Param`` or ``None``), ``mean`` ``(nb, F)`` and ``deconv`` ``(nb, F, F)``
-    (:class:`DeconvStat`, float32), ``F = prod(kernel_size) * b``, ``b`` the block size.
+    ``bias`` (``Param`` or ``None``), ``mean`` ``(nd, F)`` and ``deconv`` ``(nd, F, F)``
+    (:class:`DeconvStat`, float32), ``F = prod(kernel_size) * b``, ``b`` the block size,
+    ``nd = feature_group_count`` (``"shared"``) or ``in_features / b`` (``"per_block"``); with
+    ``freeze=True`` also ``counter`` (:class:`DeconvStat`, int32 scalar).
 
     Args:
       in_features, out_features: channels.
       kernel_size: int (2-D square) or tuple.
-      strides, padding, feature_group_count: as in ``nnx.Conv`` (zero padding).
+      strides, feature_group_count: as in ``nnx.Conv``.
+      padding: the amount, as :class:`convjax.nnx.Conv` (default ``None``: symmetric
+        ``k // 2``, PyTorch geometry; ``"SAME"``, ``"VALID"``, int or ``(lo, hi)`` pairs).
+      padding_mode: the kind, one of :data:`convjax.ops.pad.DECONV_PADDING_MODES` (zero,
+        reflect, replicate, circular, learned): ``x`` is padded first by
+        :func:`convjax.ops.pad_for_conv`, exactly as :class:`convjax.nnx.Conv` pads, and the
+        deconvolution statistics are taken over the padded patches. ``"partial"`` is rejected:
+        its re-weighting has no meaning for a mean-subtracted window (see
+        :data:`~convjax.ops.pad.DECONV_PADDING_MODES`).
+      padding_kwargs: options of the learned :class:`PaddingModule` (``conv.pad``), only with
+        ``padding_mode="learned"``.
       use_bias: learn a bias (recommended: it replaces BatchNorm's shift).
-      block, eps, num_iters, sampling_stride: see :func:`convjax.ops.deconv_conv` (first
-        layers usually get ``num_iters=10..15``).
+      block, eps, num_iters, sampling_stride, grouping: see :func:`convjax.ops.deconv_conv`
+        (the reference first layers use ``num_iters=15, freeze=True``).
       momentum: running-average rate in ``[0, 1]``.
       use_running_average: eval mode; toggled by ``model.train()`` / ``model.eval()``.
+      freeze, freeze_iter: the reference freeze schedule (above).
       freeze_stats: always use the stored statistics and never update them.
       axis_name: inside ``pmap``/``shard_map``, average the moments over this axis.
       dtype: compute dtype (``None``: promotion of input and parameters); param_dtype: float32.
@@ -122,7 +151,9 @@ class DeconvConv(_DeconvLayer):
         kernel_size: int | Sequence[int],
         *,
         strides: int | Sequence[int] = 1,
-        padding: PaddingLike = "SAME",
+        padding: PaddingLike | None = None,
+        padding_mode: str = "zero",
+        padding_kwargs: Mapping[str, Any] | None = None,
         use_bias: bool = True,
         block: int = 64,
         eps: float = 1e-5,
@@ -130,7 +161,10 @@ class DeconvConv(_DeconvLayer):
         sampling_stride: int = 3,
         momentum: float = 0.1,
         feature_group_count: int = 1,
+        grouping: str = "shared",
         use_running_average: bool = False,
+        freeze: bool = False,
+        freeze_iter: int = 100,
         freeze_stats: bool = False,
         axis_name: str | None = None,
         kernel_init: Initializer = default_kernel_init,
@@ -156,6 +190,8 @@ class DeconvConv(_DeconvLayer):
             )
         check_positive(eps, "eps")
         check_unit_interval(momentum, "momentum")
+        check_choice(grouping, GROUPINGS, "grouping")
+        deconv_freeze_schedule(jnp.int32(0), freeze_iter)  # validates freeze_iter
         shape = (*window, in_features // feature_group_count, out_features)
         self.kernel = nnx.Param(kernel_init(rngs.params(), shape, param_dtype))
         self.bias: nnx.Param | None
@@ -163,15 +199,26 @@ class DeconvConv(_DeconvLayer):
             self.bias = nnx.Param(bias_init(rngs.params(), (out_features,), param_dtype))
         else:
             self.bias = nnx.data(None)
-        stats = init_deconv_stats(in_features, window, block, feature_group_count)
+        stats = init_deconv_stats(
+            in_features, window, block, feature_group_count, grouping=grouping
+        )
         self.mean = DeconvStat(stats.mean)
         self.deconv = DeconvStat(jnp.array(stats.deconv))
+        self.counter: DeconvStat | None
+        self.counter = DeconvStat(jnp.zeros((), jnp.int32)) if freeze else nnx.data(None)
         self.in_features = in_features
         self.out_features = out_features
         self.kernel_size = window
         self.strides = normalize_tuple(strides, len(window), "strides")
+        check_deconv_padding_mode(padding_mode)
         self.padding = (
-            padding if isinstance(padding, str) else normalize_pad_width(padding, len(window))
+            padding
+            if padding is None or isinstance(padding, str)
+            else normalize_pad_width(padding, len(window))
+        )
+        self.padding_mode = padding_mode
+        self.pad = learned_padding_module(
+            in_features, len(window), padding_mode, padding_kwargs, rngs
         )
         self.use_bias = use_bias
         self.block = block
@@ -180,7 +227,10 @@ class DeconvConv(_DeconvLayer):
         self.sampling_stride = sampling_stride
         self.momentum = momentum
         self.feature_group_count = feature_group_count
+        self.grouping = grouping
         self.use_running_average = use_running_average
+        self.freeze = freeze
+        self.freeze_iter = freeze_iter
         self.freeze_stats = freeze_stats
         self.axis_name = axis_name
         self.dtype = dtype
@@ -189,6 +239,12 @@ class DeconvConv(_DeconvLayer):
     def __call__(self, x: jax.Array, use_running_average: bool | None = None) -> jax.Array:
         """Apply the layer; ``use_running_average`` overrides the attribute for this call."""
         use_stored, x, kernel, bias = self._prepare(x, use_running_average)
+        n = len(self.kernel_size)
+        check_spatial_rank(x, "x", min_spatial=n, max_spatial=n)
+        pads = conv_padding(x.shape[1:-1], self.kernel_size, self.strides, self.padding)
+        x, pads, loss = pad_for_conv(x, pads, self.padding_mode, **pad_op_kwargs(self.pad))
+        if self.pad is not None:
+            self.pad.record_loss(loss)
         if use_stored:
             stats = self.stored_stats()
             return deconv_conv_eval(
@@ -197,39 +253,49 @@ class DeconvConv(_DeconvLayer):
                 bias,
                 stats,
                 strides=self.strides,
-                padding=self.padding,
+                padding=pads,
                 feature_group_count=self.feature_group_count,
+                grouping=self.grouping,
             )
-        y, stats = deconv_conv(
+        y, running, counter = deconv_conv_train(
             x,
             kernel,
             bias,
+            self.stored_stats(),
+            self.counter[...] if self.counter is not None else None,
+            momentum=self.momentum,
+            freeze_iter=self.freeze_iter,
             strides=self.strides,
-            padding=self.padding,
+            padding=pads,
             block=self.block,
             eps=self.eps,
             num_iters=self.num_iters,
             sampling_stride=self.sampling_stride,
             axis_name=self.axis_name,
             feature_group_count=self.feature_group_count,
+            grouping=self.grouping,
         )
-        self._record(stats)
+        self._store(running)
+        if self.counter is not None:
+            self.counter[...] = counter
         return y
 
 
 class DeconvDense(_DeconvLayer):
     """Fully connected layer on decorrelated inputs (the paper's "Delinear").
 
-    ``y = (x - mu) D W + b`` per block of ``b`` input features (papers.md §3,
-    :func:`convjax.ops.deconv_dense`), with the same train/eval/freeze behaviour and running
-    averages as :class:`DeconvConv`. Shapes: ``(..., in_features) -> (..., out_features)``;
-    every leading dim counts as a sample for the statistics.
+    ``y = sum_g (x_g - mu) D W_g + b`` over the contiguous blocks ``x_g`` of ``b`` input
+    features (paper §3, :func:`convjax.ops.deconv_dense`; ``"shared"``: one ``mu``, ``D`` for
+    every block as the reference code, ``"per_block"``: one per block), with the same
+    train/eval/``freeze_stats`` behaviour and running averages as :class:`DeconvConv` (the
+    reference dense layer has no freeze schedule). Shapes: ``(..., in_features) ->
+    (..., out_features)``; every leading dim counts as a sample for the statistics.
 
     Args:
       in_features, out_features: features.
       use_bias, block (default 512, as the reference uses for CIFAR heads), eps, num_iters,
-      momentum, use_running_average, freeze_stats, axis_name, kernel_init, bias_init, dtype,
-      param_dtype, rngs: as in :class:`DeconvConv`.
+      grouping, momentum, use_running_average, freeze_stats, axis_name, kernel_init,
+      bias_init, dtype, param_dtype, rngs: as in :class:`DeconvConv`.
 
     Example:
       >>> head = DeconvDense(64, 10, rngs=nnx.Rngs(0))
@@ -246,6 +312,7 @@ class DeconvDense(_DeconvLayer):
         block: int = 512,
         eps: float = 1e-5,
         num_iters: int = 5,
+        grouping: str = "shared",
         momentum: float = 0.1,
         use_running_average: bool = False,
         freeze_stats: bool = False,
@@ -258,7 +325,8 @@ class DeconvDense(_DeconvLayer):
     ):
         check_positive(eps, "eps")
         check_unit_interval(momentum, "momentum")
-        stats = init_deconv_stats(in_features, (), block)
+        check_choice(grouping, GROUPINGS, "grouping")
+        stats = init_deconv_stats(in_features, (), block, grouping=grouping)
         self.kernel = nnx.Param(
             kernel_init(rngs.params(), (in_features, out_features), param_dtype)
         )
@@ -275,6 +343,7 @@ class DeconvDense(_DeconvLayer):
         self.block = block
         self.eps = eps
         self.num_iters = num_iters
+        self.grouping = grouping
         self.momentum = momentum
         self.use_running_average = use_running_average
         self.freeze_stats = freeze_stats
@@ -287,7 +356,7 @@ class DeconvDense(_DeconvLayer):
         use_stored, x, kernel, bias = self._prepare(x, use_running_average)
         if use_stored:
             stats = self.stored_stats()
-            return deconv_dense_eval(x, kernel, bias, stats)
+            return deconv_dense_eval(x, kernel, bias, stats, grouping=self.grouping)
         y, stats = deconv_dense(
             x,
             kernel,
@@ -296,6 +365,7 @@ class DeconvDense(_DeconvLayer):
             eps=self.eps,
             num_iters=self.num_iters,
             axis_name=self.axis_name,
+            grouping=self.grouping,
         )
         self._record(stats)
         return y

@@ -3,10 +3,14 @@
 Romero et al., FlexConv (ICLR 2022, arXiv 2110.08059); CKConv (ICLR 2022, arXiv 2102.02611).
 The math lives in :func:`convjax.ops.flex_conv.flex_conv`; these modules own the parameters.
 
-* Mask parameters (``mask_mu``, ``mask_sigma_raw``) are :class:`MaskParam`, a subclass of
+* Mask parameters (``mask_mu``, ``mask_sigma``) are :class:`MaskParam`, a subclass of
   ``nnx.Param``: ``nnx.Optimizer(model, tx, wrt=nnx.Param)`` trains them with everything else,
   and a trainer can give them their own learning rate (0.1x in the paper) by labelling
-  ``MaskParam`` leaves, e.g. ``nnx.state(model, MaskParam)`` / ``optax.multi_transform``.
+  ``MaskParam`` leaves, e.g. ``nnx.state(model, MaskParam)`` / ``optax.multi_transform``
+  (:func:`convjax.train.optim.make_task_optimizer` does, with ``mask_lr_factor=0.1``).
+  ``mask_sigma`` holds sigma itself, initialised at 0.075 as in the reference, so Adam moves
+  it by the reference's step; positivity is enforced where it is used
+  (:func:`convjax.ops.gaussian_mask.positive_sigma`), without clipping.
 * The crop is chosen on device by ``lax.switch`` over a bucket ladder (see
   :mod:`convjax.ops.flex_conv`), so a jitted/pmapped/shard_mapped train step needs no host-side
   logic, and the compiled step is reused when the learned size changes bucket.
@@ -24,6 +28,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from convjax._checks import check_choice
 from convjax.ops.flex_conv import (
     active_bucket,
     flex_conv,
@@ -34,7 +39,6 @@ from convjax.ops.flex_conv import (
     sample_kernel,
 )
 from convjax.ops.gaussian_mask import check_buckets, default_buckets
-from convjax.ops.validation import check_choice
 
 
 class MaskParam(nnx.Param):
@@ -71,6 +75,9 @@ class _ContinuousConv(nnx.Module):
         fft_threshold: int | None,
         buckets: Sequence[int] | None,
         aliasing_weight: float,
+        aliasing_stddevs: float,
+        init_unit_energy: bool,
+        gabor_centre: str,
         dtype: Any,
         param_dtype: Any,
         rngs: nnx.Rngs,
@@ -93,6 +100,8 @@ class _ContinuousConv(nnx.Module):
             num_layers=num_layers,
             input_scale=input_scale,
             omega_0=omega_0,
+            init_unit_energy=init_unit_energy,
+            gabor_centre=gabor_centre,
         )
         if buckets is not None:
             buckets = check_buckets(tuple(buckets), kernel_size, causal)
@@ -110,6 +119,7 @@ class _ContinuousConv(nnx.Module):
         self.fft_threshold = fft_threshold
         self.buckets = buckets
         self.aliasing_weight = aliasing_weight
+        self.aliasing_stddevs = aliasing_stddevs
         self.resolution_factor = 1.0
         self.dtype = dtype
         self.param_dtype = param_dtype
@@ -118,10 +128,10 @@ class _ContinuousConv(nnx.Module):
         )
         if use_mask:
             self.mask_mu = MaskParam(params["mask"]["mu"].astype(param_dtype))
-            self.mask_sigma_raw = MaskParam(params["mask"]["sigma_raw"].astype(param_dtype))
+            self.mask_sigma = MaskParam(params["mask"]["sigma"].astype(param_dtype))
         else:
             self.mask_mu = None
-            self.mask_sigma_raw = None
+            self.mask_sigma = None
         self.bias = nnx.Param(params["bias"].astype(param_dtype)) if use_bias else None
 
     # ------------------------------------------------------------------ parameters & config
@@ -131,7 +141,7 @@ class _ContinuousConv(nnx.Module):
             "kernel_net": jax.tree.map(lambda v: v[...], self.kernel_net, is_leaf=_is_var)
         }
         if self.mask_mu is not None:
-            out["mask"] = {"mu": self.mask_mu[...], "sigma_raw": self.mask_sigma_raw[...]}
+            out["mask"] = {"mu": self.mask_mu[...], "sigma": self.mask_sigma[...]}
         if self.bias is not None:
             out["bias"] = self.bias[...]
         return out
@@ -147,7 +157,7 @@ class _ContinuousConv(nnx.Module):
 
     @property
     def sigma(self) -> jax.Array | None:
-        """Current mask widths ``(d,)`` (``None`` for CKConv)."""
+        """Current mask widths ``(d,)`` as used (``positive_sigma``; ``None`` for CKConv)."""
         return None if self.mask_mu is None else mask_sigma(self.op_params())
 
     def bucket_sizes(self) -> tuple[int, ...]:
@@ -171,7 +181,10 @@ class _ContinuousConv(nnx.Module):
         return jnp.asarray(ladder, jnp.int32)[index]
 
     def kernel(self, size: int | None = None) -> jax.Array:
-        """The sampled kernel ``(*(size,) * d, C_in, C_out)`` (default: the whole horizon)."""
+        """The sampled kernel ``(*(size,) * d, C_in, C_out)`` (default: the whole horizon).
+
+        Cropped as the layer computes it: taps outside the mask's crop are zero.
+        """
         horizon, scale, _ = self._grid()
         return sample_kernel(
             self.op_params(),
@@ -182,12 +195,21 @@ class _ContinuousConv(nnx.Module):
             kernel_net=self.kernel_net_type,
             omega_0=self.omega_0,
             kernel_scale=scale,
+            threshold=self.mask_threshold,
         )
 
     def aliasing_penalty(self) -> jax.Array:
-        """FlexConv's anti-aliasing penalty at the *training* horizon (0.0 for SIREN nets)."""
+        """FlexConv's anti-aliasing penalty at the *training* horizon (0.0 for SIREN nets).
+
+        :func:`convjax.ops.flex_conv.flex_conv_aliasing_penalty` with ``aliasing_weight`` and
+        ``s = aliasing_stddevs``.
+        """
         return flex_conv_aliasing_penalty(
-            self.op_params(), self.kernel_size, self.aliasing_weight, self.kernel_net_type
+            self.op_params(),
+            self.kernel_size,
+            self.aliasing_weight,
+            self.kernel_net_type,
+            self.aliasing_stddevs,
         )
 
     # ------------------------------------------------------------------ forward
@@ -225,13 +247,15 @@ class FlexConv(_ContinuousConv):
     """FlexConv: a MAGNet continuous kernel times a learned Gaussian mask, cropped to its size.
 
     ``K(x) = MAGNet(x) * prod_d exp(-1/2 ((x_d - mu_d) / sigma_d)^2)`` on the grid
-    ``linspace(-1, 1, kernel_size)^d`` (FlexConv eqs. 3-4), cropped where the mask < T and
-    rounded up to a bucket ladder (5, 9, 17, 33 by default) picked on device by ``lax.switch``.
+    ``linspace(-1, 1, kernel_size)^d`` (FlexConv eqs. 3-4), cropped per dim as the authors'
+    dynamic crop does (taps outside are zero), computed in the smallest bucket of a ladder
+    (5, 9, 17, 33 by default) that holds the crop, picked on device by ``lax.switch``.
     Output has "SAME" size ``ceil(S / strides)``.
 
     Args:
       in_features, out_features: channels.
-      kernel_size: horizon (odd maximum size; 33 for CIFAR, 29 for MNIST).
+      kernel_size: horizon (odd maximum size; 33 for CIFAR, 29 for MNIST; a causal kernel may
+        be even, e.g. 784 = a whole sMNIST sequence).
       strides: int or per dim.
       mask_threshold: crop threshold T (0.1). mask_init_sigma: initial sigma (0.075 -> 5x5).
       hidden_features, num_layers: MAGNet width and depth (32 x 3).
@@ -242,6 +266,10 @@ class FlexConv(_ContinuousConv):
       conv_method: "auto" (spatial below ``fft_threshold``, FFT above), "spatial" or "fft".
       buckets: custom crop ladder (ascending, ending at ``kernel_size``).
       aliasing_weight: weight of :meth:`aliasing_penalty` (0.1).
+      aliasing_stddevs: ``s`` of the penalty, envelope widths counted as frequencies (2).
+      init_unit_energy, gabor_centre: initialisation switches, see
+        :func:`convjax.ops.flex_conv.flex_conv_init` (``False`` / ``"origin"`` = the
+        authors' code).
       dtype: compute dtype (default: the input's). param_dtype: float32.
       rngs: ``nnx.Rngs`` with a ``params`` stream.
 
@@ -273,6 +301,9 @@ class FlexConv(_ContinuousConv):
         fft_threshold: int | None = None,
         buckets: Sequence[int] | None = None,
         aliasing_weight: float = 0.1,
+        aliasing_stddevs: float = 2.0,
+        init_unit_energy: bool = True,
+        gabor_centre: str = "mask",
         dtype: Any = None,
         param_dtype: Any = jnp.float32,
         rngs: nnx.Rngs,
@@ -298,6 +329,9 @@ class FlexConv(_ContinuousConv):
             fft_threshold=fft_threshold,
             buckets=buckets,
             aliasing_weight=aliasing_weight,
+            aliasing_stddevs=aliasing_stddevs,
+            init_unit_energy=init_unit_energy,
+            gabor_centre=gabor_centre,
             dtype=dtype,
             param_dtype=param_dtype,
             rngs=rngs,
@@ -335,6 +369,9 @@ class CKConv(_ContinuousConv):
         conv_method: str = "auto",
         fft_threshold: int | None = None,
         aliasing_weight: float = 0.1,
+        aliasing_stddevs: float = 2.0,
+        init_unit_energy: bool = True,
+        gabor_centre: str = "mask",
         dtype: Any = None,
         param_dtype: Any = jnp.float32,
         rngs: nnx.Rngs,
@@ -360,6 +397,9 @@ class CKConv(_ContinuousConv):
             fft_threshold=fft_threshold,
             buckets=None,
             aliasing_weight=aliasing_weight,
+            aliasing_stddevs=aliasing_stddevs,
+            init_unit_energy=init_unit_energy,
+            gabor_centre=gabor_centre,
             dtype=dtype,
             param_dtype=param_dtype,
             rngs=rngs,

@@ -10,21 +10,17 @@ Variable types
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from convjax.ops.learned_pad import init_padding_params, learned_pad, learned_pad_and_loss
-from convjax.ops.pad import PAD_MODES, pad
-from convjax.ops.validation import check_choice, check_spatial_rank, normalize_pad_width
-
-PadWidth = int | Sequence[int] | Sequence[tuple[int, int]]
-
-#: Every mode :class:`Pad` and :class:`convjax.nnx.Conv` accept.
-PADDING_MODES = (*PAD_MODES, "partial", "learned")
+from convjax._checks import check_spatial_rank, normalize_pad_width
+from convjax.ops.conv import pad_by_mode
+from convjax.ops.learned_pad import init_padding_params
+from convjax.ops.pad import PadWidth, check_padding_mode
 
 
 class PadParam(nnx.Variable):
@@ -162,11 +158,46 @@ class PaddingModule(nnx.Module):
         pairs = normalize_pad_width(self.pad_width if pad_width is None else pad_width, n)
         if self.dtype is not None:
             x = x.astype(self.dtype)
-        if self.deterministic or all(lo == 0 and hi == 0 for lo, hi in pairs):
-            return learned_pad(jax.lax.stop_gradient(self.padding_params()), x, pairs)
-        padded, loss = learned_pad_and_loss(self.padding_params(), x, pairs)
-        self.padding_loss[...] = self.padding_loss[...] + loss
+        padded, loss = pad_by_mode(
+            x, pairs, "learned", self.padding_params(), padding_loss=not self.deterministic
+        )
+        self.record_loss(loss)
         return padded
+
+    def record_loss(self, loss: jax.Array | None) -> None:
+        """Add a padding loss computed with this module's parameters (``None``: nothing)."""
+        if loss is not None:
+            self.padding_loss[...] = self.padding_loss[...] + loss
+
+
+def learned_padding_module(
+    in_features: int,
+    num_spatial_dims: int,
+    padding_mode: str,
+    padding_kwargs: Mapping[str, Any] | None,
+    rngs: nnx.Rngs,
+) -> PaddingModule | None:
+    """The :class:`PaddingModule` a conv layer owns for ``padding_mode="learned"``, else None.
+
+    Checks ``padding_mode`` and that ``padding_kwargs`` come only with ``"learned"``.
+    """
+    if not check_padding_mode(padding_mode, padding_kwargs):
+        return None
+    kwargs = {"num_spatial_dims": num_spatial_dims, **dict(padding_kwargs or {})}
+    return PaddingModule(in_features, 0, **kwargs, rngs=rngs)
+
+
+def pad_op_kwargs(module: PaddingModule | None) -> dict[str, Any]:
+    """``pad_params`` and ``padding_loss`` for :func:`convjax.ops.padded_conv` /
+    :func:`convjax.ops.pad_for_conv` from a layer's learned :class:`PaddingModule` (or none):
+    the loss is computed unless the module is deterministic (``model.eval()``).
+
+    Example:
+      >>> y, loss = padded_conv(x, k, padding_mode="learned", **pad_op_kwargs(conv.pad))
+    """
+    if module is None:
+        return {}
+    return {"pad_params": module.padding_params(), "padding_loss": not module.deterministic}
 
 
 class Pad(nnx.Module):
@@ -204,12 +235,7 @@ class Pad(nnx.Module):
         padding_kwargs: Mapping[str, Any] | None = None,
         rngs: nnx.Rngs | None = None,
     ) -> None:
-        check_choice(mode, PADDING_MODES, "mode")
-        if padding_kwargs and mode != "learned":
-            raise ValueError(
-                f"`padding_kwargs` only apply to mode 'learned', got mode {mode!r} with "
-                f"{dict(padding_kwargs)!r}."
-            )
+        check_padding_mode(mode, padding_kwargs, "mode")
         self.features = int(features)
         self.pad_width = pad_width
         self.mode = mode
@@ -228,5 +254,4 @@ class Pad(nnx.Module):
         pairs = normalize_pad_width(self.pad_width if pad_width is None else pad_width, n)
         if self.learned is not None:
             return self.learned(x, pairs)
-        mode = "zero" if self.mode == "partial" else self.mode
-        return pad(x, pairs, mode)
+        return pad_by_mode(x, pairs, self.mode)[0]

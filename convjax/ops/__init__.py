@@ -2,9 +2,11 @@
 
 Each op lives in its own file, named after it (the function is re-exported here, so use
 ``from convjax.ops.<file> import ...`` to reach a file's other names). Window, stride and
-padding arguments follow ``flax.linen.max_pool`` (see :mod:`convjax.ops.validation`).
+padding arguments follow ``flax.linen.max_pool`` (see :mod:`convjax._checks`).
 
-- classic padding: :func:`pad`
+- padding vocabulary (:mod:`convjax.ops.pad`: mode names, ``PadWidth``) and classic
+  padding: :func:`pad`; the padded convolution of every conv layer: :func:`padded_conv`,
+  :func:`pad_by_mode`, :func:`conv_padding` (default symmetric ``k // 2``)
 - SoftPool: :func:`soft_pool`
 - Network Deconvolution: :func:`isqrt_newton_schulz`, :func:`deconv_conv`, :func:`deconv_dense`
 - FlexConv: :func:`gaussian_mask`, :func:`magnet_apply`, :func:`siren_apply`, :func:`flex_conv`,
@@ -12,13 +14,22 @@ padding arguments follow ``flax.linen.max_pool`` (see :mod:`convjax.ops.validati
 - Padding Module: :func:`learned_pad`, :func:`padding_loss`, :func:`partial_conv_scale`
 """
 
+from convjax.ops.conv import (
+    conv_padding,
+    pad_by_mode,
+    pad_for_conv,
+    padded_conv,
+    symmetric_pads,
+)
 from convjax.ops.deconv import (
     DeconvStats,
     deconv_block_size,
     deconv_conv,
     deconv_conv_eval,
+    deconv_conv_train,
     deconv_dense,
     deconv_dense_eval,
+    deconv_freeze_schedule,
     deconv_patches,
     deconv_statistics,
     fold_deconv,
@@ -44,12 +55,14 @@ from convjax.ops.flex_conv import (
 )
 from convjax.ops.gaussian_mask import (
     bucket_index,
+    crop_support,
     default_buckets,
     gaussian_mask,
     grid_coordinates,
     mask_crop_size,
-    sigma_from_raw,
+    positive_sigma,
 )
+from convjax.ops.layout import conv_dimension_numbers
 from convjax.ops.learned_pad import (
     MIXINGS,
     PAD_INITS,
@@ -64,7 +77,12 @@ from convjax.ops.magnet import (
     magnet_init,
 )
 from convjax.ops.pad import (
+    DECONV_PADDING_MODES,
+    FLEX_PADDING_MODES,
     PAD_MODES,
+    PADDING_MODES,
+    PaddingLike,
+    PadWidth,
     pad,
 )
 from convjax.ops.partial_pad import (
@@ -80,7 +98,18 @@ from convjax.ops.soft_pool import (
 )
 
 __all__ = [
+    "DECONV_PADDING_MODES",
     "DEFAULT_FFT_THRESHOLD",
+    "FLEX_PADDING_MODES",
+    "PADDING_MODES",
+    "PadWidth",
+    "PaddingLike",
+    "conv_dimension_numbers",
+    "conv_padding",
+    "pad_by_mode",
+    "pad_for_conv",
+    "padded_conv",
+    "symmetric_pads",
     "DeconvStats",
     "MIXINGS",
     "PAD_INITS",
@@ -89,11 +118,14 @@ __all__ = [
     "bucket_index",
     "causal_conv1d",
     "conv_valid",
+    "crop_support",
     "deconv_block_size",
     "deconv_conv",
     "deconv_conv_eval",
+    "deconv_conv_train",
     "deconv_dense",
     "deconv_dense_eval",
+    "deconv_freeze_schedule",
     "deconv_patches",
     "deconv_statistics",
     "default_buckets",
@@ -117,9 +149,9 @@ __all__ = [
     "pad",
     "padding_loss",
     "partial_conv_scale",
+    "positive_sigma",
     "resolution_change",
     "sample_kernel",
-    "sigma_from_raw",
     "siren_apply",
     "siren_init",
     "soft_pool",

@@ -25,14 +25,15 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 
-from convjax.ops.pad import pad
-from convjax.ops.validation import (
+from convjax._checks import (
     check_choice,
     check_floating,
     check_spatial_rank,
     check_window_fits,
     normalize_tuple,
 )
+from convjax.ops.layout import conv_dimension_numbers
+from convjax.ops.pad import pad
 
 #: Smallest kernel size (per dim) at which ``method="auto"`` switches to FFT, by spatial rank.
 #: Measured with ``python -m convjax.bench.flexconv --quick`` on an otherwise idle 2-core CPU
@@ -42,12 +43,6 @@ from convjax.ops.validation import (
 DEFAULT_FFT_THRESHOLD: dict[int, int] = {1: 65, 2: 17, 3: 5}
 
 CONV_METHODS = ("auto", "spatial", "fft")
-
-_DIMENSION_NUMBERS = {
-    1: ("NWC", "WIO", "NWC"),
-    2: ("NHWC", "HWIO", "NHWC"),
-    3: ("NDHWC", "DHWIO", "NDHWC"),
-}
 
 
 def _check_conv_args(x: jax.Array, kernel: jax.Array, strides) -> tuple[int, tuple[int, ...]]:
@@ -79,7 +74,7 @@ def _conv(
         padding=pads if pads is not None else "VALID",
         lhs_dilation=lhs_dilation,
         rhs_dilation=rhs_dilation,
-        dimension_numbers=_DIMENSION_NUMBERS[n],
+        dimension_numbers=conv_dimension_numbers(n),
     )
 
 

@@ -21,10 +21,16 @@ traced and compiled once; only the selected one runs (forward and backward, see
 its cropped grid* and convolves with the cropped kernel, so cost follows the learned size and
 the horizon only bounds it. The index is computed from ``stop_gradient(mu, sigma)`` on device:
 no host round trip, no re-tracing when the bucket changes, and it works unchanged under
-``pmap``/``shard_map`` (sigma is replicated, so every device takes the same branch). Taps in a
-bucket beyond the exact threshold crop keep their (small, < T) masked values, so rounding up
-only makes the crop more faithful to the uncropped kernel. Each branch picks spatial or FFT
-convolution for its own size (:func:`convjax.ops.fft_conv.conv_valid`).
+``pmap``/``shard_map`` (sigma is replicated, so every device takes the same branch). Each
+branch picks spatial or FFT convolution for its own size
+(:func:`convjax.ops.fft_conv.conv_valid`).
+
+Inside the bucket, every tap that the authors' dynamic crop removes is zeroed
+(:func:`convjax.ops.gaussian_mask.crop_support`: per dim, ``|x_d| < |mu_d| + sigma_d
+sqrt(-2 ln T)``, or ``x > mu - sigma sqrt(-2 ln T)`` if causal), with zero gradient. So the
+layer computes exactly what the reference's per-dimension crop computes -- a rectangular,
+possibly anisotropic kernel -- whatever bucket holds it: bucketing changes the cost, never
+the function.
 
 Resolution change
 -----------------
@@ -34,8 +40,20 @@ ratio of the cells' volumes, so ``sum_taps K dx`` is unchanged): see
 :func:`resolution_change`. This is accurate when the kernel net respects the Nyquist budget,
 which the anti-aliasing penalty (:func:`convjax.ops.magnet.magnet_aliasing_penalty`) enforces.
 
-Parameters (a plain pytree): ``{"kernel_net": ..., "mask": {"mu": (d,), "sigma_raw": (d,)},
-"bias": (C_out,)}``; ``"mask"`` is absent for CKConv, ``"bias"`` without bias.
+Parameters (a plain pytree): ``{"kernel_net": ..., "mask": {"mu": (d,), "sigma": (d,)},
+"bias": (C_out,)}``; ``"mask"`` is absent for CKConv, ``"bias"`` without bias. ``sigma`` is
+the trained parameter itself (as in the reference; see
+:func:`convjax.ops.gaussian_mask.positive_sigma` for where positivity is enforced).
+
+Deliberate differences from the authors' code
+---------------------------------------------
+* Output-layer rescale at init (:func:`flex_conv_init`, ``init_unit_energy=True``): MAGNet's
+  output layer is scaled so the initial kernel has unit energy per output channel. The
+  reference keeps PyTorch's default init, whose kernel energy depends on the horizon and
+  mask; ``init_unit_energy=False`` restores it (changes results).
+* Sigma positivity: ``sqrt(sigma^2 + 1e-8)`` instead of the reference's unconstrained
+  sigma (which NaNs at 0); identical to 7e-8 at init.
+* Bucketed static shapes and a spatial/FFT choice per bucket: cost only.
 """
 
 from __future__ import annotations
@@ -48,29 +66,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from convjax.ops.fft_conv import CONV_METHODS, conv_valid
-from convjax.ops.gaussian_mask import (
-    _check_horizon,
-    _check_threshold,
-    bucket_index,
-    check_buckets,
-    check_sigma,
-    default_buckets,
-    gaussian_mask,
-    grid_coordinates,
-    mesh_coordinates,
-    raw_from_sigma,
-    sigma_from_raw,
-)
-from convjax.ops.magnet import (
-    magnet_aliasing_penalty,
-    magnet_apply,
-    magnet_init,
-    sample_gabor_gammas,
-)
-from convjax.ops.pad import PAD_MODES, pad
-from convjax.ops.siren import siren_apply, siren_init
-from convjax.ops.validation import (
+from convjax._checks import (
     check_choice,
     check_floating,
     check_positive,
@@ -78,11 +74,33 @@ from convjax.ops.validation import (
     normalize_tuple,
     same_pads,
 )
+from convjax.ops.fft_conv import CONV_METHODS, conv_valid
+from convjax.ops.gaussian_mask import (
+    _check_horizon,
+    _check_threshold,
+    bucket_index,
+    check_buckets,
+    check_sigma,
+    crop_support,
+    default_buckets,
+    gaussian_mask,
+    grid_coordinates,
+    mesh_coordinates,
+    positive_sigma,
+)
+from convjax.ops.magnet import (
+    magnet_aliasing_penalty,
+    magnet_apply,
+    magnet_init,
+    sample_gabor_gammas,
+)
+from convjax.ops.pad import FLEX_PADDING_MODES, pad
+from convjax.ops.siren import siren_apply, siren_init
 
 Params = dict[str, Any]
 KERNEL_NETS = ("magnet", "siren")
-#: Padding modes FlexConv supports (all through :func:`convjax.ops.pad`).
-FLEX_PADDING_MODES = PAD_MODES
+#: Where MAGNet's Gabor envelope centres are drawn: around the mask centre, or around 0.
+GABOR_CENTRES = ("mask", "origin")
 #: Envelope centres of MAGNet are drawn in ``mu_mask +- MAGNET_MU_FACTOR * mask_init_sigma``.
 MAGNET_MU_FACTOR = 1.667
 #: Gamma prior of MAGNet's envelope widths (filter ``l``: ``Gamma(alpha / (l + 1), beta)``).
@@ -92,10 +110,13 @@ MAGNET_ALPHA, MAGNET_BETA = 6.0, 1.0
 def init_mask(num_dims: int, init_sigma: float = 0.075, *, causal: bool = False) -> Params:
     """Mask parameters: ``mu = 0`` (``mu = 1``, the newest step, if causal), ``sigma = init``.
 
+    As the reference initialises them (FlexConv Sec. 3; ``mask_init_value`` 0.075): sigma is
+    stored as itself, so Adam moves it by ``~lr`` per step, as in the paper.
+
     Example:
       >>> m = init_mask(2)
-      >>> m["mu"], float(sigma_from_raw(m["sigma_raw"])[0])  # doctest: +ELLIPSIS
-      (Array([0., 0.], dtype=float32), 0.07...)
+      >>> m["mu"], m["sigma"]
+      (Array([0., 0.], dtype=float32), Array([0.075, 0.075], dtype=float32))
     """
     if num_dims not in (1, 2, 3):
         raise ValueError(f"`num_dims` must be 1, 2 or 3, got {num_dims!r}.")
@@ -103,13 +124,13 @@ def init_mask(num_dims: int, init_sigma: float = 0.075, *, causal: bool = False)
         raise ValueError(f"`causal=True` needs a 1-D kernel, got num_dims={num_dims}.")
     check_sigma(init_sigma)
     mu = jnp.full((num_dims,), 1.0 if causal else 0.0, jnp.float32)
-    raw = jnp.full((num_dims,), float(raw_from_sigma(init_sigma)), jnp.float32)
-    return {"mu": mu, "sigma_raw": raw}
+    sigma = jnp.full((num_dims,), float(init_sigma), jnp.float32)
+    return {"mu": mu, "sigma": sigma}
 
 
 def mask_sigma(params: Params) -> jax.Array:
-    """The positive mask widths ``(d,)`` of FlexConv parameters."""
-    return sigma_from_raw(params["mask"]["sigma_raw"])
+    """The positive mask widths ``(d,)`` used by the mask and crop: ``positive_sigma(sigma)``."""
+    return positive_sigma(params["mask"]["sigma"])
 
 
 def kernel_net_apply(
@@ -132,8 +153,14 @@ def sample_kernel(
     kernel_net: str = "magnet",
     omega_0: float = 30.0,
     kernel_scale: float = 1.0,
+    threshold: float | None = 0.1,
 ) -> jax.Array:
-    """Sample the (masked) continuous kernel on the central/trailing ``size`` grid points.
+    """Sample the (masked, cropped) continuous kernel on the central/trailing ``size`` points.
+
+    ``K(x) = kernel_net(x) * m(x) * crop(x) * kernel_scale`` (FlexConv eq. 4), where ``crop``
+    is the reference's dynamic crop at ``threshold`` (1 inside, 0 outside, no gradient; see
+    :func:`convjax.ops.gaussian_mask.crop_support`). ``threshold=None`` keeps the uncropped
+    masked kernel. Without a mask (CKConv) there is neither mask nor crop.
 
     Returns:
       ``(*(size,) * d, in_features, out_features)`` float32 kernel.
@@ -148,7 +175,11 @@ def sample_kernel(
     coords = mesh_coordinates(grid_coordinates(kernel_size, size, causal=causal), d)
     values = kernel_net_apply(params["kernel_net"], coords, kernel_net, omega_0)
     if "mask" in params:
-        values = values * gaussian_mask(coords, params["mask"]["mu"], mask_sigma(params))[..., None]
+        mu, sigma = params["mask"]["mu"], mask_sigma(params)
+        mask = gaussian_mask(coords, mu, sigma)
+        if threshold is not None:
+            mask = mask * crop_support(coords, mu, sigma, threshold, causal=causal)
+        values = values * mask[..., None]
     out_dim = values.shape[-1]
     if out_dim % in_features:
         raise ValueError(
@@ -182,26 +213,40 @@ def flex_conv_init(
     num_layers: int = 3,
     input_scale: float = 25.6,
     omega_0: float = 30.0,
+    init_unit_energy: bool = True,
+    gabor_centre: str = "mask",
 ) -> Params:
     """Initialise FlexConv (``use_mask=True``) or CKConv (``use_mask=False``) parameters.
 
-    The kernel net is initialised as in its paper, then its output layer is rescaled so that
-    the masked kernel sampled on the horizon grid has ``sum_{taps, C_in} K^2 = 1`` on average
-    over output channels (LeCun-style variance preservation, like Flax's default conv init,
-    whatever the horizon, rank or mask size). The bias starts at zero.
+    The kernel net is initialised as in its paper (MAGNet: FlexConv App. A; SIREN: CKConv),
+    the mask as in :func:`init_mask`, the bias at zero. Two deliberate differences from the
+    authors' code, each with a switch because each changes results:
+
+    * ``init_unit_energy=True``: the kernel net's output layer is rescaled so that the
+      masked kernel sampled on the horizon grid has ``sum_{taps, C_in} K^2 = 1`` on average
+      over output channels (LeCun-style variance preservation, like Flax's default conv init,
+      whatever the horizon, rank or mask size). The reference keeps PyTorch's default
+      ``U(+-1/sqrt(H))`` output layer, whose kernel energy shrinks with the mask and varies
+      with the horizon (``False`` = the reference).
+    * ``gabor_centre="mask"``: MAGNet's Gabor envelope centres are drawn around the mask
+      centre, ``U(c - 1.667 sigma_0, c + 1.667 sigma_0)`` with ``c = 1`` (the newest step) for
+      a causal kernel. The reference draws them around 0 whatever the mask (``"origin"``), so
+      its causal kernels start as the product of a mask at ``x = 1`` and envelopes at
+      ``x = 0`` (tiny where the mask is). Non-causal kernels: both are 0, no difference.
 
     Example:
       >>> p = flex_conv_init(jax.random.key(0), 2, 3, 8)
       >>> sorted(p), p["mask"]["mu"].shape, p["bias"].shape
       (['bias', 'kernel_net', 'mask'], (2,), (8,))
     """
-    _check_horizon(kernel_size)
+    _check_horizon(kernel_size, causal=causal)
     check_choice(kernel_net, KERNEL_NETS, "kernel_net")
     for name, v in (("in_features", in_features), ("out_features", out_features)):
         if not isinstance(v, int) or isinstance(v, bool) or v < 1:
             raise ValueError(f"`{name}` must be an int >= 1, got {v!r}.")
     if causal and num_dims != 1:
         raise ValueError(f"`causal=True` needs num_dims=1, got {num_dims!r}.")
+    check_choice(gabor_centre, GABOR_CENTRES, "gabor_centre")
     # One compiled program instead of hundreds of eager dispatches; the Gamma draws (slow to
     # compile) come from their own cached program, shared by layers of the same net shape.
     key, gamma_key = jax.random.split(key)
@@ -226,10 +271,12 @@ def flex_conv_init(
         num_layers,
         float(input_scale),
         float(omega_0),
+        bool(init_unit_energy),
+        gabor_centre,
     )
 
 
-@partial(jax.jit, static_argnums=tuple(range(2, 15)))
+@partial(jax.jit, static_argnums=tuple(range(2, 17)))
 def _init_compiled(
     key: jax.Array,
     gammas: jax.Array | None,
@@ -246,13 +293,15 @@ def _init_compiled(
     num_layers: int,
     input_scale: float,
     omega_0: float,
+    init_unit_energy: bool,
+    gabor_centre: str,
 ) -> Params:
     params: Params = {}
     if use_mask:
         params["mask"] = init_mask(num_dims, mask_init_sigma, causal=causal)
     net_out = in_features * out_features
     if kernel_net == "magnet":
-        center = 1.0 if causal else 0.0
+        center = 1.0 if causal and gabor_centre == "mask" else 0.0
         spread = MAGNET_MU_FACTOR * mask_init_sigma if use_mask else 1.0
         net = magnet_init(
             key,
@@ -275,16 +324,18 @@ def _init_compiled(
             omega_0=omega_0,
         )
     params["kernel_net"] = net
-    kernel = sample_kernel(
-        params,
-        in_features,
-        kernel_size=kernel_size,
-        causal=causal,
-        kernel_net=kernel_net,
-        omega_0=omega_0,
-    )
-    energy = jnp.mean(jnp.sum(kernel * kernel, axis=tuple(range(kernel.ndim - 1))))
-    net["out"]["w"] = net["out"]["w"] * jax.lax.rsqrt(energy + 1e-30)
+    if init_unit_energy:
+        kernel = sample_kernel(
+            params,
+            in_features,
+            kernel_size=kernel_size,
+            causal=causal,
+            kernel_net=kernel_net,
+            omega_0=omega_0,
+            threshold=None,
+        )
+        energy = jnp.mean(jnp.sum(kernel * kernel, axis=tuple(range(kernel.ndim - 1))))
+        net["out"]["w"] = net["out"]["w"] * jax.lax.rsqrt(energy + 1e-30)
     if use_bias:
         params["bias"] = jnp.zeros((out_features,), jnp.float32)
     return params
@@ -352,9 +403,11 @@ def flex_conv(
     Args:
       params: from :func:`flex_conv_init`.
       x: ``(N, *S, C_in)`` float, 1-3 spatial dims matching the kernel net.
-      kernel_size: horizon ``k`` (odd): the grid ``linspace(-1, 1, k)`` and the maximum size.
+      kernel_size: horizon ``k`` (odd; any size if causal): the grid ``linspace(-1, 1, k)``
+        and the maximum size.
       kernel_net: ``"magnet"`` or ``"siren"`` (with its static ``omega_0``).
-      threshold: mask crop threshold ``T`` (0.1).
+      threshold: mask crop threshold ``T`` (0.1): taps the reference's dynamic crop removes
+        are zero (and get no gradient) in every bucket.
       causal: 1-D causal conv (the kernel's last tap is the current step), output ``(N, T, C)``.
       strides: output ``ceil(S / s)`` per dim ("SAME" alignment).
       padding_mode: ``"zero" | "reflect" | "replicate" | "circular"`` (each bucket pads by
@@ -377,7 +430,7 @@ def flex_conv(
     check_choice(kernel_net, KERNEL_NETS, "kernel_net")
     check_choice(padding_mode, FLEX_PADDING_MODES, "padding_mode")
     check_choice(conv_method, CONV_METHODS, "conv_method")
-    _check_horizon(kernel_size)
+    _check_horizon(kernel_size, causal=causal)
     _check_threshold(threshold)
     d = _num_dims(params, kernel_net)
     n = check_spatial_rank(x, "x")
@@ -430,6 +483,7 @@ def flex_conv(
                 kernel_net=kernel_net,
                 omega_0=omega_0,
                 kernel_scale=kernel_scale,
+                threshold=threshold,
             ).astype(compute)
             if causal:
                 pads = ((size - 1, 0),)
@@ -493,9 +547,21 @@ def switch_recompute(index: jax.Array, branches: Sequence[Any], *operands: Any) 
 
 
 def flex_conv_aliasing_penalty(
-    params: Params, kernel_size: int, weight: float = 0.1, kernel_net: str = "magnet"
+    params: Params,
+    kernel_size: int,
+    weight: float = 0.1,
+    kernel_net: str = "magnet",
+    gauss_stddevs: float = 2.0,
 ) -> jax.Array:
-    """FlexConv's anti-aliasing penalty for a MAGNet kernel net (0.0 for SIREN, which has none).
+    """FlexConv's anti-aliasing penalty (FlexConv Sec. 4.2) for a MAGNet kernel net.
+
+    :func:`convjax.ops.magnet.magnet_aliasing_penalty` with the layer's mask (target
+    "gabor+mask"; "gabor" for a mask-less CKConv)::
+
+        weight * sum_i relu(f_i + f_m / (L + 1) - (k - 1) / 4 / (L + 1))^2
+        f_i = max_{j,d} (|W_ijd| + s |gamma_ijd|) / (2 pi),  f_m = s / (2 pi) max_d 1 / sigma_d
+
+    0.0 for SIREN, which has no Gabor filters.
 
     Example:
       >>> p = flex_conv_init(jax.random.key(0), 2, 3, 4)
@@ -505,11 +571,15 @@ def flex_conv_aliasing_penalty(
     check_choice(kernel_net, KERNEL_NETS, "kernel_net")
     if kernel_net != "magnet":
         return jnp.zeros((), jnp.float32)
-    return magnet_aliasing_penalty(params["kernel_net"], kernel_size, weight)
+    sigma = mask_sigma(params) if "mask" in params else None
+    return magnet_aliasing_penalty(
+        params["kernel_net"], kernel_size, weight, gauss_stddevs, mask_sigma=sigma
+    )
 
 
 __all__ = [
     "FLEX_PADDING_MODES",
+    "GABOR_CENTRES",
     "KERNEL_NETS",
     "active_bucket",
     "flex_conv",

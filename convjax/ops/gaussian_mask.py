@@ -1,27 +1,36 @@
-"""FlexConv's learnable Gaussian mask, its sampling grid and its crop size.
+"""FlexConv's learnable Gaussian mask, its sampling grid and its crop.
 
 Romero et al., "FlexConv: Continuous Kernel Convolutions with Differentiable Kernel Sizes"
-(ICLR 2022, arXiv 2110.08059), Sec. 3. A kernel of maximum size ``horizon`` (odd) lives on the
+(ICLR 2022, arXiv 2110.08059), Sec. 3. A kernel of maximum size ``horizon`` lives on the
 grid ``linspace(-1, 1, horizon)`` per spatial dim, spacing ``h = 2 / (horizon - 1)``. The
 mask multiplies the continuous kernel:
 
     m(x) = prod_d exp(-1/2 ((x_d - mu_d) / sigma_d)^2)                          (FlexConv eq. 3)
 
-and the kernel is cropped where the mask drops below a threshold ``T``:
+and the kernel is cropped to the region where the mask of each dim is above a threshold
+``T``. The crop follows the authors' dynamic cropping, dimension by dimension, with the
+threshold root ``r_d = sigma_d sqrt(-2 ln T)`` (~ 2.146 sigma for T = 0.1):
 
-    m(x) >= T  <=>  |x_d - mu_d| <= sigma_d sqrt(-2 ln T)      (~ 2.146 sigma for T = 0.1)
+  * centred (images): keep grid points with ``|x_d| < |mu_d| + r_d`` -- a centred window that
+    holds the whole mask support ``|x_d - mu_d| <= r_d`` (and, for ``mu_d != 0``, the mirrored
+    points on the other side, as the reference keeps the kernel centred);
+  * causal (1-D sequences, ``x = 1`` is the newest step): keep ``x > mu - r``.
+  * A dim whose root reaches the border (``|mu_d| + r_d >= 1``, resp. ``|mu - r| >= 1``)
+    keeps its whole grid.
 
-Sigma is kept positive by parametrisation, never by clipping:
-``sigma = softplus(sigma_raw) + SIGMA_FLOOR``; the floor keeps ``(x - mu) / sigma`` finite even
-if training drives ``sigma_raw`` to ``-inf`` (the official code has no constraint and produced
-NaNs when sigma reached 0).
+:func:`crop_support` evaluates this rule on any grid points; :mod:`convjax.ops.flex_conv`
+multiplies the kernel by it inside every bucket of its static-shape ladder, so the bucket
+only changes the cost, never the function.
 
-Crop conventions (static shapes, see :mod:`convjax.ops.flex_conv`):
-  * non-causal: the crop is the central ``size`` grid points of every dim (a centred cube), so
-    the conv stays "SAME"-aligned. It must hold every grid point with ``m >= T``, i.e.
-    ``|x_d| <= |mu_d| + sigma_d sqrt(-2 ln T)``; one size (the max over dims) for all dims.
-  * causal (1-D only): the crop is the *last* ``size`` grid points (the newest steps, ``x = 1``
-    is lag 0), reaching back to ``mu - sigma sqrt(-2 ln T)``.
+Sigma is the parameter itself (as in the reference, initialised at 0.075 and trained at 0.1x
+the learning rate), so the optimizer sees the reference's dynamics. Positivity is enforced
+where sigma is used, smoothly and without clipping: :func:`positive_sigma` returns
+``sqrt(sigma^2 + SIGMA_FLOOR^2)``. The mask is even in sigma, and the reference's crop uses
+``|sigma|`` (it takes the absolute roots), so this equals the reference up to
+``SIGMA_FLOOR^2 / (2 |sigma|)`` (7e-8 at sigma = 0.075); its derivative
+``sigma / sqrt(sigma^2 + floor^2)`` is ``sign(sigma)`` to the same precision, so no gradient
+is lost, and the floor keeps ``(x - mu) / sigma`` finite when sigma passes through 0 (the
+reference produced NaNs there).
 """
 
 from __future__ import annotations
@@ -32,17 +41,22 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from convjax.ops.validation import check_positive
+from convjax._checks import check_positive
 
-#: Lower bound added to ``softplus(sigma_raw)``: sigma > 0 for every finite raw value.
+#: Smooth lower bound of the sigma used in the mask: ``sqrt(sigma^2 + SIGMA_FLOOR^2)``.
 SIGMA_FLOOR = 1e-4
 
 
-def _check_horizon(horizon: int, name: str = "kernel_size") -> None:
+def _check_horizon(horizon: int, name: str = "kernel_size", *, causal: bool = False) -> None:
+    kind = "an int" if causal else "an odd int"
     if not isinstance(horizon, (int, np.integer)) or isinstance(horizon, bool):
-        raise TypeError(f"`{name}` must be an odd int, got {horizon!r}.")
-    if horizon < 1 or horizon % 2 == 0:
-        raise ValueError(f"`{name}` must be an odd int >= 1, got {horizon!r}.")
+        raise TypeError(f"`{name}` must be {kind}, got {horizon!r}.")
+    if horizon < 1 or (not causal and horizon % 2 == 0):
+        raise ValueError(
+            f"`{name}` must be {kind} >= 1"
+            + ("" if causal else " (even sizes only for causal kernels)")
+            + f", got {horizon!r}."
+        )
 
 
 def _check_threshold(threshold: float) -> None:
@@ -61,30 +75,28 @@ def threshold_radius(threshold: float) -> float:
     return math.sqrt(-2.0 * math.log(float(threshold)))
 
 
-def sigma_from_raw(sigma_raw: jax.Array) -> jax.Array:
-    """Positive sigma from its unconstrained parameter: ``softplus(raw) + SIGMA_FLOOR``.
+def positive_sigma(sigma: jax.Array) -> jax.Array:
+    """The mask width used in the mask and crop: ``sqrt(sigma^2 + SIGMA_FLOOR^2)`` (> 0).
+
+    Args:
+      sigma: ``(d,)`` the trained sigma parameter (any sign).
+
+    Returns:
+      ``(d,)`` float, ``|sigma|`` to within ``SIGMA_FLOOR^2 / (2 |sigma|)``.
 
     Example:
-      >>> float(sigma_from_raw(raw_from_sigma(0.075)))  # doctest: +ELLIPSIS
-      0.07...
+      >>> positive_sigma(jnp.array([0.075, -0.075, 0.0]))  # doctest: +ELLIPSIS
+      Array([0.07500007, 0.07500007, 0.0001    ], dtype=float32)
     """
-    return jax.nn.softplus(sigma_raw) + SIGMA_FLOOR
-
-
-def raw_from_sigma(sigma: float | np.ndarray) -> np.ndarray:
-    """Inverse of :func:`sigma_from_raw` (NumPy, for initialisation). ``sigma > SIGMA_FLOOR``."""
-    s = np.asarray(sigma, dtype=np.float64) - SIGMA_FLOOR
-    if np.any(s <= 0):
-        raise ValueError(f"`sigma` must be > {SIGMA_FLOOR}, got {sigma!r}.")
-    # softplus^-1(s) = log(expm1(s)), written stably for large s.
-    return np.where(s > 20.0, s + np.log1p(-np.exp(-s)), np.log(np.expm1(np.minimum(s, 20.0))))
+    sigma = jnp.asarray(sigma)
+    return jnp.hypot(sigma, jnp.asarray(SIGMA_FLOOR, sigma.dtype))  # no overflow of sigma^2
 
 
 def grid_coordinates(horizon: int, size: int | None = None, *, causal: bool = False) -> np.ndarray:
     """1-D sample positions of a (cropped) kernel on the grid ``linspace(-1, 1, horizon)``.
 
     Args:
-      horizon: odd maximum kernel size.
+      horizon: maximum kernel size (odd unless ``causal``).
       size: number of points kept (odd when not causal); ``None`` = ``horizon``.
       causal: keep the last ``size`` points (newest steps) instead of the central ones.
 
@@ -95,7 +107,7 @@ def grid_coordinates(horizon: int, size: int | None = None, *, causal: bool = Fa
       >>> grid_coordinates(33, 5)
       array([-0.125 , -0.0625,  0.    ,  0.0625,  0.125 ], dtype=float32)
     """
-    _check_horizon(horizon)
+    _check_horizon(horizon, causal=causal)
     size = horizon if size is None else size
     if not isinstance(size, (int, np.integer)) or not 1 <= size <= horizon:
         raise ValueError(f"`size` must be an int in [1, {horizon}], got {size!r}.")
@@ -124,7 +136,7 @@ def gaussian_mask(coords: jax.Array, mu: jax.Array, sigma: jax.Array) -> jax.Arr
 
     Args:
       coords: ``(..., d)`` positions.
-      mu: ``(d,)`` centre. sigma: ``(d,)`` positive widths.
+      mu: ``(d,)`` centre. sigma: ``(d,)`` positive widths (see :func:`positive_sigma`).
 
     Returns:
       ``(...)`` mask values in ``[0, 1]``.
@@ -144,20 +156,51 @@ def gaussian_mask(coords: jax.Array, mu: jax.Array, sigma: jax.Array) -> jax.Arr
     return jnp.exp(-0.5 * jnp.sum(z * z, axis=-1))
 
 
-def _required_points(
-    mu: jax.Array, sigma: jax.Array, horizon: int, threshold: float, causal: bool
+def crop_support(
+    coords: jax.Array,
+    mu: jax.Array,
+    sigma: jax.Array,
+    threshold: float = 0.1,
+    *,
+    causal: bool = False,
 ) -> jax.Array:
-    """Float scalar q: the crop must hold q grid steps (each side if centred, back if causal)."""
-    _check_horizon(horizon)
-    step = 2.0 / (horizon - 1) if horizon > 1 else 1.0
+    """1 where the reference's dynamic crop keeps a grid point, 0 where it removes it.
+
+    Per dim ``d`` with root ``r_d = sigma_d sqrt(-2 ln T)`` (module docstring):
+    centred: keep ``|x_d| < |mu_d| + r_d``, or the whole dim if ``|mu_d| + r_d >= 1``;
+    causal (1-D): keep ``x > mu - r``, or everything if ``|mu - r| >= 1``. A point is kept
+    when every dim keeps it. Computed from ``stop_gradient(mu, sigma)``: the crop boundary
+    carries no gradient (the reference crops under ``torch.no_grad``).
+
+    Args:
+      coords: ``(..., d)`` grid positions. mu, sigma: ``(d,)`` (sigma positive).
+      threshold: the crop threshold ``T``. causal: the 1-D causal rule.
+
+    Returns:
+      ``(...)`` float32 of 0 and 1.
+
+    Example:
+      >>> crop_support(grid_coordinates(9)[:, None], jnp.zeros(1), jnp.full(1, 0.2))
+      Array([0., 0., 0., 1., 1., 1., 0., 0., 0.], dtype=float32)
+    """
     radius = threshold_radius(threshold)
+    coords = jnp.asarray(coords, jnp.float32)
     mu = jax.lax.stop_gradient(jnp.asarray(mu, jnp.float32))
     sigma = jax.lax.stop_gradient(jnp.asarray(sigma, jnp.float32))
+    if coords.shape[-1] != mu.shape[-1] or mu.shape != sigma.shape:
+        raise ValueError(
+            f"`coords` last dim ({coords.shape[-1]}), `mu` {mu.shape} and `sigma` "
+            f"{sigma.shape} must all have the number of spatial dims."
+        )
     if causal:
         if mu.shape != (1,):
             raise ValueError(f"a causal mask is 1-D: `mu` must have shape (1,), got {mu.shape}.")
-        return jnp.floor((1.0 - (mu[0] - radius * sigma[0])) / step)
-    return jnp.max(jnp.floor((jnp.abs(mu) + radius * sigma) / step))
+        root = mu - radius * sigma
+        keep = (coords > root) | (jnp.abs(root) >= 1.0)
+    else:
+        root = jnp.abs(mu) + radius * sigma
+        keep = (jnp.abs(coords) < root) | (root >= 1.0)
+    return jnp.all(keep, axis=-1).astype(jnp.float32)
 
 
 def mask_crop_size(
@@ -168,22 +211,35 @@ def mask_crop_size(
     *,
     causal: bool = False,
 ) -> jax.Array:
-    """Exact crop size: the fewest grid points (per dim) holding every point with mask >= T.
+    """Size of the reference crop: the fewest grid points (per dim) holding every kept point.
 
-    Non-causal: ``2 floor((|mu| + sigma sqrt(-2 ln T)) / h) + 1`` (max over dims), capped at
-    ``horizon``. Causal: ``floor((1 - mu + sigma sqrt(-2 ln T)) / h) + 1`` trailing points.
+    Counts the points :func:`crop_support` keeps on the 1-D grid of each dim and returns the
+    largest (centred: ``2 max|j - centre| + 1``; causal: trailing points), so a centred
+    (trailing) window of this size -- or any larger bucket -- contains the whole crop.
 
     Returns:
-      int32 scalar (traceable; not a static shape: use a bucket ladder under ``jit``).
+      int32 scalar in ``[1, horizon]`` (traceable; not a static shape: use a bucket ladder
+      under ``jit``).
 
     Example:
       >>> int(mask_crop_size(jnp.zeros(2), jnp.full(2, 0.075), 33, 0.1))
       5
     """
-    q = _required_points(mu, sigma, horizon, threshold, causal)
-    size = q + 1.0 if causal else 2.0 * q + 1.0
-    size = jnp.clip(size, 1.0, float(horizon))  # a count of grid points, not a parameter
-    return size.astype(jnp.int32)
+    _check_horizon(horizon, causal=causal)
+    _check_threshold(threshold)
+    mu = jnp.asarray(mu, jnp.float32)
+    sigma = jnp.asarray(sigma, jnp.float32)
+    if mu.ndim != 1 or mu.shape != sigma.shape:
+        raise ValueError(f"`mu` {mu.shape} and `sigma` {sigma.shape} must both have shape (d,).")
+    grid = grid_coordinates(horizon, causal=causal)
+    index = np.arange(horizon)
+    keep = jax.vmap(
+        lambda m, s: crop_support(grid[:, None], m[None], s[None], threshold, causal=causal)
+    )(mu, sigma)  # (d, horizon)
+    if causal:
+        return jnp.max(keep * (horizon - index)).astype(jnp.int32)
+    reach = jnp.max(keep * np.abs(index - (horizon - 1) // 2))
+    return (2 * reach + 1).astype(jnp.int32)
 
 
 def check_buckets(buckets: tuple[int, ...], horizon: int, causal: bool) -> tuple[int, ...]:
@@ -205,11 +261,15 @@ def check_buckets(buckets: tuple[int, ...], horizon: int, causal: bool) -> tuple
 def default_buckets(horizon: int) -> tuple[int, ...]:
     """Default crop ladder: ``5, 9, 17, 33, ...`` (``2^j + 1``) below ``horizon``, then ``horizon``.
 
+    Reaches any horizon, e.g. a causal kernel over a whole 784-step sequence.
+
     Example:
       >>> default_buckets(33), default_buckets(29), default_buckets(3)
       ((5, 9, 17, 33), (5, 9, 17, 29), (3,))
+      >>> default_buckets(784)
+      (5, 9, 17, 33, 65, 129, 257, 513, 784)
     """
-    _check_horizon(horizon)
+    _check_horizon(horizon, causal=True)
     sizes = []
     j = 2
     while 2**j + 1 < horizon:
@@ -227,7 +287,7 @@ def bucket_index(
     *,
     causal: bool = False,
 ) -> jax.Array:
-    """Index of the smallest bucket size that holds the exact threshold crop (int32 scalar).
+    """Index of the smallest bucket size that holds the reference crop (int32 scalar).
 
     Computed on-device from ``stop_gradient(mu, sigma)``, so it can drive ``lax.switch`` inside
     a jitted/pmapped step with no host round trip.
@@ -237,17 +297,11 @@ def bucket_index(
       2
     """
     buckets = check_buckets(tuple(buckets), horizon, causal)
-    q = _required_points(mu, sigma, horizon, threshold, causal)
-    if causal:
-        capacity = np.asarray([b - 1 for b in buckets], np.float32)
-    else:
-        capacity = np.asarray([(b - 1) // 2 for b in buckets], np.float32)
-    idx = jnp.sum((q > capacity).astype(jnp.int32))
+    size = mask_crop_size(mu, sigma, horizon, threshold, causal=causal)
+    idx = jnp.sum((size > np.asarray(buckets, np.int32)).astype(jnp.int32))
     return jnp.minimum(idx, len(buckets) - 1)
 
 
 def check_sigma(value: float, name: str = "mask_init_sigma") -> None:
-    """Raise ``ValueError`` unless ``value > SIGMA_FLOOR``."""
+    """Raise ``ValueError`` unless ``value > 0`` (a finite positive initial mask width)."""
     check_positive(value, name)
-    if value <= SIGMA_FLOOR:
-        raise ValueError(f"`{name}` must be > {SIGMA_FLOOR}, got {value!r}.")

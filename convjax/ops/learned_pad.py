@@ -50,22 +50,23 @@ Parameters are a dict ``{"kernel", "bias"}``:
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from convjax.ops.validation import (
+from convjax._checks import (
     check_choice,
     check_floating,
     check_positive,
     check_spatial_rank,
     normalize_pad_width,
 )
+from convjax.ops.layout import conv_dimension_numbers
+from convjax.ops.pad import PadWidth
 
 PadParams = dict[str, jax.Array]
-PadWidth = int | Sequence[int] | Sequence[tuple[int, int]]
 
 #: Channel mixing of the padding filter.
 MIXINGS = ("depthwise", "full")
@@ -299,8 +300,7 @@ def _predict_line(
         return out + bias
     # full mixing: a "VALID" conv along the edge, the k context lines stacked as channels
     c = context.shape[-1]
-    spatial = "DHW"[3 - edge_rank :]
-    dims = ("N" + spatial + "C", spatial + "IO", "N" + spatial + "C")
+    dims = conv_dimension_numbers(edge_rank)
     perm = (0, *range(2, 2 + edge_rank))
     lhs = context.transpose(*perm, 1, 2 + edge_rank)  # (N, *edge, k, C)
     lhs = lhs.reshape(*lhs.shape[:-2], k * c)
@@ -396,22 +396,33 @@ def padding_loss(params: PadParams, x: jax.Array) -> jax.Array:
     pf = jax.tree.map(lambda a: a.astype(jnp.float32), params)
     total = jnp.zeros((), jnp.float32)
     count = 0
+    # Every side whose oriented band has the same shape (all four sides of a square map) is
+    # predicted in ONE batched computation: fewer, larger kernels in the forward and backward
+    # pass than one computation per dim (the Padding Module's loss runs after every conv).
+    groups: dict[tuple[int, ...], list[tuple[int, jax.Array]]] = {}
     for d in range(n):
-        size = x.shape[1 + d]
-        k = min(depth, size - 1)
+        k = min(depth, x.shape[1 + d] - 1)
         if k < 1:
             continue
-        if _can_stack_sides(pf, mixing):
-            bands = jnp.stack([_front(xf, d, False, k + 1), _front(xf, d, True, k + 1)])
-            sq = _vmap_sides(pf, d, _ring_sq_error)(bands, mixing, width)
-            total = total + jnp.sum(sq)
-            count += 2 * int(np.prod(bands.shape[1:])) // (k + 1)
-        else:
-            for high in (False, True):
-                kernel, bias = _side_params(pf, 2 * d + int(high))
-                band = _front(xf, d, high, k + 1)
+        for high in (False, True):
+            band = _front(xf, d, high, k + 1)
+            groups.setdefault(band.shape, []).append((2 * d + int(high), band))
+    stack = _can_stack_sides(pf, mixing)
+    for shape, members in groups.items():
+        count += len(members) * int(np.prod(shape)) // shape[1]
+        if not stack:
+            for side, band in members:
+                kernel, bias = _side_params(pf, side)
                 total = total + _ring_sq_error(kernel, bias, band, mixing, width)
-                count += int(np.prod(band.shape)) // (k + 1)
+            continue
+        bands = jnp.stack([band for _, band in members])
+        fn = lambda kern, b, band: _ring_sq_error(kern, b, band, mixing, width)
+        if pf["kernel"].shape[0] == 1:
+            sq = jax.vmap(fn, in_axes=(None, None, 0))(pf["kernel"][0], pf["bias"][0], bands)
+        else:
+            sides = np.asarray([side for side, _ in members])
+            sq = jax.vmap(fn)(pf["kernel"][sides], pf["bias"][sides], bands)
+        total = total + jnp.sum(sq)
     if count == 0:
         return total
     return total / count

@@ -12,12 +12,18 @@ position ``x`` in ``[-1, 1]^d`` to the ``C_out * C_in`` kernel values at ``x``:
 ``W ~ U(-1/sqrt(d), 1/sqrt(d)) * input_scale / sqrt(L + 1) * gamma`` (input_scale 25.6);
 ``b ~ U(-pi, pi)``. Linear layers use the PyTorch default ``U(+-1/sqrt(fan_in))``.
 
-Anti-aliasing (FlexConv Sec. 4.2): the top frequency of Gabor filter ``l`` along dim ``d`` is
-``f_{l,d} = max_j (|W_{l,j,d}| + 2 |gamma_{l,j,d}|) / (2 pi)`` (cycles per unit). Products of
-``L + 1`` filters add frequencies, so each gets ``1 / (L + 1)`` of the Nyquist frequency of the
-kernel grid, ``(k - 1) / 4``:
+Anti-aliasing (FlexConv Sec. 4.2), as the authors' default regulariser computes it (target
+"gabor+mask", method "together", l2-relu, ``s`` = ``gauss_stddevs`` = 2). Gabor filter
+``i = 0..L`` of a layer has frequency (cycles per unit) the max over all its entries
 
-    penalty = weight * sum_{l,d} relu(f_{l,d} - (k - 1) / (4 (L + 1)))^2        (weight 0.1)
+    f_i = max_{j,d} (|W_{i,j,d}| + s |gamma_{i,j,d}|) / (2 pi)
+
+(a Gaussian envelope of inverse width ``gamma`` counts as frequency ``s gamma / (2 pi)``). The
+FlexConv mask's frequency ``f_m = s / (2 pi) * max_d 1 / sigma_d`` is split evenly over the
+``L + 1`` filters (products of filters add frequencies), and each filter is compared with
+its share of the Nyquist frequency of the kernel grid ``linspace(-1, 1, k)``, ``(k - 1) / 4``:
+
+    penalty = weight * sum_i relu(f_i + f_m / (L + 1) - (k - 1) / (4 (L + 1)))^2
 
 Parameters are a plain pytree: ``{"gabor": [{"gamma", "mu", "w": (d, H), "b": (H,)}] * (L+1),
 "hidden": [{"w": (H, H), "b": (H,)}] * L, "out": {"w": (H, O), "b": (O,)}}``.
@@ -33,7 +39,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from convjax.ops.validation import check_positive
+from convjax._checks import check_positive
 
 Params = dict[str, Any]
 
@@ -178,17 +184,37 @@ def magnet_apply(params: Params, coords: jax.Array) -> jax.Array:
     return out.reshape(*lead, out.shape[-1])
 
 
-def magnet_frequencies(params: Params) -> jax.Array:
-    """Top frequency (cycles per unit) of each Gabor filter along each dim: ``(L + 1, d)``.
+def magnet_frequencies(params: Params, gauss_stddevs: float = 2.0) -> jax.Array:
+    """Frequency of each Gabor filter (cycles per unit): ``(L + 1,)``.
 
-    ``f_{l,d} = max_j (|W_{l,j,d}| + 2 |gamma_{l,j,d}|) / (2 pi)`` (FlexConv Sec. 4.2).
+    ``f_i = max_{j,d} (|W_{i,j,d}| + s |gamma_{i,j,d}|) / (2 pi)`` with ``s = gauss_stddevs``:
+    the max over all entries of filter ``i`` (FlexConv Sec. 4.2, the authors' "together"
+    rule).
+
+    Example:
+      >>> magnet_frequencies(magnet_init(jax.random.key(0), 2, 4)).shape
+      (4,)
     """
+    check_positive(gauss_stddevs, "gauss_stddevs", allow_zero=True)
     return jnp.stack(
         [
-            jnp.max(jnp.abs(g["w"]) + 2.0 * jnp.abs(g["gamma"]), axis=1) / (2.0 * math.pi)
+            jnp.max(jnp.abs(g["w"]) + gauss_stddevs * jnp.abs(g["gamma"])) / (2.0 * math.pi)
             for g in params["gabor"]
         ]
     )
+
+
+def mask_frequency(sigma: jax.Array, gauss_stddevs: float = 2.0) -> jax.Array:
+    """Frequency of a Gaussian mask: ``s / (2 pi) * max_d 1 / sigma_d`` (scalar).
+
+    ``sigma`` must be positive (:func:`convjax.ops.gaussian_mask.positive_sigma`).
+
+    Example:
+      >>> round(float(mask_frequency(jnp.array([0.5, 0.25]), 2.0)), 4)  # 2 / (2 pi) * 4
+      1.2732
+    """
+    check_positive(gauss_stddevs, "gauss_stddevs", allow_zero=True)
+    return gauss_stddevs / (2.0 * math.pi) * jnp.max(1.0 / jnp.asarray(sigma))
 
 
 def nyquist_budget(kernel_size: int, num_filters: int) -> float:
@@ -198,11 +224,29 @@ def nyquist_budget(kernel_size: int, num_filters: int) -> float:
     return (kernel_size - 1) / 4.0 / num_filters
 
 
-def magnet_aliasing_penalty(params: Params, kernel_size: int, weight: float = 0.1) -> jax.Array:
-    """Anti-aliasing penalty ``weight * sum_{l,d} relu(f_{l,d} - budget)^2`` (float32 scalar).
+def magnet_aliasing_penalty(
+    params: Params,
+    kernel_size: int,
+    weight: float = 0.1,
+    gauss_stddevs: float = 2.0,
+    mask_sigma: jax.Array | None = None,
+) -> jax.Array:
+    """Anti-aliasing penalty of one MAGNet (FlexConv Sec. 4.2; float32 scalar)::
 
-    Zero iff every Gabor filter stays under its share of the Nyquist frequency of a
-    ``kernel_size`` grid; differentiable in ``W`` and ``gamma``.
+        f_i  = max_{j,d} (|W_{i,j,d}| + s |gamma_{i,j,d}|) / (2 pi)      i = 0..L
+        f_m  = s / (2 pi) * max_d 1 / sigma_d                 (0 without a mask)
+        penalty = weight * sum_i relu(f_i + f_m / (L + 1) - (k - 1) / 4 / (L + 1))^2
+
+    the authors' regulariser with target "gabor+mask" (just "gabor" when ``mask_sigma`` is
+    None), method "together", function l2-relu. Defaults as in the paper's experiments:
+    ``weight`` (their ``factor``) 0.1, ``s`` = ``gauss_stddevs`` = 2. Zero iff every filter
+    stays under its share of the Nyquist frequency of a ``kernel_size`` grid; differentiable
+    in ``W``, ``gamma`` and sigma (the max passes its gradient to the largest entry).
+
+    Args:
+      params: MAGNet parameters. kernel_size: the horizon ``k`` of the grid.
+      weight: multiplier (>= 0). gauss_stddevs: ``s`` (>= 0).
+      mask_sigma: ``(d,)`` positive mask widths of the FlexConv, or None (no mask).
 
     Example:
       >>> p = magnet_init(jax.random.key(0), 2, 4)
@@ -210,7 +254,10 @@ def magnet_aliasing_penalty(params: Params, kernel_size: int, weight: float = 0.
       True
     """
     check_positive(weight, "weight", allow_zero=True)
-    freqs = magnet_frequencies(params)
-    budget = nyquist_budget(kernel_size, freqs.shape[0])
+    freqs = magnet_frequencies(params, gauss_stddevs)
+    num_filters = freqs.shape[0]
+    if mask_sigma is not None:
+        freqs = freqs + mask_frequency(mask_sigma, gauss_stddevs) / num_filters
+    budget = nyquist_budget(kernel_size, num_filters)
     excess = jax.nn.relu(freqs - budget)
-    return weight * jnp.sum(excess * excess).astype(jnp.float32)
+    return (weight * jnp.sum(excess * excess)).astype(jnp.float32)

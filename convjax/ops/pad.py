@@ -1,6 +1,16 @@
-"""Classic padding of the spatial dims of a channels-last array.
+"""Padding vocabulary of convjax, and classic padding of the spatial dims of a channels-last array.
 
-These are the baselines the learned Padding Module is compared against.
+One definition of every padding name and type, imported everywhere else:
+
+* ``padding_mode`` is the *kind* of padding: :data:`PADDING_MODES` (``"zero"``, ``"reflect"``,
+  ``"replicate"``, ``"circular"``, ``"partial"``, ``"learned"``); :data:`PAD_MODES` are the
+  classic ones :func:`pad` computes, :data:`FLEX_PADDING_MODES` the ones FlexConv takes and
+  :data:`DECONV_PADDING_MODES` the ones Network Deconvolution takes.
+* ``padding`` / ``pad_width`` is the *amount*: :data:`PadWidth` (an int, one int per spatial
+  dim, or ``(lo, hi)`` per spatial dim); :data:`PaddingLike` adds ``"SAME"`` and ``"VALID"``.
+
+The classic modes are the baselines the learned Padding Module (Alrasheedi et al. 2023) is
+compared against.
 """
 
 from __future__ import annotations
@@ -10,15 +20,67 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 
-from convjax.ops.validation import check_choice, check_spatial_rank, normalize_pad_width
+from convjax._checks import check_choice, check_spatial_rank, normalize_pad_width
 
+#: A padding amount: an int (every side), one int per spatial dim, or ``(lo, hi)`` per dim.
+PadWidth = int | Sequence[int] | Sequence[tuple[int, int]]
+#: A conv/pool padding argument: ``"SAME"``, ``"VALID"`` or a :data:`PadWidth`.
+PaddingLike = str | PadWidth
+
+#: Classic modes, computed by :func:`pad`.
 PAD_MODES = ("zero", "reflect", "replicate", "circular")
+#: Every ``padding_mode`` of convjax convolutions: the classic modes, partial-convolution
+#: padding (Liu et al. 2018) and the learned Padding Module (Alrasheedi et al. 2023).
+PADDING_MODES = (*PAD_MODES, "partial", "learned")
+#: Modes FlexConv takes: its crop size changes inside the compiled step, which partial
+#: (a per-size re-weighting) and learned padding (per-size losses) do not support there.
+FLEX_PADDING_MODES = PAD_MODES
+#: Modes Network Deconvolution takes: partial-convolution re-weighting treats padded taps as
+#: missing, but a deconvolved conv subtracts the patch mean inside the window (``(X - mu) D
+#: w``), so zero-filled taps are not "missing" and the re-weighting has no meaning there.
+DECONV_PADDING_MODES = (*PAD_MODES, "learned")
 _JNP_MODE = {"zero": "constant", "reflect": "reflect", "replicate": "edge", "circular": "wrap"}
+
+
+def check_padding_mode(
+    padding_mode: str, padding_kwargs: object = None, name: str = "padding_mode"
+) -> bool:
+    """Check a layer's ``padding_mode`` (and that ``padding_kwargs`` come only with
+    ``"learned"``); return whether the layer needs a learned Padding Module.
+
+    Example:
+      >>> check_padding_mode("learned", {"depth": 3})
+      True
+    """
+    check_choice(padding_mode, PADDING_MODES, name)
+    if padding_kwargs and padding_mode != "learned":
+        raise ValueError(
+            f"`padding_kwargs` only apply to {name} 'learned', got {padding_mode!r} with "
+            f"{dict(padding_kwargs)!r}."
+        )
+    return padding_mode == "learned"
+
+
+def check_deconv_padding_mode(padding_mode: str, name: str = "padding_mode") -> None:
+    """Raise ``ValueError`` (with the reason) unless Network Deconvolution can take the mode.
+
+    Example:
+      >>> check_deconv_padding_mode("reflect")
+    """
+    check_choice(padding_mode, PADDING_MODES, name)
+    if padding_mode not in DECONV_PADDING_MODES:
+        raise ValueError(
+            f"`{name}={padding_mode!r}` cannot be combined with network deconvolution "
+            "(`DeconvConv`, models' `norm='deconv'`): "
+            "partial-convolution re-weighting treats padded taps as missing, but a deconvolved "
+            "conv subtracts the patch mean inside the window ((X - mu) D w), so zero-filled taps "
+            f"are not missing there. Use one of {list(DECONV_PADDING_MODES)}."
+        )
 
 
 def pad(
     x: jax.Array,
-    pad_width: int | Sequence[int] | Sequence[tuple[int, int]],
+    pad_width: PadWidth,
     mode: str = "zero",
 ) -> jax.Array:
     """Pad the spatial dims of ``x`` with a classic rule.

@@ -18,7 +18,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from convjax.ops.validation import PaddingLike, normalize_padding, normalize_tuple
+from convjax._checks import normalize_padding, normalize_tuple
+from convjax.ops.pad import PaddingLike
 
 
 def _valid_counts_1d(size: int, window: int, stride: int, lo: int, hi: int, dilation: int):

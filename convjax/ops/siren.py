@@ -19,8 +19,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from convjax._checks import check_positive
 from convjax.ops.magnet import _check_net_sizes
-from convjax.ops.validation import check_positive
 
 Params = dict[str, Any]
 

@@ -55,14 +55,14 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from convjax.ops.validation import (
-    PaddingLike,
+from convjax._checks import (
     check_floating,
     check_spatial_rank,
     check_window_fits,
     normalize_padding,
     normalize_tuple,
 )
+from convjax.ops.pad import PaddingLike
 
 __all__ = ["soft_pool", "soft_pool_output_shape", "check_soft_pool_args"]
 

@@ -14,6 +14,9 @@ launcher stays light):
   an NNX model as pure pytrees (params / pad_params / stats);
 * :mod:`convjax.train.step` -- ``make_train_step``, ``make_eval_step``, ``make_loss_fn``:
   per-device functions written with ``lax.pmean``/``psum`` over the "batch" axis;
+* :mod:`convjax.train.factory` -- ``make_train_setup(config, ...)``: a config's model,
+  initial state, both optimizers and per-device steps, without the data pipeline (used by
+  ``python -m convjax.bench.train_step``);
 * :mod:`convjax.train.optim` -- task optimizer with per-group learning rates (FlexConv
   ``MaskParam`` at 0.1x), warm-up + cosine, and the padding optimizer;
 * :mod:`convjax.train.distributed` -- ``DataParallel("pmap" | "shard_map")`` and the

@@ -34,7 +34,7 @@ import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from convjax.ops.validation import check_choice
+from convjax._checks import check_choice
 
 #: Parallel backends accepted by :class:`DataParallel`.
 BACKENDS = ("pmap", "shard_map")

@@ -23,6 +23,7 @@ def report(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench") / "train_step.json"
     lines: list[str] = []
     argv = TINY + ["--steps", "1", "--warmup", "1", "--switches", "padding=zero,reflect"]
+    argv += ["--no-warm-compile"]  # the discarded warm-up compile is the same call again
     args = bench.parse_args(argv + ["--out", str(out)])
     result = bench.run(args, "test", log=lambda *a, **k: lines.append(" ".join(map(str, a))))
     return result, out, "\n".join(lines)
@@ -36,9 +37,10 @@ def test_report_structure(report):
     assert names == ["baseline", "padding=reflect"]
     base, reflect = model["variants"]
     assert base["status"] == reflect["status"] == "ok"
-    assert base["ratio"] == base["compile_ratio"] == base["compile_cpu_ratio"] == 1.0
+    assert base["ratio"] == base["step_cpu_ratio"] == 1.0
+    assert base["compile_ratio"] == base["compile_cpu_ratio"] == 1.0
     for v in (base, reflect):
-        assert v["ratio"] > 0 and v["step_s"] > 0
+        assert v["ratio"] > 0 and v["step_s"] > 0 and v["step_cpu_s"] > 0
         assert v["images_per_s"] == pytest.approx(4 / v["step_s"])
         assert v["trace_s"] > 0 and v["lower_s"] > 0 and v["compile_s"] > 0
         assert np.isfinite(v["loss"])
@@ -55,7 +57,7 @@ def test_report_structure(report):
     assert "jax" in on_disk["environment"] and "load average" in on_disk["environment"]
     assert "padding=reflect" in printed and "baseline convolutions before XLA (11)" in printed
     markdown = bench.format_markdown(result)
-    assert "| baseline | 1.00x | 1.00x / 1.00x |" in markdown
+    assert "| baseline | 1.00x / 1.00x | 1.00x / 1.00x |" in markdown
 
 
 def test_switch_parsing_and_variants():
@@ -175,3 +177,18 @@ def test_make_train_setup_matches_hand_built_state():
     assert setup.num_padding_params > 0 and int(setup.state.step) == 0
     with pytest.raises(ValueError, match="num_steps"):
         make_train_setup(config, num_classes=10, in_features=1, num_steps=0)
+
+
+def test_time_interleaved_runs_round_robin():
+    from convjax.bench.timing import time_interleaved
+
+    order: list[str] = []
+    calls = {name: (lambda n=name: order.append(n) or jnp.zeros(())) for name in ("a", "b")}
+    cpu: dict = {}
+    times = time_interleaved(calls, warmup=2, repeats=3, cpu_times=cpu)
+    assert order == ["a", "b"] * 5  # 2 warm-up rounds, then 3 timed rounds, interleaved
+    assert {k: len(v) for k, v in times.items()} == {k: len(v) for k, v in cpu.items()}
+    assert {k: len(v) for k, v in times.items()} == {"a": 3, "b": 3}
+    assert all(t >= 0 for v in (*times.values(), *cpu.values()) for t in v)
+    with pytest.raises(ValueError, match="warmup"):
+        time_interleaved(calls, warmup=0)

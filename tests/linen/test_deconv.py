@@ -21,7 +21,7 @@ def test_conv_train_eval_batch_stats():
     x = rand(0, (2, 7, 8, 6)) + 1.0
     variables = layer.init(jax.random.key(0), x, use_running_average=False)  # no pmap needed
     params, stats0 = variables["params"], variables["batch_stats"]
-    assert params["kernel"].shape == (3, 3, 6, 5) and stats0["deconv"].shape == (3, 18, 18)
+    assert params["kernel"].shape == (3, 3, 6, 5) and stats0["deconv"].shape == (1, 18, 18)
     np.testing.assert_array_equal(stats0["mean"], 0.0)  # init never updates the statistics
 
     @jax.jit
@@ -32,11 +32,11 @@ def test_conv_train_eval_batch_stats():
         )(x[None])
 
     y, upd = train(variables, x)
-    want, s = jax.jit(functools.partial(ops.deconv_conv, strides=(1, 2), block=4, num_iters=6))(
-        x, params["kernel"], params["bias"]
-    )
+    want, s = jax.jit(
+        functools.partial(ops.deconv_conv, strides=(1, 2), padding=1, block=4, num_iters=6)
+    )(x, params["kernel"], params["bias"])
     np.testing.assert_allclose(y[0], want, rtol=1e-5, atol=1e-5)
-    eye = np.broadcast_to(np.eye(18), (3, 18, 18))
+    eye = np.broadcast_to(np.eye(18), (1, 18, 18))
     np.testing.assert_allclose(upd["batch_stats"]["mean"][0], 0.1 * s.mean, atol=1e-6)
     np.testing.assert_allclose(
         upd["batch_stats"]["deconv"][0], 0.9 * eye + 0.1 * s.deconv, atol=1e-6
@@ -49,7 +49,9 @@ def test_conv_train_eval_batch_stats():
     running = ops.DeconvStats(new_stats["mean"], new_stats["deconv"])
     np.testing.assert_allclose(
         evaluated,
-        ops.deconv_conv_eval(x, params["kernel"], params["bias"], running, strides=(1, 2)),
+        ops.deconv_conv_eval(
+            x, params["kernel"], params["bias"], running, strides=(1, 2), padding=1
+        ),
         rtol=1e-5,
         atol=1e-5,
     )

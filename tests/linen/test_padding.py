@@ -40,7 +40,7 @@ def test_separation_and_sown_loss():
     assert all(float(jnp.abs(a).sum()) > 0 for a in jax.tree.leaves((t_p, l_q)))
     jax.tree.map(np.testing.assert_array_equal, s_p, t_p)
     jax.tree.map(np.testing.assert_array_equal, s_q, l_q)
-    expected = padding_loss(padding["pad"]["learned"], x)
+    expected = padding_loss(padding["pad"], x)
     np.testing.assert_allclose(float(pad_loss), float(expected), rtol=1e-6)
 
 

@@ -338,7 +338,8 @@ def test_flextcn_grads_and_causality():
         ({"conv": "flex", "padding": "learned"}, "padding='learned'.*conv='flex'"),
         ({"conv": "flex", "padding": "partial"}, "padding='partial'.*conv='flex'"),
         ({"name": "flextcn", "padding": "reflect"}, "padding='reflect'.*flextcn"),
-        ({"flex_kernel_size": 8}, "flex_kernel_size"),
+        ({"flex_kernel_size": 8, "conv": "flex"}, "flex_kernel_size.*odd"),
+        ({"flex_kernel_size": 0}, "flex_kernel_size"),
         ({"dropout": 1.0}, "dropout"),
     ],
 )
@@ -379,3 +380,38 @@ def test_adaptive_avg_pool_matches_reference(size):
     x = np.random.default_rng(3).normal(size=(2, *size, 3)).astype(np.float32)
     got = adaptive_avg_pool(jnp.asarray(x), (7, 7))
     np.testing.assert_allclose(np.asarray(got), _adaptive_avg_pool_reference(x, (7, 7)), atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "name, kw, first_is_reference",
+    [
+        ("vgg16", {"width_multiplier": 0.0625}, True),
+        ("vgg11_imagenet", {"width_multiplier": 0.0625}, True),
+        ("resnet18", {"width_multiplier": 0.125}, True),
+        ("resnet50", {"width_multiplier": 0.125}, True),
+        ("resnet18", {"width_multiplier": 0.125, "stem": "cifar"}, False),
+        ("resnet20", {}, False),
+    ],
+)
+def test_deconv_first_layer_gets_reference_settings(name, kw, first_is_reference):
+    """The reference code whitens the first conv of its VGGs and ImageNet ResNets with 15
+    Newton-Schulz iterations and the freeze schedule; CIFAR ResNets keep the defaults, and
+    every later layer keeps the config's settings."""
+    model = nnx.eval_shape(
+        lambda: build(
+            name,
+            num_classes=10,
+            in_features=3,
+            norm="deconv",
+            deconv_kwargs={"num_iters": 7},
+            rngs=nnx.Rngs(0),
+            **kw,
+        )
+    )
+    first = model.features[0].conv if name.startswith("vgg") else model.stem.conv
+    deconvs = [m for _, m in nnx.iter_graph(model) if type(m).__name__ == "DeconvConv"]
+    rest = [m for m in deconvs if m is not first]
+    assert first in deconvs and len(rest) == len(deconvs) - 1 > 0
+    assert (first.num_iters, first.freeze) == ((15, True) if first_is_reference else (7, False))
+    assert (first.counter is not None) == first_is_reference
+    assert all(m.num_iters == 7 and not m.freeze and m.counter is None for m in rest)

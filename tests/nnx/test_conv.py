@@ -41,11 +41,20 @@ def ref_valid_conv(xp, kernel, strides, out_shape, groups=1):
     return y
 
 
-def ref_conv(x, kernel, bias, strides, mode, groups=1):
+def symmetric_pairs(kernel):
+    return [(k // 2, k // 2) for k in kernel]
+
+
+def ref_conv(x, kernel, bias, strides, mode, groups=1, padding=None):
     shape = x.shape[1:-1]
     ksize = kernel.shape[:-2]
-    pairs = same_pairs(shape, ksize, strides)
-    out_shape = [-(-s // st) for s, st in zip(shape, strides)]
+    if padding == "SAME":
+        pairs = same_pairs(shape, ksize, strides)
+    else:  # the default: PyTorch's padding=k//2 on both sides
+        pairs = symmetric_pairs(ksize)
+    out_shape = [
+        (s + lo + hi - k) // st + 1 for s, (lo, hi), k, st in zip(shape, pairs, ksize, strides)
+    ]
     np_mode = "constant" if mode == "partial" else NP_MODE[mode]
     xp = np.pad(np.asarray(x, np.float64), [(0, 0), *pairs, (0, 0)], mode=np_mode)
     y = ref_valid_conv(xp, kernel, strides, out_shape, groups)
@@ -58,16 +67,22 @@ def ref_conv(x, kernel, bias, strides, mode, groups=1):
 
 @pytest.mark.parametrize("mode", ["zero", "reflect", "replicate", "circular", "partial"])
 @pytest.mark.parametrize(
-    "shape,kernel_size,strides,groups",
-    [((2, 7, 6, 4), 3, 2, 1), ((1, 6, 5, 4), (4, 2), (1, 2), 2)],
+    "shape,kernel_size,strides,groups,padding",
+    [
+        ((2, 7, 6, 4), 3, 2, 1, None),
+        ((2, 7, 6, 4), 3, 2, 1, "SAME"),
+        ((1, 6, 5, 4), (4, 2), (1, 2), 2, None),
+        ((1, 6, 5, 4), (4, 2), (1, 2), 2, "SAME"),
+    ],
 )
-def test_matches_float64_reference(mode, shape, kernel_size, strides, groups):
+def test_matches_float64_reference(mode, shape, kernel_size, strides, groups, padding):
     x = np.random.default_rng(0).normal(size=shape).astype(np.float32)
     conv = Conv(
         4,
         6,
         kernel_size,
         strides=strides,
+        padding=padding,
         padding_mode=mode,
         feature_group_count=groups,
         bias_init=nnx.initializers.normal(1.0),
@@ -76,7 +91,7 @@ def test_matches_float64_reference(mode, shape, kernel_size, strides, groups):
     y = nnx.jit(lambda m, a: m(a))(conv, jnp.asarray(x))
     n = len(shape) - 2
     strides_t = (strides,) * n if isinstance(strides, int) else strides
-    expected = ref_conv(x, conv.kernel[...], conv.bias[...], strides_t, mode, groups)
+    expected = ref_conv(x, conv.kernel[...], conv.bias[...], strides_t, mode, groups, padding)
     assert y.shape == expected.shape
     np.testing.assert_allclose(np.asarray(y), expected, rtol=2e-5, atol=2e-5)
 
@@ -93,9 +108,9 @@ def test_learned_mode_pads_with_the_learned_filter(transform):
     )
     params = init_padding_params(3, 2, mixing="depthwise")
     params = {k: jnp.asarray(rng.normal(size=v.shape), jnp.float32) for k, v in params.items()}
-    conv.pad.learned.kernel[...] = params["kernel"]
-    conv.pad.learned.bias[...] = params["bias"]
-    pairs = same_pairs((6, 5), (3, 3), (2, 2))
+    conv.pad.kernel[...] = params["kernel"]
+    conv.pad.bias[...] = params["bias"]
+    pairs = symmetric_pairs((3, 3))
     xp = np.asarray(learned_pad(params, x, pairs))
     expected = ref_valid_conv(xp, conv.kernel[...], (2, 2), (3, 3)) + np.asarray(conv.bias[...])
     np.testing.assert_allclose(
@@ -123,7 +138,7 @@ def test_same_output_size_in_1d_and_3d(shape, kernel_size, strides, mode):
 def test_dtypes():
     conv = Conv(3, 4, 3, padding_mode="learned", rngs=nnx.Rngs(0))
     assert conv.kernel[...].dtype == jnp.float32
-    assert conv.pad.learned.kernel[...].dtype == jnp.float32
+    assert conv.pad.kernel[...].dtype == jnp.float32
     assert conv(jnp.ones((1, 5, 5, 3), jnp.bfloat16)).dtype == jnp.bfloat16
     half = Conv(3, 4, 3, padding_mode="partial", dtype=jnp.float16, rngs=nnx.Rngs(0))
     assert half(jnp.ones((1, 5, 5, 3))).dtype == jnp.float16
@@ -134,6 +149,7 @@ def test_dtypes():
     "kwargs,x_shape,exc,match",
     [
         (dict(padding_mode="mirror"), None, ValueError, "padding_mode"),
+        (dict(padding="HALF"), None, ValueError, "padding"),
         (dict(feature_group_count=2), None, ValueError, "divisible"),
         (dict(kernel_size=(3, 3, 3, 3)), None, ValueError, "1 to 3 spatial"),
         (dict(padding_kwargs={"depth": 3}), None, ValueError, "padding_kwargs"),
@@ -151,3 +167,43 @@ def test_errors(kwargs, x_shape, exc, match):
             conv(jnp.ones((1, 5, 5, 3), jnp.int32))
         else:
             conv(jnp.ones(x_shape))
+
+
+@pytest.mark.parametrize("mode", ["reflect", "replicate", "circular", "learned"])
+def test_deconv_conv_pads_through_the_conv_path(mode):
+    """DeconvConv(padding_mode=m) == a VALID DeconvConv on x padded by mode (k // 2 per side)."""
+    from convjax.nnx import DeconvConv, pop_padding_losses
+    from convjax.ops import pad, padding_loss
+
+    x = jnp.asarray(np.random.default_rng(3).normal(size=(2, 7, 8, 4)), jnp.float32)
+    kw = dict(strides=2, block=4, num_iters=5, rngs=nnx.Rngs(0))
+    layer = DeconvConv(4, 5, 3, padding_mode=mode, **kw)
+    kw["rngs"] = nnx.Rngs(0)
+    valid = DeconvConv(4, 5, 3, padding="VALID", **kw)
+    np.testing.assert_array_equal(layer.kernel[...], valid.kernel[...])
+    pairs = ((1, 1), (1, 1))
+    if mode == "learned":
+        rng = np.random.default_rng(4)
+        params = {
+            "kernel": jnp.asarray(rng.normal(size=layer.pad.kernel.shape), jnp.float32),
+            "bias": jnp.asarray(rng.normal(size=layer.pad.bias.shape), jnp.float32),
+        }
+        layer.pad.kernel[...], layer.pad.bias[...] = params["kernel"], params["bias"]
+        xp = learned_pad(params, x, pairs)
+    else:
+        xp = pad(x, pairs, mode)
+    call = nnx.jit(lambda m, a: (m(a), pop_padding_losses(m)))
+    (y, loss), (want, _) = call(layer, x), call(valid, xp)
+    np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(layer.deconv[...], valid.deconv[...], rtol=1e-5, atol=1e-6)
+    expected_loss = padding_loss(params, x) if mode == "learned" else 0.0
+    np.testing.assert_allclose(loss, expected_loss, rtol=1e-5)
+
+
+def test_deconv_conv_rejects_partial_padding_with_the_reason():
+    from convjax.nnx import DeconvConv
+
+    with pytest.raises(ValueError, match="padding_mode='partial'.*patch mean"):
+        DeconvConv(4, 4, 3, padding_mode="partial", rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="padding_kwargs"):
+        DeconvConv(4, 4, 3, padding_kwargs={"depth": 1}, rngs=nnx.Rngs(0))

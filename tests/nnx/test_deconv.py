@@ -27,17 +27,17 @@ def call(model, x):
 def test_conv_train_eval_running_averages():
     layer = DeconvConv(6, 5, 3, strides=2, block=4, num_iters=6, rngs=nnx.Rngs(0))
     assert isinstance(layer.mean, nnx.BatchStat) and isinstance(layer.deconv, DeconvStat)
-    assert layer.kernel.shape == (3, 3, 6, 5) and layer.mean.shape == (3, 18)  # gcd: b = 2
+    assert layer.kernel.shape == (3, 3, 6, 5) and layer.mean.shape == (1, 18)  # b = 2, shared
     layer.bias[...] = jnp.asarray(rand(9, (5,)))
     x1, x2 = rand(1, (2, 8, 8, 6)) + 1.0, rand(2, (2, 8, 8, 6)) * 2.0
-    kw = dict(strides=2, block=4, num_iters=6)
+    kw = dict(strides=2, padding=1, block=4, num_iters=6)  # the layer pads k // 2 by default
     k, b = layer.kernel[...], layer.bias[...]
 
     y1 = call(layer, x1)
     train_op = jax.jit(functools.partial(ops.deconv_conv, **kw))
     want1, s1 = train_op(x1, k, b)
     np.testing.assert_allclose(y1, want1, rtol=1e-5, atol=1e-5)
-    eye = np.broadcast_to(np.eye(18), (3, 18, 18))
+    eye = np.broadcast_to(np.eye(18), (1, 18, 18))
     np.testing.assert_allclose(layer.mean[...], 0.1 * s1.mean, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(layer.deconv[...], 0.9 * eye + 0.1 * s1.deconv, atol=1e-6)
 
@@ -53,7 +53,7 @@ def test_conv_train_eval_running_averages():
     running = ops.DeconvStats(layer.mean[...], layer.deconv[...])
     y_eval = call(layer, x1)
     np.testing.assert_allclose(
-        y_eval, ops.deconv_conv_eval(x1, k, b, running, strides=2), rtol=1e-5, atol=1e-5
+        y_eval, ops.deconv_conv_eval(x1, k, b, running, strides=2, padding=1), rtol=1e-5, atol=1e-5
     )
     np.testing.assert_array_equal(layer.mean[...], before[0])  # eval never updates
     np.testing.assert_array_equal(layer.deconv[...], before[1])
@@ -129,7 +129,7 @@ def test_bf16_compute_fp32_params_and_stats():
 
 def test_dense_train_eval_and_no_bias():
     head = DeconvDense(12, 3, block=8, use_bias=False, num_iters=7, rngs=nnx.Rngs(5))
-    assert head.bias is None and head.mean.shape == (3, 4)
+    assert head.bias is None and head.mean.shape == (1, 4)  # gcd: b = 4, one shared D
     x = rand(10, (32, 12)) + 1.0
     y = call(head, x)
     want, s = ops.deconv_dense(x, head.kernel[...], None, block=8, num_iters=7)

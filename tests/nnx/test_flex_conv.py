@@ -18,7 +18,8 @@ def test_module_parameters_and_output():
     y = layer(x)
     assert y.shape == (2, 8, 8, 3) and y.dtype == jnp.float32
     masks = nnx.state(layer, MaskParam)
-    assert set(masks.keys()) == {"mask_mu", "mask_sigma_raw"}
+    assert set(masks.keys()) == {"mask_mu", "mask_sigma"}
+    np.testing.assert_array_equal(layer.mask_sigma[...], np.float32([0.075, 0.075]))  # itself
     assert issubclass(MaskParam, nnx.Param)  # trained by nnx.Optimizer(wrt=nnx.Param) too
     params = nnx.state(layer, nnx.Param)
     assert "mask_mu" in params and "kernel_net" in params and "bias" in params
@@ -63,6 +64,41 @@ def test_change_resolution_copies_and_resamples():
     assert hi(jnp.ones((1, 16, 16, 1))).shape == (1, 16, 16, 1)
     with pytest.raises(ValueError, match="factor"):
         change_resolution(layer, 1.1)
+
+
+def test_first_adam_step_moves_sigma_as_the_reference():
+    """The trainer's optimizer (Adam, masks at 0.1x lr) moves sigma by the reference's step.
+
+    The reference trains sigma itself: Adam's first step is ``-lr_mask * g / (|g| + eps)``
+    with ``g = dL/dsigma``, i.e. ~``lr_mask`` per step (a softplus parametrisation would move
+    sigma ~0.072x as far at sigma = 0.075).
+    """
+    from convjax.train.optim import make_task_optimizer, param_labels
+
+    layer = FlexConv(2, 3, 17, buckets=(17,), rngs=nnx.Rngs(0), **SMALL)  # crop: 3 x 3 taps
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.standard_normal((2, 8, 8, 2)), jnp.float32)
+    cot = jnp.asarray(rng.standard_normal((2, 8, 8, 3)), jnp.float32)
+    state = nnx.state(layer, nnx.Param)
+    lr = 0.01
+    config = dict(name="adam", learning_rate=lr, warmup_steps=0, schedule="constant")
+    tx, _ = make_task_optimizer(config, param_labels(state), num_steps=10)
+    params = nnx.to_pure_dict(state)
+    graphdef, _ = nnx.split(layer, nnx.Param)
+
+    def loss(p):
+        model = nnx.merge(graphdef, p)
+        return jnp.vdot(model(x), cot)
+
+    grads = jax.jit(jax.grad(loss))(params)
+    updates, _ = jax.jit(tx.update)(grads, tx.init(params), params)
+    # dL/dsigma: the gradient the reference's optimizer sees for its sigma parameter
+    # (the smooth floor changes it by a factor 1 - 9e-7 at sigma = 0.075)
+    g = np.asarray(grads["mask_sigma"], np.float64)
+    assert np.all(np.abs(g) > 1e-3)
+    reference_step = -0.1 * lr * g / (np.abs(g) + 1e-8)  # Adam's first step, 0.1x lr
+    np.testing.assert_allclose(updates["mask_sigma"], reference_step, rtol=1e-4)
+    np.testing.assert_allclose(np.abs(updates["mask_sigma"]), 0.1 * lr, rtol=1e-3)
 
 
 def _target(x):

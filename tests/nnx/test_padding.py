@@ -54,7 +54,7 @@ def test_padparam_is_not_a_param():
     param_paths = {p for p, _ in nnx.to_flat_state(nnx.state(model, nnx.Param))}
     pad_paths = {p for p, _ in nnx.to_flat_state(nnx.state(model, PadParam))}
     assert pad_paths and not (param_paths & pad_paths)
-    assert all("learned" in p for p in pad_paths)
+    assert all("pad" in p for p in pad_paths)
     # a task optimizer over nnx.Param never touches the padding filters
     opt = nnx.Optimizer(model, optax.sgd(1.0), wrt=nnx.Param)
     before = nnx.state(model, PadParam)
@@ -120,8 +120,8 @@ def test_pop_padding_losses_records_sums_and_resets():
     x, _ = data()
     h = model.c1(x)
     model.c2(jax.nn.relu(h))
-    p1 = model.c1.pad.learned.padding_params()
-    p2 = model.c2.pad.learned.padding_params()
+    p1 = model.c1.pad.padding_params()
+    p2 = model.c2.pad.padding_params()
     expected = padding_loss(p1, x) + padding_loss(p2, jax.nn.relu(h))
     np.testing.assert_allclose(float(pop_padding_losses(model)), float(expected), rtol=1e-6)
     assert float(pop_padding_losses(model)) == 0.0  # popped

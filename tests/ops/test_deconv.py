@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from jax.test_util import check_grads
 
+from convjax._checks import normalize_padding
 from convjax.ops import deconv as dc
-from convjax.ops.validation import normalize_padding
 from tests.helpers import jit_variants, shard_for_pmap
 
 # ---------------------------------------------------------------------------------------------
@@ -78,12 +78,20 @@ def np_reference(x, kernel, bias, strides, pads, b, groups, eps, num_iters, samp
     return y.reshape(x.shape[0], *out_shape, c_out), np.stack(means), np.stack(decs)
 
 
-_STATIC = ("strides", "padding", "block", "num_iters", "sampling_stride", "feature_group_count")
+_STATIC = (
+    "strides",
+    "padding",
+    "block",
+    "num_iters",
+    "sampling_stride",
+    "feature_group_count",
+    "grouping",
+)
 conv = jax.jit(dc.deconv_conv, static_argnames=(*_STATIC, "eps", "axis_name"))
 conv_eval = jax.jit(
-    dc.deconv_conv_eval, static_argnames=("strides", "padding", "feature_group_count")
+    dc.deconv_conv_eval, static_argnames=("strides", "padding", "feature_group_count", "grouping")
 )
-dense = jax.jit(dc.deconv_dense, static_argnames=("block", "num_iters"))
+dense = jax.jit(dc.deconv_dense, static_argnames=("block", "num_iters", "grouping"))
 
 
 def rand(key, shape, scale=1.0):
@@ -190,6 +198,7 @@ def test_deconv_conv_matches_slow_reference(name):
         num_iters=7,
         sampling_stride=2,
         feature_group_count=groups,
+        grouping="per_block",
     )
     strides_t = (strides,) * n if isinstance(strides, int) else strides
     pads = normalize_padding(padding, shape[1:-1], window, strides_t)  # foundation helper
@@ -205,8 +214,9 @@ def test_whitening_property_and_fused_equals_whiten_then_matmul():
     x = rand(3, (8, 10, 10, 2)) * jnp.array([1.0, 3.0]) + 1.0
     x = x + 0.8 * jnp.roll(x, 1, axis=2)  # strong pixel-wise correlation
     kernel = rand(4, (3, 3, 2, 4), 0.2)
-    y, stats = conv(x, kernel, num_iters=15, sampling_stride=1, eps=1e-8)
-    rows = np.asarray(dc.deconv_patches(x, 3, sampling_stride=1), np.float64)  # (1, M, 18)
+    y, stats = conv(x, kernel, num_iters=15, sampling_stride=1, eps=1e-8, grouping="per_block")
+    rows = dc.deconv_patches(x, 3, sampling_stride=1, grouping="per_block")  # (1, M, 18)
+    rows = np.asarray(rows, np.float64)
     white = (rows[0] - np.asarray(stats.mean[0], np.float64)) @ np.asarray(stats.deconv[0])
     cov = white.T @ white / len(white)
     np.testing.assert_allclose(cov, np.eye(18), atol=2e-3)
@@ -259,9 +269,9 @@ def test_pmap_equals_single_device_on_global_batch(num_devices):
 
     pmap checks outputs, statistics and gradients; shard_map checks outputs and statistics.
     """
-    x = rand(9, (2 * num_devices, 6, 6, 3)) * 2 + 1
-    kernel, bias = rand(10, (3, 3, 3, 4), 0.3), rand(11, (4,))
-    kw = dict(num_iters=5, sampling_stride=1, block=64)
+    x = rand(9, (2 * num_devices, 6, 6, 4)) * 2 + 1
+    kernel, bias = rand(10, (3, 3, 4, 4), 0.3), rand(11, (4,))
+    kw = dict(num_iters=5, sampling_stride=1, block=2)  # shared grouping of 2 channel groups
 
     def loss(x, k, b, axis_name=None):
         y, stats = dc.deconv_conv(x, k, b, axis_name=axis_name, **kw)
@@ -365,7 +375,7 @@ def test_deconv_conv_errors():
 def test_deconv_dense_matches_reference_and_eval():
     x = rand(16, (64, 12)) * jnp.linspace(0.5, 3.0, 12) + 2.0
     kernel, bias = rand(17, (12, 5), 0.3), rand(18, (5,))
-    y, stats = dense(x, kernel, bias, block=8, num_iters=9)  # gcd -> b = 4
+    y, stats = dense(x, kernel, bias, block=8, num_iters=9, grouping="per_block")  # gcd: b = 4
     xn, kn = np.asarray(x, np.float64), np.asarray(kernel, np.float64)
     want = np.zeros((64, 5)) + np.asarray(bias, np.float64)
     for j in range(3):
@@ -375,8 +385,9 @@ def test_deconv_dense_matches_reference_and_eval():
         np.testing.assert_allclose(stats.deconv[j], d, rtol=2e-4, atol=2e-4)
         want += (rows - mu) @ d @ kn[4 * j : 4 * j + 4]
     np.testing.assert_allclose(y, want, rtol=2e-4, atol=2e-4)
-    np.testing.assert_allclose(jax.jit(dc.deconv_dense_eval)(x, kernel, bias, stats), y, atol=1e-5)
-    y3, _ = dense(x.reshape(4, 16, 12), kernel, bias, block=8, num_iters=9)
+    dense_eval = jax.jit(dc.deconv_dense_eval, static_argnames="grouping")
+    np.testing.assert_allclose(dense_eval(x, kernel, bias, stats, "per_block"), y, atol=1e-5)
+    y3, _ = dense(x.reshape(4, 16, 12), kernel, bias, block=8, num_iters=9, grouping="per_block")
     np.testing.assert_allclose(y3.reshape(64, 5), y, atol=1e-5)
     with pytest.raises(ValueError, match="`kernel` must have shape"):
         dc.deconv_dense(x, jnp.ones((5, 5)))

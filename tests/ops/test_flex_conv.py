@@ -1,4 +1,4 @@
-"""flex_conv: against a float64 NumPy pipeline, bucket selection, gradients, resolution change."""
+"""flex_conv: against a float64 NumPy dynamic-crop pipeline, buckets, gradients, resolution."""
 
 import math
 
@@ -16,7 +16,7 @@ from convjax.ops.flex_conv import (
     sample_kernel,
     switch_recompute,
 )
-from convjax.ops.gaussian_mask import raw_from_sigma, threshold_radius
+from convjax.ops.gaussian_mask import threshold_radius
 from convjax.ops.magnet import magnet_aliasing_penalty, magnet_frequencies, nyquist_budget
 from tests.ops.test_fft_conv import reference_conv
 from tests.ops.test_magnet import magnet_numpy
@@ -24,27 +24,51 @@ from tests.ops.test_magnet import magnet_numpy
 NET = dict(hidden_features=4, num_layers=2)
 
 
-def _params(d, cin, cout, k, sigma=None, seed=0, **kw):
+def _params(d, cin, cout, k, sigma=None, seed=0, mu=None, **kw):
     p = flex_conv_init(jax.random.key(seed), d, cin, cout, kernel_size=k, **{**NET, **kw})
     if sigma is not None:
-        p["mask"]["sigma_raw"] = jnp.full((d,), float(raw_from_sigma(sigma)), jnp.float32)
+        p["mask"]["sigma"] = jnp.broadcast_to(jnp.asarray(sigma, jnp.float32), (d,))
+    if mu is not None:
+        p["mask"]["mu"] = jnp.broadcast_to(jnp.asarray(mu, jnp.float32), (d,))
     return p
 
 
-def numpy_flex_conv(params, x, horizon, size, causal=False, mode="constant"):
-    """Independent float64 pipeline: grid -> MAGNet -> mask -> reshape -> pad -> correlate."""
+def reference_crop_1d(grid, mu, sigma, threshold, causal):
+    """The authors' dynamic crop of one dim, written out with NumPy (FlexConv Sec. 3).
+
+    Roots of ``exp(-1/2 ((x - mu) / sigma)^2) = T`` are ``mu -+ sigma sqrt(-2 ln T)``. Causal:
+    keep the points after the smaller root. Centred: keep ``|x| <`` the larger absolute root,
+    as a symmetric slice. A root at or beyond the border keeps the whole grid.
+    """
+    aux = abs(sigma) * np.sqrt(-2.0 * np.log(threshold))
+    if causal:
+        root = mu - aux
+        if abs(root) >= 1.0:
+            return grid
+        return grid[np.nonzero(root < grid)[0][0] :]
+    root = max(abs(mu - aux), abs(mu + aux))
+    if root >= 1.0:
+        return grid
+    first = np.nonzero(-root < grid[: len(grid) // 2 + 1])[0][0]
+    return grid[first : len(grid) - first]
+
+
+def numpy_flex_conv(params, x, horizon, causal=False, mode="constant", threshold=0.1):
+    """Independent float64 pipeline, no jit: crop each dim dynamically -> MAGNet -> mask ->
+    a (possibly non-square) kernel -> pad by its own size -> correlate."""
     x = np.asarray(x, np.float64)
     d = x.ndim - 2
     full = np.linspace(-1, 1, horizon)
-    pts = full[horizon - size :] if causal else full[(horizon - size) // 2 :][:size]
-    grid = np.stack(np.meshgrid(*([pts] * d), indexing="ij"), -1)
-    values = magnet_numpy(params["kernel_net"], grid.reshape(-1, d))
     mu = np.asarray(params["mask"]["mu"], np.float64)
-    sigma = np.log1p(np.exp(np.asarray(params["mask"]["sigma_raw"], np.float64))) + 1e-4
+    sigma = np.abs(np.asarray(params["mask"]["sigma"], np.float64))
+    axes = [reference_crop_1d(full, mu[i], sigma[i], threshold, causal) for i in range(d)]
+    grid = np.stack(np.meshgrid(*axes, indexing="ij"), -1)
+    sizes = grid.shape[:-1]
+    values = magnet_numpy(params["kernel_net"], grid.reshape(-1, d))
     mask = np.exp(-0.5 * np.sum(((grid.reshape(-1, d) - mu) / sigma) ** 2, axis=-1))
     cin = x.shape[-1]
-    kernel = (values * mask[:, None]).reshape(*(size,) * d, cin, -1)
-    pads = [(size - 1, 0)] if causal else [((size - 1) // 2, (size - 1) // 2)] * d
+    kernel = (values * mask[:, None]).reshape(*sizes, cin, -1)
+    pads = [(sizes[0] - 1, 0)] if causal else [((n - 1) // 2, (n - 1) // 2) for n in sizes]
     xp = np.pad(x, [(0, 0), *pads, (0, 0)], mode=mode)
     return reference_conv(xp, kernel, (1,) * d) + np.asarray(params["bias"], np.float64)
 
@@ -60,9 +84,80 @@ def test_matches_numpy_pipeline_and_picks_bucket(d, horizon, sigma, expected_siz
     idx = int(active_bucket(p, kernel_size=horizon))
     assert (5, 9, 17)[idx] == expected_size
     y = jax.jit(lambda q, a: flex_conv(q, a, kernel_size=horizon))(p, x)
-    want = numpy_flex_conv(p, x, horizon, expected_size)
+    want = numpy_flex_conv(p, x, horizon)
     assert y.shape == (2, *(7,) * d, 3)
     np.testing.assert_allclose(y, want, rtol=2e-4, atol=2e-4)
+
+
+CROP_CASES = [  # (d, horizon, causal, mu, sigma): isotropic, anisotropic, off-centre, causal
+    (2, 17, False, 0.0, 0.1),
+    pytest.param(2, 17, False, 0.0, 0.2, marks=pytest.mark.slow),
+    (2, 17, False, 0.0, (0.05, 0.2)),
+    (2, 17, False, (0.1, -0.05), (0.15, 0.08)),
+    (1, 33, True, 1.0, 0.15),
+    pytest.param(1, 33, True, 0.9, 0.05, marks=pytest.mark.slow),
+]
+
+
+@pytest.mark.parametrize("d,horizon,causal,mu,sigma", CROP_CASES)
+def test_bucketing_changes_cost_never_the_function(d, horizon, causal, mu, sigma):
+    """Default ladder == one full-horizon bucket == the NumPy dynamic crop (no jit)."""
+    p = _params(d, 2, 2, horizon, sigma=sigma, mu=mu, causal=causal)
+    p["bias"] = jnp.asarray([0.5, -0.25])
+    x = jnp.asarray(np.random.default_rng(7).standard_normal((1, *(11,) * d, 2)), jnp.float32)
+    f = jax.jit(
+        lambda q, buckets: flex_conv(q, x, kernel_size=horizon, causal=causal, buckets=buckets),
+        static_argnums=1,
+    )
+    idx = int(active_bucket(p, kernel_size=horizon, causal=causal))
+    assert idx < 2  # the default ladder computes it in a small bucket
+    y_ladder = f(p, None)
+    np.testing.assert_allclose(y_ladder, numpy_flex_conv(p, x, horizon, causal=causal), 2e-4, 2e-4)
+    np.testing.assert_allclose(f(p, (horizon,)), y_ladder, rtol=1e-5, atol=1e-5)
+
+
+def test_bucketing_never_changes_the_gradient():
+    p = _params(2, 2, 2, 17, sigma=(0.05, 0.2), mu=(0.02, -0.1))
+    rng = np.random.default_rng(8)
+    x = jnp.asarray(rng.standard_normal((1, 9, 9, 2)), jnp.float32)
+    cot = jnp.asarray(rng.standard_normal((1, 9, 9, 2)), jnp.float32)
+    grad = jax.jit(
+        jax.grad(lambda q, b: jnp.vdot(flex_conv(q, x, kernel_size=17, buckets=b), cot)),
+        static_argnums=1,
+    )
+    g_ladder, g_full = grad(p, None), grad(p, (17,))
+    assert int(active_bucket(p, kernel_size=17)) == 1  # 3 x 9 crop in bucket 9 of (5, 9, 17)
+    for a, b in zip(jax.tree.leaves(g_ladder), jax.tree.leaves(g_full)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    assert float(jnp.abs(g_ladder["mask"]["sigma"]).min()) > 0
+
+
+def test_taps_outside_the_crop_are_zero_inside_the_bucket():
+    p = _params(2, 1, 1, 17, sigma=(0.05, 0.2))  # crop 1 x 7 taps, computed in bucket 9
+    kernel = np.asarray(sample_kernel(p, 1, kernel_size=17, size=9))[..., 0, 0]
+    assert np.count_nonzero(kernel[:, 4]) == 1 and np.count_nonzero(kernel[4, :]) == 7
+    assert np.count_nonzero(kernel) == 7
+    uncropped = np.asarray(sample_kernel(p, 1, kernel_size=17, size=9, threshold=None))
+    assert np.count_nonzero(uncropped) == 81  # the mask alone is positive everywhere
+
+
+def test_init_switches_for_the_deliberate_differences():
+    kw = dict(kernel_size=17, causal=True, **NET)
+    ours = flex_conv_init(jax.random.key(0), 1, 2, 3, **kw)
+    ref = flex_conv_init(
+        jax.random.key(0), 1, 2, 3, init_unit_energy=False, gabor_centre="origin", **kw
+    )
+    # unit energy: sum over taps and C_in of K^2 is 1 on average over output channels
+    k = np.asarray(sample_kernel(ours, 2, kernel_size=17, causal=True, threshold=None))
+    assert np.mean(np.sum(k**2, axis=(0, 1))) == pytest.approx(1.0, rel=1e-4)
+    # envelope centres: around the mask centre (1) vs around 0, within 1.667 * 0.075
+    for p, centre in ((ours, 1.0), (ref, 0.0)):
+        for g in p["kernel_net"]["gabor"]:
+            assert np.all(np.abs(np.asarray(g["mu"]) - centre) <= 1.667 * 0.075 + 1e-6)
+    # without the rescale the output layer keeps the PyTorch-default bound 1 / sqrt(H)
+    assert float(jnp.abs(ref["kernel_net"]["out"]["w"]).max()) <= 1 / math.sqrt(4) + 1e-6
+    with pytest.raises(ValueError, match="gabor_centre"):
+        flex_conv_init(jax.random.key(0), 1, 1, 1, gabor_centre="middle")
 
 
 def test_causal_matches_numpy_and_never_reads_the_future():
@@ -73,9 +168,7 @@ def test_causal_matches_numpy_and_never_reads_the_future():
     x = jnp.asarray(np.random.default_rng(1).standard_normal((2, 40, 2)), jnp.float32)
     f = jax.jit(lambda q, a: flex_conv(q, a, kernel_size=33, causal=True, conv_method="spatial"))
     y = f(p, x)
-    np.testing.assert_allclose(
-        y, numpy_flex_conv(p, x, 33, size, causal=True), rtol=2e-4, atol=2e-4
-    )
+    np.testing.assert_allclose(y, numpy_flex_conv(p, x, 33, causal=True), rtol=2e-4, atol=2e-4)
     y2 = f(p, x.at[:, 20:].set(50.0))
     np.testing.assert_array_equal(y2[:, :20], y[:, :20])
     yf = flex_conv(p, x, kernel_size=33, causal=True, conv_method="fft")
@@ -100,7 +193,7 @@ def test_padding_modes(mode):
     y = flex_conv(p, x, kernel_size=9, padding_mode=mode, buckets=(9,))  # one branch: cheap
     np_mode = {"zero": "constant", "reflect": "reflect", "replicate": "edge", "circular": "wrap"}
     np.testing.assert_allclose(
-        y, numpy_flex_conv(p, x, 9, 9, mode=np_mode[mode]), rtol=2e-4, atol=2e-4
+        y, numpy_flex_conv(p, x, 9, mode=np_mode[mode]), rtol=2e-4, atol=2e-4
     )
 
 
@@ -122,7 +215,7 @@ def test_gradients_wrt_mask_and_kernel_net():
     f = jax.jit(lambda q: flex_conv(q, x, kernel_size=9))
     check_grads(f, (p,), order=1, modes=("rev",), atol=5e-2, rtol=5e-2)
     g = jax.grad(lambda q: jnp.sum(f(q) ** 2))(p)
-    assert float(jnp.abs(g["mask"]["sigma_raw"]).sum()) > 0
+    assert float(jnp.abs(g["mask"]["sigma"]).sum()) > 0
     assert float(jnp.abs(g["mask"]["mu"]).sum()) > 0
     assert float(jnp.abs(g["kernel_net"]["out"]["w"]).sum()) > 0
 
@@ -142,9 +235,8 @@ def test_extreme_sigma_and_inputs_stay_finite():
         jax.value_and_grad(lambda q: jnp.sum(flex_conv(q, x * 1e-20, kernel_size=9)))
     )
     forward = jax.jit(lambda q: flex_conv(q, x, kernel_size=9))
-    for raw in (-1e4, 0.0, 1e4):  # sigma = floor, ~0.69, 1e4
-        p = _params(2, 1, 1, 9)
-        p["mask"]["sigma_raw"] = jnp.full((2,), raw, jnp.float32)
+    for sigma in (0.0, -1e-30, -0.69, 1e4):  # used as floor, floor, 0.69, 1e4
+        p = _params(2, 1, 1, 9, sigma=sigma)
         y, g = value_and_grad(p)
         assert bool(jnp.isfinite(y))
         assert all(bool(jnp.all(jnp.isfinite(v))) for v in jax.tree.leaves(g))

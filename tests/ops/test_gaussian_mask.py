@@ -10,13 +10,13 @@ import pytest
 from convjax.ops.gaussian_mask import (
     SIGMA_FLOOR,
     bucket_index,
+    crop_support,
     default_buckets,
     gaussian_mask,
     grid_coordinates,
     mask_crop_size,
     mesh_coordinates,
-    raw_from_sigma,
-    sigma_from_raw,
+    positive_sigma,
     threshold_radius,
 )
 
@@ -98,17 +98,66 @@ def test_bucket_index_jits_and_has_no_gradient_path():
     assert int(f(jnp.full(1, 0.075))) == 0 and int(f(jnp.full(1, 0.9))) == 3
 
 
-def test_sigma_parametrisation_positive_and_invertible():
-    raw = jnp.array([-1e30, -200.0, -5.0, 0.0, 5.0, 1e4])
-    sigma = sigma_from_raw(raw)
-    assert bool(jnp.all(sigma > 0)) and bool(jnp.all(jnp.isfinite(sigma)))
-    assert float(sigma[0]) == pytest.approx(SIGMA_FLOOR)
-    for s in (0.075, 0.5, 3.0, 40.0):
-        assert float(sigma_from_raw(jnp.float32(raw_from_sigma(s)))) == pytest.approx(s, rel=1e-5)
+def test_positive_sigma_is_abs_sigma_smoothly_floored():
+    sigma = jnp.array([-1e30, -0.3, -1e-12, 0.0, 0.075, 5.0, 1e30])
+    used = positive_sigma(sigma)
+    assert bool(jnp.all(used >= SIGMA_FLOOR * 0.999)) and bool(jnp.all(jnp.isfinite(used)))
+    np.testing.assert_allclose(used[np.array([1, 4, 5])], [0.3, 0.075, 5.0], rtol=1e-6)
+    assert float(used[3]) == pytest.approx(SIGMA_FLOOR)
+    # derivative ~ sign(sigma): no gradient lost away from 0, none infinite at 0
+    grad = jax.vmap(jax.grad(lambda s: positive_sigma(s)))(sigma)
+    np.testing.assert_allclose(grad[np.array([1, 4, 5])], [-1.0, 1.0, 1.0], atol=1e-5)
+    assert bool(jnp.all(jnp.isfinite(grad)))
     # extreme sigma: finite mask everywhere (no 0/0, no inf)
     c = mesh_coordinates(grid_coordinates(9), 1)
-    for s in (SIGMA_FLOOR * 1.0001, 1e6):
-        assert bool(jnp.all(jnp.isfinite(gaussian_mask(c, jnp.zeros(1), jnp.full(1, s)))))
+    for s in (0.0, 1e6):
+        m = gaussian_mask(c, jnp.zeros(1), positive_sigma(jnp.full(1, s)))
+        assert bool(jnp.all(jnp.isfinite(m)))
+
+
+def _reference_keep(horizon, mu, sigma, threshold, causal):
+    """The authors' crop per dim as index ranges (float64 loop), combined over dims."""
+    grid = np.linspace(-1.0, 1.0, horizon)
+    aux = np.asarray(sigma) * np.sqrt(-2 * np.log(threshold))
+    keeps = []
+    for m, a in zip(mu, aux):
+        if causal:
+            root = m - a
+            keep = np.ones(horizon, bool) if abs(root) >= 1 else grid > root
+        else:
+            root = abs(m) + a
+            keep = np.ones(horizon, bool) if root >= 1 else np.abs(grid) < root
+        keeps.append(keep)
+    return np.stack(np.meshgrid(*keeps, indexing="ij"), -1).all(-1)
+
+
+@pytest.mark.parametrize(
+    "mu,sigma",
+    [
+        ([0.0, 0.0], [0.1, 0.1]),
+        ([0.0, 0.0], [0.05, 0.2]),
+        ([0.3, -0.1], [0.07, 0.3]),
+        ([0.0, 0.0], [0.6, 0.02]),
+        ([1.0], [0.15]),
+        ([0.6], [0.1]),
+        ([1.5], [0.1]),  # root beyond the border: keep everything, as the reference does
+    ],
+    ids=lambda v: str(v),
+)
+def test_crop_support_matches_reference_rule_per_dim(mu, sigma):
+    causal = len(mu) == 1  # the reference's 1-D kernels are causal
+    horizon = 33
+    grid = mesh_coordinates(grid_coordinates(horizon, causal=causal), len(mu))
+    got = np.asarray(crop_support(grid, jnp.asarray(mu), jnp.asarray(sigma), 0.1, causal=causal))
+    want = _reference_keep(horizon, mu, sigma, 0.1, causal)
+    np.testing.assert_array_equal(got.astype(bool), want)
+    size = int(mask_crop_size(jnp.asarray(mu), jnp.asarray(sigma), horizon, causal=causal))
+    idx = np.nonzero(want)
+    if causal:
+        assert size == horizon - idx[0].min()
+    else:
+        centre = (horizon - 1) // 2
+        assert size == 2 * max(np.abs(i - centre).max() for i in idx) + 1
 
 
 def test_errors_name_the_argument():
@@ -122,5 +171,6 @@ def test_errors_name_the_argument():
         bucket_index(jnp.zeros(1), jnp.ones(1), 9, (4, 9))
     with pytest.raises(ValueError, match="mu"):
         gaussian_mask(jnp.zeros((3, 2)), jnp.zeros(1), jnp.ones(1))
-    with pytest.raises(ValueError, match="sigma"):
-        raw_from_sigma(0.0)
+    with pytest.raises(ValueError, match="kernel_size"):
+        mask_crop_size(jnp.zeros(1), jnp.ones(1), 8)  # even: causal kernels only
+    assert int(mask_crop_size(jnp.ones(1), jnp.full(1, 0.2), 8, causal=True)) == 2

@@ -13,6 +13,7 @@ from convjax.ops.magnet import (
     magnet_apply,
     magnet_frequencies,
     magnet_init,
+    mask_frequency,
     nyquist_budget,
 )
 
@@ -83,13 +84,21 @@ def test_values_finite_for_large_parameters():
     assert bool(jnp.all(jnp.isfinite(y)))
 
 
-def _penalty_numpy(params, k, weight):
+def _penalty_numpy(params, k, weight, s=2.0, mask_sigma=None):
+    """The authors' regulariser ("gabor+mask", "together", l2-relu) as plain loops."""
+    filters = params["gabor"]
+    n = len(filters)
+    mask_freq = 0.0
+    if mask_sigma is not None:
+        mask_freq = s * max(1.0 / abs(float(v)) for v in mask_sigma) / (2 * math.pi)
     total = 0.0
-    budget = (k - 1) / 4 / len(params["gabor"])
-    for g in params["gabor"]:
+    for g in filters:
+        f = 0.0
         w, gamma = np.asarray(g["w"], np.float64), np.asarray(g["gamma"], np.float64)
-        f = np.max(np.abs(w) + 2 * np.abs(gamma), axis=1) / (2 * math.pi)
-        total += np.sum(np.maximum(f - budget, 0.0) ** 2)
+        for j in range(w.shape[1]):
+            for d in range(w.shape[0]):
+                f = max(f, (abs(w[d, j]) + s * abs(gamma[d, j])) / (2 * math.pi))
+        total += max(f + mask_freq / n - (k - 1) / 2 * 0.5 / n, 0.0) ** 2
     return weight * total
 
 
@@ -109,6 +118,27 @@ def test_aliasing_penalty_zero_under_budget_positive_above():
     assert float(magnet_aliasing_penalty(small, k)) == 0.0
     # a finer grid (larger k) has a larger budget
     assert float(magnet_aliasing_penalty(p, 129)) < float(above)
+
+
+def test_aliasing_penalty_matches_reference_formula():
+    p = magnet_init(jax.random.key(5), 2, 4, hidden_features=16)
+    # shrink filters so that some are above and some below their budget
+    p["gabor"] = [
+        {**g, "w": g["w"] * f, "gamma": g["gamma"] * f}
+        for g, f in zip(p["gabor"], (0.05, 0.1, 0.3, 1.0))
+    ]
+    sigma = jnp.array([0.2, 0.075])
+    for k, weight, s, mask in ((33, 0.1, 2.0, sigma), (17, 0.5, 1.0, sigma), (33, 0.1, 2.0, None)):
+        got = magnet_aliasing_penalty(p, k, weight, s, mask_sigma=mask)
+        want = _penalty_numpy(p, k, weight, s, None if mask is None else np.asarray(mask))
+        assert float(got) == pytest.approx(want, rel=1e-5)
+    freqs = np.asarray(magnet_frequencies(p))
+    budget = nyquist_budget(33, 4)
+    assert np.any(freqs < budget) and np.any(freqs > budget)  # both branches of the relu
+    # the mask term: a narrower mask (higher frequency) costs more, and its gradient widens it
+    grad = jax.grad(lambda sg: magnet_aliasing_penalty(p, 33, mask_sigma=sg))(sigma)
+    assert float(grad[1]) < 0 and float(grad[0]) == 0.0  # only the narrowest dim counts
+    assert float(mask_frequency(sigma)) == pytest.approx(2.0 / (2 * math.pi) / 0.075, rel=1e-6)
 
 
 def test_gradients():

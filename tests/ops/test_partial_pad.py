@@ -5,8 +5,8 @@ import itertools
 import numpy as np
 import pytest
 
+from convjax._checks import normalize_padding
 from convjax.ops import partial_conv_scale
-from convjax.ops.validation import normalize_padding
 
 
 def brute_force_scale(shape, kernel, strides, padding, dilation):

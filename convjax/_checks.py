@@ -1,4 +1,8 @@
-"""Argument checks shared by every convjax op.
+"""Argument checks shared by every convjax layer: the package's ground floor (private).
+
+Used by ``ops``, ``nnx``, ``linen``, ``models``, ``train`` and ``data`` alike; it imports
+nothing from convjax at run time (the padding type aliases come from
+:mod:`convjax.ops.pad` for annotations only), so every layer may import it.
 
 All checks run on static information (shapes, dtypes, Python values), so under ``jax.jit``
 they run once at trace time and cost nothing per step. Each failure is a ``ValueError`` or
@@ -14,12 +18,13 @@ Conventions (channels-last, as Flax):
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax.numpy as jnp
 import numpy as np
 
-PaddingLike = str | int | Sequence[int] | Sequence[tuple[int, int]]
+if TYPE_CHECKING:
+    from convjax.ops.pad import PaddingLike, PadWidth
 
 
 def check_floating(x: Any, name: str = "x") -> None:
@@ -144,7 +149,7 @@ def normalize_padding(
 
 
 def normalize_pad_width(
-    pad_width: int | Sequence[int] | Sequence[tuple[int, int]], n: int, name: str = "pad_width"
+    pad_width: PadWidth, n: int, name: str = "pad_width"
 ) -> tuple[tuple[int, int], ...]:
     """``int`` | one int per spatial dim | ``(lo, hi)`` per spatial dim -> ``((lo, hi), ...)``.
 
