@@ -18,6 +18,9 @@ from convjax.data import default_config as default_data_config
 def base_config() -> ml_collections.ConfigDict:
     """Every field the trainer (:func:`convjax.train.loop.train`) reads, with defaults.
 
+    The one place the trainer's defaults live: ``convjax.train.config.resolve_config`` merges
+    a user's (partial) config onto this once, at the entry point.
+
     Fields:
       seed: model init, data order/augmentation and dropout RNG.
       workdir: metrics.jsonl, summary.json, checkpoints/ (and tb/).
@@ -32,7 +35,10 @@ def base_config() -> ml_collections.ConfigDict:
       parallel: "pmap" or "shard_map". dtype: compute dtype "float32"/"bfloat16"/"float16".
       log_every / eval_every / checkpoint_every (0 = only at the end) / keep_checkpoints.
       resume: continue from the newest checkpoint in workdir. tensorboard: tensorboardX logs.
-      progress: show the tqdm progress bar.
+      progress: show the tqdm progress bar (on a terminal; otherwise, or with
+        progress=False, one log line every log_every steps).
+      stop_on_nonfinite: stop the run (non-zero exit, checkpoints kept) at the first
+        non-finite train loss or evaluation metric.
       distributed: multi-host setup (initialize=True calls jax.distributed.initialize with
         coordinator_address / num_processes / process_id; empty / 0 / -1 = auto-detect).
     """
@@ -79,6 +85,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.resume = True
     c.tensorboard = False
     c.progress = True
+    c.stop_on_nonfinite = True
     c.distributed = ml_collections.ConfigDict(
         dict(initialize=False, coordinator_address="", num_processes=0, process_id=-1)
     )

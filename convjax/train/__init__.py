@@ -4,7 +4,12 @@ Import the submodules you need (this package imports nothing itself, so the mult
 launcher stays light):
 
 * :mod:`convjax.train.loop` -- ``train(config, workdir)``: the whole job (data, model, two
-  optimizers, pmap/shard_map step, eval, checkpoints, metrics, summary);
+  optimizers, pmap/shard_map step, eval, checkpoints, metrics, summary), split into
+  ``setup`` / ``run_loop`` / ``finish``;
+* :mod:`convjax.train.config` -- ``resolve_config``: the defaults merged once, checked values,
+  the resume comparison;
+* :mod:`convjax.train.inference` -- ``load_model(workdir) -> (model, config)``,
+  ``evaluate_workdir``, ``predict``, ``export_model`` (``convjax eval/predict/export``);
 * :mod:`convjax.train.state` -- ``split_model``, ``TrainState``, ``create_train_state``:
   an NNX model as pure pytrees (params / pad_params / stats);
 * :mod:`convjax.train.step` -- ``make_train_step``, ``make_eval_step``, ``make_loss_fn``:
@@ -19,8 +24,23 @@ launcher stays light):
 * :mod:`convjax.train.checkpoint` -- orbax ``Checkpointer`` (exact resume);
 * :mod:`convjax.train.metrics` -- JSON-lines / TensorBoard ``MetricsWriter``, ``read_jsonl``.
 
+``convjax.train.load_model`` and ``convjax.train.train`` are imported on first use.
+
 Example:
   >>> from convjax.configs import default
   >>> from convjax.train.loop import train
   >>> summary = train(default.get_config(), "runs/default")
 """
+
+
+def __getattr__(name: str):
+    """``convjax.train.load_model`` (and the other inference helpers), imported on use."""
+    if name in ("load_model", "evaluate_workdir", "predict", "export_model", "logits_fn"):
+        from convjax.train import inference
+
+        return getattr(inference, name)
+    if name in ("train", "setup", "run_loop", "finish"):
+        from convjax.train import loop
+
+        return getattr(loop, name)
+    raise AttributeError(f"module 'convjax.train' has no attribute {name!r}")

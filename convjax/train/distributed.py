@@ -29,6 +29,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
@@ -337,17 +338,27 @@ class DataParallel:
         return jax.tree.map(float, self.unreplicate(metrics))
 
     # ---------------------------------------------------------------- compilation
-    def compile(self, fn: Callable, *, donate_state: bool = False) -> Callable:
+    def compile(
+        self,
+        fn: Callable,
+        *,
+        donate_state: bool = False,
+        compiler_options: Mapping[str, Any] | None = None,
+    ) -> Callable:
         """Compile a per-device ``fn(state, batch) -> outputs`` for this backend.
 
         The state (first argument) is replicated, the batch (second) split over the data
         axis; every output is replicated (the step makes it identical with collectives).
+        ``compiler_options`` (XLA debug options, see :func:`xla_compiler_options`) are passed
+        to every compilation.
         """
         donate = (0,) if donate_state else ()
+        options = dict(compiler_options or {})
         if self.backend == "pmap":
-            return jax.pmap(
+            mapped = jax.pmap(
                 fn, axis_name=self.axis_name, devices=self.devices, donate_argnums=donate
             )
+            return _CompileWithOptions(mapped, options) if options else mapped
         mapped = jax.shard_map(
             fn,
             mesh=self.mesh,
@@ -357,11 +368,57 @@ class DataParallel:
             # implicitly; the step averages them itself with lax.pmean.
             check_vma=False,
         )
-        return jax.jit(mapped, donate_argnums=donate)
+        return jax.jit(mapped, donate_argnums=donate, compiler_options=options or None)
+
+
+class _CompileWithOptions:
+    """``jax.pmap`` takes no ``compiler_options``: lower and compile on the first call for
+    each argument signature (shapes, dtypes, tree structure) and reuse the executable."""
+
+    def __init__(self, mapped: Callable, options: Mapping[str, Any]) -> None:
+        self._mapped = mapped
+        self._options = dict(options)
+        self._compiled: dict[Any, Callable] = {}
+
+    def __call__(self, *args: Any) -> Any:
+        leaves, treedef = jax.tree.flatten(args)
+        key = (treedef, tuple((np.shape(x), str(np.result_type(x))) for x in leaves))
+        compiled = self._compiled.get(key)
+        if compiled is None:
+            compiled = self._mapped.lower(*args).compile(compiler_options=self._options)
+            self._compiled[key] = compiled
+        return compiled(*args)
+
+
+#: XLA:CPU (jaxlib 0.12) miscompiles bfloat16 YNNPACK fusions: a chain
+#: ``dot/conv -> relu -> dot/conv -> elementwise -> reduce`` (max pool, mean, max) fused into
+#: one YNNPACK subgraph reads garbage (NaN / 1e38 values; eager and float32/float16 are
+#: correct). This option turns YNNPACK fusion off for the compilation it is passed to.
+CPU_BF16_WORKAROUND = {"xla_cpu_experimental_ynn_fusion_type": ""}
+
+
+def xla_compiler_options(compute_dtype: Any, platform: str | None = None) -> dict[str, Any]:
+    """Compiler options the train/eval steps need on ``platform`` (default: JAX's backend).
+
+    Returns :data:`CPU_BF16_WORKAROUND` for bfloat16 compute on CPU (an XLA:CPU YNNPACK
+    fusion bug turns bfloat16 conv -> relu -> conv -> relu -> max-pool chains into NaN under
+    ``jit``), else ``{}``. Pass them to ``jax.jit(..., compiler_options=...)``.
+
+    Example:
+      >>> xla_compiler_options(jnp.bfloat16, "cpu")
+      {'xla_cpu_experimental_ynn_fusion_type': ''}
+      >>> xla_compiler_options(None, "cpu")
+      {}
+    """
+    platform = jax.default_backend() if platform is None else platform
+    if platform == "cpu" and compute_dtype is not None and np.dtype(compute_dtype) == jnp.bfloat16:
+        return dict(CPU_BF16_WORKAROUND)
+    return {}
 
 
 __all__ = [
     "BACKENDS",
+    "CPU_BF16_WORKAROUND",
     "DataParallel",
     "DistributedError",
     "distributed_settings",
@@ -370,4 +427,5 @@ __all__ = [
     "is_primary",
     "setup_distributed",
     "wait_for_coordinator",
+    "xla_compiler_options",
 ]

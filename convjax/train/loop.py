@@ -1,23 +1,36 @@
 """The training loop: config in, trained model, metrics, checkpoints and a summary out.
 
-:func:`train` wires everything together:
+:func:`train` is three steps, each usable on its own:
 
-1. data: ``convjax.data.make_loaders`` gives this process's train iterator (checkpointable
-   grain iterator), the eval loader (padded last batch + mask) and the dataset info;
-2. model: ``convjax.models.build(config.model, ..., axis_name="batch")`` with the
-   padding / pool / norm / conv switches, split into a functional train state;
-3. two optimizers (task over ``nnx.Param``, padding over ``PadParam``) and one per-device
-   step compiled with ``jax.pmap`` or ``jax.shard_map`` (``config.parallel``);
-4. restore the newest checkpoint in ``<workdir>/checkpoints`` if there is one (exact resume:
-   state, both optimizer states, statistics, data-iterator position, RNG);
-5. train with a progress bar, JSON-lines metrics, periodic evaluation and checkpoints;
-   final evaluation on the test split and a summary (also ``<workdir>/summary.json``).
+1. :func:`setup` -- merge the config onto the defaults once (:func:`convjax.train.config.
+   resolve_config`), build the data (``convjax.data.make_loaders``), then
+   (:func:`convjax.train.factory.make_train_setup`) the model (``convjax.models.build`` with
+   the padding / pool / norm / conv switches, split into a functional train state), two
+   optimizers (task over ``nnx.Param``, padding over ``PadParam``) and the per-device steps,
+   compiled with ``jax.pmap`` or ``jax.shard_map``;
+   restore the newest checkpoint in ``<workdir>/checkpoints`` (exact resume) after checking
+   that the stored ``config.json`` describes the same model and data; write ``config.json``,
+   ``versions.json`` and ``data_info.json`` (what :func:`convjax.train.load_model` needs);
+2. :func:`run_loop` -- the steps, with a progress bar on a terminal (one log line every
+   ``log_every`` steps otherwise), JSON-lines metrics, periodic evaluation and checkpoints;
+   a non-finite train loss or eval metric stops the run (:class:`NonFiniteError`), Ctrl-C
+   raises :class:`TrainingInterrupted` naming the last checkpoint;
+3. :func:`finish` -- final evaluation on the test split and the summary
+   (also ``<workdir>/summary.json``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import datetime
 import json
+import math
 import os
+import platform
+import signal
+import sys
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -27,13 +40,24 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from convjax._checks import check_choice
 from convjax.train.checkpoint import Checkpointer
-from convjax.train.distributed import DataParallel, is_primary, setup_distributed
+from convjax.train.config import (
+    ConfigError,
+    compare_configs,
+    config_to_json,
+    describe_changes,
+    resolve_config,
+)
+from convjax.train.distributed import (
+    DataParallel,
+    is_primary,
+    setup_distributed,
+    xla_compiler_options,
+)
+from convjax.train.factory import make_train_setup
 from convjax.train.metrics import Averager, MetricsWriter
 from convjax.train.optim import make_padding_optimizer, make_task_optimizer, param_labels
-from convjax.train.state import TrainState, create_train_state, split_model
-from convjax.train.step import make_eval_step, make_train_step
+from convjax.train.state import ModelDef, TrainState
 
 #: Compute dtypes accepted by ``config.dtype``.
 DTYPES = {"float32": None, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
@@ -41,23 +65,39 @@ DTYPES = {"float32": None, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 #: ``hook(step, train_loop_state)`` called after every train step (e.g. to stop early).
 Hook = Callable[[int, Any], None]
 
+#: Files :func:`setup` writes into the workdir.
+CONFIG_FILE = "config.json"
+VERSIONS_FILE = "versions.json"
+DATA_INFO_FILE = "data_info.json"
 
-def _get(config: Any, name: str, default: Any) -> Any:
-    value = config.get(name, default) if hasattr(config, "get") else default
-    return default if value is None else value
+
+class NonFiniteError(RuntimeError):
+    """A train loss or evaluation metric was NaN/inf; the message says where and what to try."""
 
 
-def _to_dict(value: Any) -> dict:
-    if value is None:
-        return {}
-    if hasattr(value, "to_dict"):
-        return value.to_dict()
-    return dict(value)
+class ConfigMismatchError(ConfigError):
+    """Resuming a workdir whose stored config differs in fields that change the model/data."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during training; ``step`` (completed steps) and ``checkpoint_step`` (or None)."""
+
+    def __init__(self, step: int, checkpoint_step: int | None) -> None:
+        self.step = step
+        self.checkpoint_step = checkpoint_step
+        where = "none yet" if checkpoint_step is None else f"at step {checkpoint_step}"
+        super().__init__(
+            f"interrupted at step {step}; last checkpoint {where}; run the same command to resume"
+        )
+
+    def __str__(self) -> str:
+        return str(self.args[0])
 
 
 def compute_dtype(name: str) -> Any:
     """``config.dtype`` name -> compute dtype (``None`` for float32: the input dtype)."""
-    check_choice(name, tuple(DTYPES), "config.dtype")
+    if name not in DTYPES:
+        raise ValueError(f"`config.dtype` must be one of {list(DTYPES)}, got {name!r}.")
     return DTYPES[name]
 
 
@@ -88,23 +128,28 @@ def evaluate(
     }
 
 
-def build_model(config: Any, *, num_classes: int, in_features: int) -> nnx.Module:
-    """``convjax.models.build`` from the config's model name, switches and ``model_kwargs``."""
+def build_model(
+    config: Any, *, num_classes: int, in_features: int, axis_name: str | None = "batch"
+) -> nnx.Module:
+    """``convjax.models.build`` from a resolved config's model name, switches, ``model_kwargs``.
+
+    Example:
+      >>> model = build_model(resolve_config(), num_classes=10, in_features=1)
+    """
     from convjax.models import build
 
-    conv = _get(config, "conv", "") or None
     return build(
         config.model,
         num_classes=num_classes,
         in_features=in_features,
-        padding=_get(config, "padding", "zero"),
-        pool=_get(config, "pool", "max"),
-        norm=_get(config, "norm", "batch"),
-        conv=conv,
-        axis_name="batch",
-        dtype=compute_dtype(_get(config, "dtype", "float32")),
+        padding=config.padding,
+        pool=config.pool,
+        norm=config.norm,
+        conv=config.conv or None,
+        axis_name=axis_name,
+        dtype=compute_dtype(config.dtype),
         rngs=nnx.Rngs(params=int(config.seed), dropout=int(config.seed) + 1),
-        **_to_dict(_get(config, "model_kwargs", {})),
+        **dict(config.model_kwargs),
     )
 
 
@@ -112,15 +157,506 @@ def make_data(config: Any) -> Any:
     """This process's ``Loaders(train, eval, info)`` from ``config.data``/``config.dataset``."""
     from convjax.data import make_loaders
 
-    dataset = _get(config, "dataset", "") or None
     return make_loaders(
         config.data,
         seed=int(config.seed),
         global_batch_size=int(config.batch_size),
         process_index=jax.process_index(),
         process_count=jax.process_count(),
-        dataset=dataset,
+        dataset=config.dataset or None,
     )
+
+
+def make_optimizers(config: Any, param_state: Any, num_steps: int) -> tuple[Any, Any, Any]:
+    """``(tx_task, schedule, tx_pad)`` from ``config.optimizer`` / ``config.padding_optimizer``."""
+    tx_task, schedule = make_task_optimizer(config.optimizer, param_labels(param_state), num_steps)
+    tx_pad = make_padding_optimizer(config.padding_optimizer)
+    return tx_task, schedule, tx_pad
+
+
+def versions() -> dict[str, Any]:
+    """Versions of python, jax, jaxlib, flax, optax, orbax, convjax and the devices in use."""
+    import flax
+    import optax
+
+    out: dict[str, Any] = {
+        "python": platform.python_version(),
+        "jax": jax.__version__,
+        "flax": flax.__version__,
+        "optax": optax.__version__,
+    }
+    for name in ("jaxlib", "orbax.checkpoint", "grain"):
+        try:
+            module = __import__(name, fromlist=["__version__"])
+            out[name] = getattr(module, "__version__", "unknown")
+        except ImportError:
+            out[name] = None
+    try:
+        from importlib.metadata import version
+
+        out["convjax"] = version("convjax")
+    except Exception:  # noqa: BLE001 - not installed as a distribution (source checkout)
+        out["convjax"] = "source"
+    devices = jax.devices()
+    out["devices"] = {
+        "platform": devices[0].platform,
+        "kind": devices[0].device_kind,
+        "count": len(devices),
+        "processes": jax.process_count(),
+    }
+    out["written"] = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    return out
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (tuple, set)):
+        return list(value)
+    if isinstance(value, np.generic):
+        return value.item()
+    return str(value)
+
+
+def _write_json(path: str, payload: Any) -> None:
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(payload, f, indent=2, default=_json_default)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def _read_json(path: str) -> Any:
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+@dataclasses.dataclass
+class Run:
+    """Everything :func:`setup` builds, read by :func:`run_loop` and :func:`finish`."""
+
+    config: Any
+    workdir: str
+    primary: bool
+    dp: DataParallel
+    model_def: ModelDef
+    state: TrainState
+    train_step: Callable
+    eval_step: Callable
+    train_iter: Any
+    eval_batches: Any
+    info: Any
+    checkpointer: Checkpointer
+    writer: MetricsWriter
+    schedule: Any
+    num_steps: int
+    start: int
+    resumed_from: int | None
+    num_params: int
+    num_pad_params: int
+    t_start: float
+    train_time: float = 0.0
+
+    def say(self, text: str) -> None:
+        """Print ``convjax: text`` on the primary process."""
+        if self.primary:
+            print(f"convjax: {text}", flush=True)
+
+    def close(self) -> None:
+        """Release the metric writers and the checkpoint manager (checkpoints are kept)."""
+        self.writer.close()
+        self.checkpointer.close()
+
+
+def _check_resume(config: Any, workdir: str, checkpointer: Checkpointer) -> dict:
+    """Compare the stored config with ``config``; raise on blocking differences.
+
+    Returns the accepted (resumable) changes, ``{}`` if there is nothing to compare.
+    """
+    path = os.path.join(workdir, CONFIG_FILE)
+    if not config.resume or checkpointer.latest_step() is None or not os.path.exists(path):
+        return {}
+    accepted, blocking = compare_configs(_read_json(path), config)
+    if blocking:
+        raise ConfigMismatchError(
+            f"{workdir} holds a run (checkpoint at step {checkpointer.latest_step()}) with a "
+            f"different model/data/optimizer config: {describe_changes(blocking)}. Use a new "
+            "--workdir, or the stored values (see its config.json) to resume it."
+        )
+    return accepted
+
+
+def setup(config: Any, workdir: str | None = None, *, loaders: Sequence[Any] | None = None) -> Run:
+    """Build everything a run needs; restore the newest checkpoint (see module docstring).
+
+    Args:
+      config: a (possibly partial) config; merged onto the defaults and checked here.
+      workdir: output directory (default ``config.workdir``).
+      loaders: ``(train_iterator, eval_iterable, info)`` instead of ``make_loaders``.
+
+    Raises:
+      ConfigError: a bad or unknown field (naming ``--config.<field>``).
+      ConfigMismatchError: resuming with a config that changes the model or the data.
+
+    Example:
+      >>> run = setup({"num_steps": 10}, "runs/x")
+    """
+    t_start = time.perf_counter()
+    config = resolve_config(config)
+    # Multi-process if config.distributed or JAX_COORDINATOR_ADDRESS/... ask for it.
+    setup_distributed(config.distributed)
+    workdir = os.path.abspath(workdir or config.workdir)
+    primary = is_primary()
+    dp = DataParallel(config.parallel)
+    dtype = compute_dtype(config.dtype)
+    checkpointer = Checkpointer(
+        os.path.join(workdir, "checkpoints"),
+        max_to_keep=int(config.keep_checkpoints),
+        enabled=primary,
+    )
+    accepted = _check_resume(config, workdir, checkpointer) if primary else {}
+
+    train_iter, eval_batches, info = loaders if loaders is not None else make_data(config)
+    local_batch = int(config.batch_size) // jax.process_count()
+    dp.check_batch_size(local_batch, "batch size (--config.batch_size / process_count)")
+    num_steps = int(config.num_steps) or int(config.num_epochs) * int(info.steps_per_epoch)
+    if num_steps <= 0:
+        raise ConfigError(
+            f"--config.num_epochs={config.num_epochs} x {info.steps_per_epoch} steps per "
+            "epoch gives no step; set --config.num_steps >= 1"
+        )
+
+    built = make_train_setup(
+        config,
+        num_classes=int(info.num_classes),
+        in_features=int(info.input_shape[-1]),
+        num_steps=num_steps,
+        axis_name=dp.axis_name,
+    )
+    state = built.state
+
+    resumed_from = None
+    if config.resume:
+        restored = checkpointer.restore(state)
+        if restored is not None:
+            state, data_state = restored
+            if data_state is not None:
+                train_iter.set_state(data_state)
+            resumed_from = int(state.step)
+    start = int(state.step)
+
+    options = xla_compiler_options(dtype)
+    train_step = dp.compile(built.train_step, donate_state=True, compiler_options=options)
+    eval_step = dp.compile(built.eval_step, compiler_options=options)
+    writer = MetricsWriter(
+        workdir, enabled=primary, tensorboard=bool(config.tensorboard), keep_until=start
+    )
+    run = Run(
+        config=config,
+        workdir=workdir,
+        primary=primary,
+        dp=dp,
+        model_def=built.model_def,
+        state=state,
+        train_step=train_step,
+        eval_step=eval_step,
+        train_iter=train_iter,
+        eval_batches=eval_batches,
+        info=info,
+        checkpointer=checkpointer,
+        writer=writer,
+        schedule=built.schedule,
+        num_steps=num_steps,
+        start=start,
+        resumed_from=resumed_from,
+        num_params=built.num_params,
+        num_pad_params=built.num_padding_params,
+        t_start=t_start,
+    )
+    if primary:
+        _write_workdir_files(run)
+        _print_header(run, accepted)
+    return run
+
+
+def _write_workdir_files(run: Run) -> None:
+    os.makedirs(run.workdir, exist_ok=True)
+    _write_json(os.path.join(run.workdir, CONFIG_FILE), config_to_json(run.config))
+    _write_json(os.path.join(run.workdir, VERSIONS_FILE), versions())
+    info = run.info
+    payload = (
+        dataclasses.asdict(info)
+        if dataclasses.is_dataclass(info)
+        else {k: getattr(info, k) for k in ("num_classes", "input_shape") if hasattr(info, k)}
+    )
+    _write_json(os.path.join(run.workdir, DATA_INFO_FILE), payload)
+
+
+def _print_header(run: Run, accepted: dict) -> None:
+    c = run.config
+    pad = f" + {run.num_pad_params:,} padding params" if run.num_pad_params else ""
+    run.say(
+        f"model {c.model} ({run.num_params:,} params{pad}, padding={c.padding}, pool={c.pool}, "
+        f"norm={c.norm}, conv={c.conv or 'default'}, dtype={c.dtype}), {run.dp.num_devices} x "
+        f"{jax.devices()[0].platform} device(s) via {run.dp.backend}, batch {c.batch_size}, "
+        f"{run.num_steps} steps"
+        + (f", resumed at step {run.resumed_from}" if run.resumed_from is not None else "")
+    )
+    from convjax.data import describe_data  # the dataset line: source, flip, statistics
+
+    run.say(describe_data(run.info))
+    if accepted:
+        run.say(f"resuming with changed fields: {describe_changes(accepted)}")
+    run.say(f"workdir {run.workdir} (config.json, versions.json, metrics.jsonl, checkpoints/)")
+
+
+class _LogLines:
+    """The progress report when there is no bar: one line every ``log_every`` steps."""
+
+    def __init__(self, run: Run) -> None:
+        self.run = run
+
+    def log(self, step: int, values: dict, steps_per_s: float) -> None:
+        left = self.run.num_steps - step
+        eta = datetime.timedelta(seconds=round(left / steps_per_s)) if steps_per_s > 0 else "?"
+        self.run.say(
+            f"step {step}/{self.run.num_steps} loss {values['loss']:.4f} "
+            f"acc {values['accuracy']:.3f} lr {values['learning_rate']:.3g} "
+            f"{steps_per_s:.2f} steps/s ETA {eta}"
+        )
+
+    def write(self, text: str) -> None:
+        self.run.say(text)
+
+    def update(self, n: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class _Bar:
+    """tqdm bar (terminals): postfix with loss / acc / lr; eval lines written above it."""
+
+    def __init__(self, run: Run) -> None:
+        from tqdm import tqdm
+
+        self.bar = tqdm(
+            total=run.num_steps, initial=run.start, desc="train", unit="step", dynamic_ncols=True
+        )
+
+    def log(self, step: int, values: dict, steps_per_s: float) -> None:
+        self.bar.set_postfix(
+            loss=f"{values['loss']:.4f}",
+            acc=f"{values['accuracy']:.3f}",
+            lr=f"{values['learning_rate']:.2g}",
+        )
+
+    def write(self, text: str) -> None:
+        self.bar.write(f"convjax: {text}")
+
+    def update(self, n: int) -> None:
+        self.bar.update(n)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+class _Quiet:
+    def log(self, *args: Any) -> None:
+        pass
+
+    def write(self, text: str) -> None:
+        pass
+
+    def update(self, n: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _reporter(run: Run) -> Any:
+    if not run.primary:
+        return _Quiet()
+    if run.config.progress and sys.stdout.isatty():
+        return _Bar(run)
+    return _LogLines(run)
+
+
+def _nonfinite_message(run: Run, what: str, step: int, value: float) -> str:
+    last = run.checkpointer.latest_step()
+    kept = (
+        f"the last good checkpoint (step {last}) is kept in {run.checkpointer.directory}"
+        if last is not None
+        else "no checkpoint was written yet"
+    )
+    hints = "a lower --config.optimizer.learning_rate, --config.optimizer.grad_clip_norm=1.0"
+    if run.config.dtype != "float32":
+        hints += ", --config.dtype=float32"
+    return (
+        f"{what} is {value} at step {step}; the run stopped and {kept}. Try {hints} "
+        "(--config.stop_on_nonfinite=False trains on regardless)."
+    )
+
+
+def _first_nonfinite(pending: list[tuple[int, Any]]) -> tuple[int, float] | None:
+    """The first ``(step, loss)`` of ``pending`` whose loss is not finite, else ``None``."""
+    if not pending:
+        return None
+    losses = np.stack([np.asarray(jax.device_get(loss), np.float64).ravel() for _, loss in pending])
+    bad = ~np.isfinite(losses).all(axis=1)
+    if not bad.any():
+        return None
+    i = int(np.argmax(bad))
+    return pending[i][0], float(losses[i][~np.isfinite(losses[i])][0])
+
+
+def run_loop(run: Run, hooks: Sequence[Hook] = ()) -> Any:
+    """Train from ``run.start`` to ``run.num_steps``; returns the device train state.
+
+    Raises:
+      NonFiniteError: a non-finite train loss (checked before every log line, evaluation and
+        checkpoint, so no checkpoint holds a diverged state) or eval metric, when
+        ``config.stop_on_nonfinite``.
+      TrainingInterrupted: Ctrl-C (``KeyboardInterrupt``) during the loop.
+    """
+    config, dp = run.config, run.dp
+    dstate = dp.replicate(run.state)
+    log_every, eval_every, ckpt_every = config.log_every, config.eval_every, config.checkpoint_every
+    check = bool(config.stop_on_nonfinite)
+    averager = Averager()
+    pending: list[tuple[int, Any]] = []
+    report = _reporter(run)
+    done = run.start
+    if run.start < run.num_steps:
+        run.say("compiling the train step (the first step can take minutes on a large model)")
+    t_loop = time.perf_counter()
+    t_rate, rate_from = None, run.start
+    try:
+        for step in range(run.start, run.num_steps):
+            batch = next(run.train_iter)
+            dstate, metrics = run.train_step(dstate, dp.shard_batch(batch))
+            done = step + 1
+            if t_rate is None:
+                jax.block_until_ready(metrics)
+                run.say(f"compiled and ran the first step in {time.perf_counter() - t_loop:.1f} s")
+                t_rate, rate_from = time.perf_counter(), done
+            averager.add(metrics)
+            if check:
+                pending.append((done, metrics["loss"]))
+            is_log = done % log_every == 0 or done == run.num_steps
+            is_eval = eval_every > 0 and done % eval_every == 0 and done != run.num_steps
+            is_ckpt = (ckpt_every > 0 and done % ckpt_every == 0) or done == run.num_steps
+            if check and (is_log or is_eval or is_ckpt):
+                bad = _first_nonfinite(pending)
+                pending = []
+                if bad is not None:
+                    values = averager.result()
+                    run.writer.write(done, "train", values)
+                    raise NonFiniteError(_nonfinite_message(run, "the train loss", *bad))
+            if is_log:
+                values = averager.result()
+                values["time_s"] = time.perf_counter() - run.t_start
+                run.writer.write(done, "train", values)
+                elapsed = time.perf_counter() - t_rate
+                rate = (done - rate_from) / elapsed if done > rate_from and elapsed > 0 else 0.0
+                report.log(done, values, rate)
+            if is_eval:
+                result = evaluate(dp, run.eval_step, dstate, run.eval_batches)
+                run.writer.write(done, "test", result)
+                report.write(
+                    f"step {done}: test accuracy {result['accuracy']:.4f}, "
+                    f"loss {result['loss']:.4f}"
+                )
+                _check_eval(run, result, done)
+            if is_ckpt:
+                with _sigint_deferred():
+                    run.checkpointer.save(done, dp.unreplicate(dstate), run.train_iter.get_state())
+            report.update(1)
+            for hook in hooks:
+                hook(done, dstate)
+    except KeyboardInterrupt as err:
+        report.close()
+        run.close()
+        raise TrainingInterrupted(done, run.checkpointer.latest_step()) from err
+    except BaseException:
+        # A crash (or kill) between checkpoints: release the writers, keep the checkpoints.
+        report.close()
+        run.close()
+        raise
+    report.close()
+    run.train_time = time.perf_counter() - t_loop
+    return dstate
+
+
+@contextlib.contextmanager
+def _sigint_deferred() -> Any:
+    """Hold Ctrl-C (SIGINT) until the block is done, then raise ``KeyboardInterrupt``.
+
+    Wraps checkpoint writes: an interrupt inside orbax's save would leave a half-written
+    step and orbax's worker threads in a broken state. Only in the main thread (where
+    Python delivers signals); elsewhere the block runs unchanged.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    previous = signal.getsignal(signal.SIGINT)
+    if previous is signal.SIG_IGN:  # the user's choice (e.g. a background job): keep it
+        yield
+        return
+    signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if received:
+        raise KeyboardInterrupt
+
+
+def _check_eval(run: Run, result: dict, step: int) -> None:
+    if not run.config.stop_on_nonfinite:
+        return
+    for key in ("loss", "accuracy"):
+        if not math.isfinite(result[key]):
+            run.close()
+            raise NonFiniteError(_nonfinite_message(run, f"the test {key}", step, result[key]))
+
+
+def finish(run: Run, dstate: Any) -> dict[str, Any]:
+    """Final evaluation, ``summary.json`` and the closing line; returns the summary."""
+    final = evaluate(run.dp, run.eval_step, dstate, run.eval_batches)
+    run.writer.write(run.num_steps, "test", final)
+    _check_eval(run, final, run.num_steps)
+    host_state: TrainState = run.dp.unreplicate(dstate)
+    steps_run = run.num_steps - run.start
+    c = run.config
+    summary: dict[str, Any] = {
+        "model": c.model,
+        "dataset": c.dataset,
+        "steps": run.num_steps,
+        "steps_this_run": steps_run,
+        "resumed_from": run.resumed_from,
+        "num_params": run.num_params,
+        "num_padding_params": run.num_pad_params,
+        "test_accuracy": final["accuracy"],
+        "test_loss": final["loss"],
+        "test_examples": int(final["count"]),
+        "train_time_s": run.train_time,
+        "examples_per_s": steps_run * int(c.batch_size) / max(run.train_time, 1e-9),
+        "total_time_s": time.perf_counter() - run.t_start,
+        "devices": run.dp.num_devices,
+        "backend": run.dp.backend,
+    }
+    if run.primary:
+        _write_json(os.path.join(run.workdir, "summary.json"), summary)
+        run.say(
+            f"done. {run.num_steps} steps, test accuracy {final['accuracy']:.4f} "
+            f"({int(final['count'])} examples), test loss {final['loss']:.4f}, "
+            f"train time {run.train_time:.1f} s, total {summary['total_time_s']:.1f} s"
+        )
+    run.close()
+    summary["state"] = host_state
+    return summary
 
 
 def train(
@@ -133,9 +669,11 @@ def train(
     """Train ``config`` to completion (resuming from ``<workdir>/checkpoints`` if present).
 
     Args:
-      config: an ml_collections config (see ``convjax/configs/default.py`` for every field).
-      workdir: output directory; default ``config.workdir``. Holds ``metrics.jsonl``,
-        ``summary.json``, ``checkpoints/`` and (optionally) ``tb/``.
+      config: an ml_collections config or a (partial) mapping; missing fields take the
+        defaults of ``convjax/configs/default.py`` (merged once here).
+      workdir: output directory; default ``config.workdir``. Holds ``config.json``,
+        ``versions.json``, ``data_info.json``, ``metrics.jsonl``, ``summary.json``,
+        ``checkpoints/`` and (optionally) ``tb/``.
       loaders: ``(train_iterator, eval_iterable, info)`` to use instead of
         ``convjax.data.make_loaders`` (tests pass in-memory data). ``info`` needs
         ``num_classes``, ``input_shape`` and ``steps_per_epoch``.
@@ -147,201 +685,36 @@ def train(
       ``train_time_s``, ``examples_per_s``, ... plus ``"state"``: the final host
       :class:`TrainState`.
 
+    Raises:
+      ConfigError / ConfigMismatchError: see :func:`setup`. NonFiniteError,
+      TrainingInterrupted: see :func:`run_loop`.
+
     Example:
       >>> from convjax.configs import default
       >>> summary = train(default.get_config(), "runs/default")
       >>> summary["test_accuracy"] > 0.9
       True
     """
-    t_start = time.perf_counter()
-    # Multi-process if config.distributed or JAX_COORDINATOR_ADDRESS/... ask for it.
-    setup_distributed(_get(config, "distributed", {}))
-    workdir = os.path.abspath(workdir or config.workdir)
-    primary = is_primary()
-    dp = DataParallel(_get(config, "parallel", "pmap"))
-    dtype = compute_dtype(_get(config, "dtype", "float32"))
-
-    train_iter, eval_batches, info = loaders if loaders is not None else make_data(config)
-    local_batch = int(config.batch_size) // jax.process_count()
-    dp.check_batch_size(local_batch, "batch size (config.batch_size / process_count)")
-    num_steps = int(_get(config, "num_steps", 0))
-    if num_steps <= 0:
-        num_steps = int(_get(config, "num_epochs", 1)) * int(info.steps_per_epoch)
-    if num_steps <= 0:
-        raise ValueError(
-            f"config.num_steps ({_get(config, 'num_steps', 0)}) or config.num_epochs * "
-            f"steps per epoch ({info.steps_per_epoch}) must give at least one step."
-        )
-
-    model = build_model(
-        config, num_classes=int(info.num_classes), in_features=int(info.input_shape[-1])
-    )
-    model_def, params, pad_params, stats, param_state = split_model(model)
-    del model
-    tx_task, schedule = make_task_optimizer(config.optimizer, param_labels(param_state), num_steps)
-    tx_pad = make_padding_optimizer(_get(config, "padding_optimizer", {}))
-    state = create_train_state(params, pad_params, stats, tx_task, tx_pad, int(config.seed))
-
-    checkpointer = Checkpointer(
-        os.path.join(workdir, "checkpoints"),
-        max_to_keep=int(_get(config, "keep_checkpoints", 2)),
-        enabled=primary,
-    )
-    resumed_from = None
-    if _get(config, "resume", True):
-        restored = checkpointer.restore(state)
-        if restored is not None:
-            state, data_state = restored
-            if data_state is not None:
-                train_iter.set_state(data_state)
-            resumed_from = int(state.step)
-    start = int(state.step)
-
-    train_step = dp.compile(
-        make_train_step(
-            model_def,
-            tx_task,
-            tx_pad,
-            schedule=schedule,
-            axis_name=dp.axis_name,
-            compute_dtype=dtype,
-            aliasing_weight=float(_get(config, "aliasing_weight", 1.0)),
-        ),
-        donate_state=True,
-    )
-    eval_step = dp.compile(make_eval_step(model_def, axis_name=dp.axis_name, compute_dtype=dtype))
-    writer = MetricsWriter(workdir, enabled=primary, tensorboard=_get(config, "tensorboard", False))
-    num_params = count_params(state.params)
-    num_pad_params = count_params(state.pad_params)
-    if primary:
-        os.makedirs(workdir, exist_ok=True)
-        print(
-            f"convjax: model {config.model} ({num_params:,} params"
-            + (f" + {num_pad_params:,} padding params" if num_pad_params else "")
-            + f", padding={config.padding}, "
-            f"pool={config.pool}, norm={config.norm}, conv={_get(config, 'conv', '') or 'default'}"
-            f"), {dp.num_devices} x {jax.devices()[0].platform} device(s) via {dp.backend}, "
-            f"batch {config.batch_size}, {num_steps} steps"
-            + (f", resumed at step {resumed_from}" if resumed_from is not None else "")
-            + f"; workdir {workdir}",
-            flush=True,
-        )
-        from convjax.data import describe_data  # the dataset line: source, flip, statistics
-
-        print(f"convjax: {describe_data(info)}", flush=True)
-
-    dstate = dp.replicate(state)
-    log_every = max(int(_get(config, "log_every", 10)), 1)
-    eval_every = int(_get(config, "eval_every", 0))
-    ckpt_every = int(_get(config, "checkpoint_every", 0))
-    averager = Averager()
-    progress = _progress_bar(
-        num_steps, start, enabled=primary and _get(config, "progress", True), primary=primary
-    )
-    t_loop = time.perf_counter()
-    last_eval: dict[str, float] = {}
-    try:
-        for step in range(start, num_steps):
-            batch = next(train_iter)
-            dstate, metrics = train_step(dstate, dp.shard_batch(batch))
-            averager.add(metrics)
-            done = step + 1
-            if done % log_every == 0 or done == num_steps:
-                values = averager.result()
-                values["time_s"] = time.perf_counter() - t_start
-                writer.write(done, "train", values)
-                progress.set_postfix(loss=f"{values['loss']:.4f}", acc=f"{values['accuracy']:.3f}")
-            if eval_every > 0 and done % eval_every == 0 and done != num_steps:
-                last_eval = evaluate(dp, eval_step, dstate, eval_batches)
-                writer.write(done, "test", last_eval)
-                progress.write(
-                    f"step {done}: test accuracy {last_eval['accuracy']:.4f}, "
-                    f"loss {last_eval['loss']:.4f}"
-                )
-            if (ckpt_every > 0 and done % ckpt_every == 0) or done == num_steps:
-                checkpointer.save(done, dp.unreplicate(dstate), train_iter.get_state())
-            progress.update(1)
-            for hook in hooks:
-                hook(done, dstate)
-    except BaseException:
-        # A crash (or kill) between checkpoints: release the writers, keep the checkpoints.
-        progress.close()
-        writer.close()
-        checkpointer.close()
-        raise
-    progress.close()
-    train_time = time.perf_counter() - t_loop
-
-    final = evaluate(dp, eval_step, dstate, eval_batches)
-    writer.write(num_steps, "test", final)
-    host_state: TrainState = dp.unreplicate(dstate)
-    steps_run = num_steps - start
-    summary: dict[str, Any] = {
-        "model": config.model,
-        "dataset": _get(config, "dataset", ""),
-        "steps": num_steps,
-        "steps_this_run": steps_run,
-        "resumed_from": resumed_from,
-        "num_params": num_params,
-        "num_padding_params": num_pad_params,
-        "test_accuracy": final["accuracy"],
-        "test_loss": final["loss"],
-        "test_examples": int(final["count"]),
-        "train_time_s": train_time,
-        "examples_per_s": steps_run * int(config.batch_size) / max(train_time, 1e-9),
-        "total_time_s": time.perf_counter() - t_start,
-        "devices": dp.num_devices,
-        "backend": dp.backend,
-    }
-    if primary:
-        with open(os.path.join(workdir, "summary.json"), "w", encoding="utf-8") as f:
-            json.dump(summary, f, indent=2)
-        print(
-            f"convjax: done. {num_steps} steps, test accuracy {final['accuracy']:.4f} "
-            f"({int(final['count'])} examples), test loss {final['loss']:.4f}, "
-            f"train time {train_time:.1f} s, total {summary['total_time_s']:.1f} s",
-            flush=True,
-        )
-    writer.close()
-    checkpointer.close()
-    summary["state"] = host_state
-    return summary
-
-
-class _NoBar:
-    """Stands in for the progress bar: no bar, but eval lines still printed if ``echo``."""
-
-    def __init__(self, echo: bool) -> None:
-        self.echo = echo
-
-    def set_postfix(self, **kwargs: Any) -> None:
-        pass
-
-    def write(self, text: str) -> None:
-        if self.echo:
-            print(text, flush=True)
-
-    def update(self, n: int) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-def _progress_bar(total: int, initial: int, *, enabled: bool, primary: bool) -> Any:
-    if not enabled:
-        return _NoBar(echo=primary)
-    from tqdm import tqdm
-
-    return tqdm(total=total, initial=initial, desc="train", unit="step", dynamic_ncols=True)
+    run = setup(config, workdir, loaders=loaders)
+    dstate = run_loop(run, hooks)
+    return finish(run, dstate)
 
 
 __all__ = [
     "DTYPES",
+    "ConfigMismatchError",
+    "NonFiniteError",
+    "Run",
+    "TrainingInterrupted",
     "build_model",
     "compute_dtype",
     "count_params",
     "evaluate",
+    "finish",
     "make_data",
+    "make_optimizers",
+    "run_loop",
+    "setup",
     "train",
+    "versions",
 ]

@@ -26,6 +26,12 @@ class MetricsWriter:
       tensorboard: also write TensorBoard event files under ``<workdir>/tb`` if
         ``tensorboardX`` is installed (a warning is printed otherwise).
       filename: name of the JSON-lines file.
+      keep_until: the step a resumed run restarts from: rows of an existing file with a
+        larger step (written after that checkpoint, before a crash) are dropped, so the file
+        never holds two rows for the same ``(step, split)``. ``None`` keeps every row.
+
+    A row for a ``(step, split)`` that is already in the file replaces it (e.g. the final
+    test row when a finished run is run again).
 
     Example:
       >>> w = MetricsWriter("runs/x")
@@ -39,31 +45,58 @@ class MetricsWriter:
         enabled: bool = True,
         tensorboard: bool = False,
         filename: str = "metrics.jsonl",
+        keep_until: int | None = None,
     ) -> None:
         self.enabled = enabled
         self.path = os.path.join(workdir, filename)
         self._tb = None
+        self._keys: set[tuple[int, str]] = set()
         if not enabled:
             return
         os.makedirs(workdir, exist_ok=True)
+        if os.path.exists(self.path):
+            records = list(_iter_jsonl(self.path))
+            kept = [r for r in records if keep_until is None or int(r["step"]) <= keep_until]
+            if len(kept) != len(records):
+                self._rewrite(kept)
+            self._keys = {(int(r["step"]), r["split"]) for r in kept}
         if tensorboard:
             try:
                 from tensorboardX import SummaryWriter
             except ImportError:
-                print("convjax: tensorboard=True but tensorboardX is not installed; skipping.")
+                print(
+                    "convjax: --config.tensorboard=True needs tensorboardX; install it with "
+                    '`pip install -e ".[tensorboard]"` (or `pip install tensorboardX`). '
+                    "Writing metrics.jsonl only.",
+                    flush=True,
+                )
             else:
                 self._tb = SummaryWriter(os.path.join(workdir, "tb"))
 
+    def _rewrite(self, records: list[dict[str, Any]]) -> None:
+        tmp = self.path + ".tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            for record in records:
+                f.write(json.dumps(record) + "\n")
+        os.replace(tmp, self.path)
+
     def write(self, step: int, split: str, values: Mapping[str, float]) -> None:
-        """Append one record ``{"step", "split", **values}`` (floats; non-finite as null)."""
+        """Append one record ``{"step", "split", **values}`` (floats; non-finite as null);
+        replace the row of the same ``(step, split)`` if the file has one."""
         if not self.enabled:
             return
         record: dict[str, Any] = {"step": int(step), "split": split}
         for key, value in values.items():
             value = float(value)
             record[key] = value if math.isfinite(value) else None
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
+        key = (int(step), split)
+        if key in self._keys:
+            others = [r for r in _iter_jsonl(self.path) if (int(r["step"]), r["split"]) != key]
+            self._rewrite(others + [record])
+        else:
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
+            self._keys.add(key)
         if self._tb is not None:
             for key, value in values.items():
                 self._tb.add_scalar(f"{split}/{key}", float(value), int(step))

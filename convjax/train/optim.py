@@ -13,7 +13,6 @@ pytrees that checkpoint and replicate without Flax-specific nodes.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 import jax
@@ -34,11 +33,11 @@ DEFAULT_GROUP = "default"
 MASK_GROUP = "mask"
 
 
-def _cfg(config: Any, name: str, default: Any) -> Any:
-    """``config.name`` for ConfigDicts, dicts and plain objects, ``default`` if absent."""
-    if isinstance(config, Mapping):
-        return config.get(name, default)
-    return getattr(config, name, default)
+def _options(config: Any, block: str) -> dict[str, Any]:
+    """The ``block`` fields of ``config`` merged onto their defaults (``base_config``)."""
+    from convjax.train.config import resolve_block
+
+    return resolve_block(block, config)
 
 
 def param_labels(params_state: nnx.State, mask_type: type | None = None) -> dict:
@@ -81,9 +80,10 @@ def make_schedule(config: Any, num_steps: int) -> optax.Schedule:
     Example:
       >>> sched = make_schedule(ml_collections.ConfigDict(dict(learning_rate=0.1)), 100)
     """
-    peak = float(_cfg(config, "learning_rate", 1e-3))
-    warmup = int(_cfg(config, "warmup_steps", 0))
-    kind = _cfg(config, "schedule", "cosine")
+    config = _options(config, "optimizer")
+    peak = float(config["learning_rate"])
+    warmup = int(config["warmup_steps"])
+    kind = config["schedule"]
     check_choice(kind, SCHEDULES, "optimizer.schedule")
     if num_steps < 1:
         raise ValueError(f"`num_steps` must be >= 1, got {num_steps}.")
@@ -95,7 +95,7 @@ def make_schedule(config: Any, num_steps: int) -> optax.Schedule:
         return optax.join_schedules(
             [optax.linear_schedule(0.0, peak, warmup), optax.constant_schedule(peak)], [warmup]
         )
-    end = peak * float(_cfg(config, "end_learning_rate_factor", 0.0))
+    end = peak * float(config["end_learning_rate_factor"])
     return optax.warmup_cosine_decay_schedule(
         init_value=0.0,
         peak_value=peak,
@@ -112,11 +112,11 @@ def _scaled(schedule: optax.Schedule, factor: float) -> optax.Schedule:
 def _base_optimizer(
     name: str, learning_rate: optax.ScalarOrSchedule, config: Any, decay_mask: Any
 ) -> optax.GradientTransformation:
-    weight_decay = float(_cfg(config, "weight_decay", 0.0))
+    weight_decay = float(config["weight_decay"])
     if weight_decay < 0:
         raise ValueError(f"`optimizer.weight_decay` must be >= 0, got {weight_decay}.")
-    b1 = float(_cfg(config, "b1", 0.9))
-    b2 = float(_cfg(config, "b2", 0.999))
+    b1 = float(config["b1"])
+    b2 = float(config["b2"])
     if name == "adamw":
         return optax.adamw(learning_rate, b1=b1, b2=b2, weight_decay=weight_decay, mask=decay_mask)
     parts = []
@@ -124,8 +124,8 @@ def _base_optimizer(
         # Coupled (L2) weight decay: added to the gradient before momentum / Adam scaling.
         parts.append(optax.add_decayed_weights(weight_decay, mask=decay_mask))
     if name == "sgd":
-        momentum = float(_cfg(config, "momentum", 0.9))
-        nesterov = bool(_cfg(config, "nesterov", False))
+        momentum = float(config["momentum"])
+        nesterov = bool(config.get("nesterov", False))
         parts.append(optax.sgd(learning_rate, momentum=momentum or None, nesterov=nesterov))
     else:
         parts.append(optax.adam(learning_rate, b1=b1, b2=b2))
@@ -140,8 +140,9 @@ def make_task_optimizer(
     Config fields: ``name`` ("sgd" | "adam" | "adamw"), ``learning_rate``, ``warmup_steps``,
     ``schedule``, ``end_learning_rate_factor``, ``weight_decay`` (kernels only: leaves with
     ndim >= 2 that are not mask parameters), ``momentum``/``nesterov`` (SGD), ``b1``/``b2``
-    (Adam), ``mask_lr_factor`` (FlexConv mask group, default 0.1), ``grad_clip_norm``
-    (global-norm clipping if > 0).
+    (Adam), ``mask_lr_factor`` (FlexConv mask group), ``grad_clip_norm`` (global-norm
+    clipping if > 0). Missing fields take the defaults of ``base_config().optimizer``
+    (:mod:`convjax.configs.default`, the one place of the trainer's defaults).
 
     Args:
       config: the ``optimizer`` sub-config.
@@ -154,10 +155,11 @@ def make_task_optimizer(
     Example:
       >>> tx, sched = make_task_optimizer(config.optimizer, param_labels(params), 1000)
     """
-    name = _cfg(config, "name", "adam")
+    config = _options(config, "optimizer")
+    name = config["name"]
     check_choice(name, OPTIMIZERS, "optimizer.name")
     schedule = make_schedule(config, num_steps)
-    mask_factor = float(_cfg(config, "mask_lr_factor", 0.1))
+    mask_factor = float(config["mask_lr_factor"])
     if mask_factor < 0:
         raise ValueError(f"`optimizer.mask_lr_factor` must be >= 0, got {mask_factor}.")
 
@@ -170,7 +172,7 @@ def make_task_optimizer(
         MASK_GROUP: _base_optimizer(name, _scaled(schedule, mask_factor), config, lambda p: False),
     }
     tx: optax.GradientTransformation = optax.multi_transform(transforms, labels)
-    clip = float(_cfg(config, "grad_clip_norm", 0.0))
+    clip = float(config["grad_clip_norm"])
     if clip > 0:
         tx = optax.chain(optax.clip_by_global_norm(clip), tx)
     return tx, schedule
@@ -182,15 +184,17 @@ def make_padding_optimizer(config: Any) -> optax.GradientTransformation:
     It runs on all padding parameters raveled into one vector (``optax.flatten``): the many
     tiny per-layer filters are updated by a few fused kernels instead of a few per leaf.
 
-    Config fields: ``name`` ("sgd" | "adam" | "adamw", default "adam"), ``learning_rate``
-    (default 1e-3), ``momentum`` (SGD), ``weight_decay`` (default 0).
+    Config fields: ``name`` ("sgd" | "adam" | "adamw"), ``learning_rate``, ``momentum``
+    (SGD), ``weight_decay``, ``b1``/``b2`` (Adam); missing fields take the defaults of
+    ``base_config().padding_optimizer`` (:mod:`convjax.configs.default`).
 
     Example:
       >>> tx_pad = make_padding_optimizer(ml_collections.ConfigDict(dict(name="adam")))
     """
-    name = _cfg(config, "name", "adam")
+    config = _options(config, "padding_optimizer")
+    name = config["name"]
     check_choice(name, OPTIMIZERS, "padding_optimizer.name")
-    lr = float(_cfg(config, "learning_rate", 1e-3))
+    lr = float(config["learning_rate"])
     if lr < 0:
         raise ValueError(f"`padding_optimizer.learning_rate` must be >= 0, got {lr}.")
     return _flattened(_base_optimizer(name, lr, config, lambda p: jax.tree.map(lambda _: True, p)))

@@ -47,7 +47,7 @@ def test_mask_group_gets_a_tenth_of_the_step(name):
     model = _WithMask()
     state = nnx.state(model, nnx.Param)
     params = nnx.to_pure_dict(state)
-    config = dict(name=name, learning_rate=0.5, momentum=0.0, weight_decay=0.0)
+    config = dict(name=name, learning_rate=0.5, warmup_steps=0, momentum=0.0, weight_decay=0.0)
     tx, _ = make_task_optimizer(config, param_labels(state), num_steps=10)
     grads = jax.tree.map(lambda p: jnp.full_like(p, 0.25), params)
     updates, _ = tx.update(grads, tx.init(params), params)
@@ -60,7 +60,7 @@ def test_mask_group_gets_a_tenth_of_the_step(name):
 def test_weight_decay_only_on_kernels():
     state = nnx.state(_WithMask(), nnx.Param)
     params = nnx.to_pure_dict(state)
-    config = dict(name="sgd", learning_rate=1.0, momentum=0.0, weight_decay=0.1)
+    config = dict(name="sgd", learning_rate=1.0, warmup_steps=0, momentum=0.0, weight_decay=0.1)
     tx, _ = make_task_optimizer(config, param_labels(state), num_steps=10)
     zeros = jax.tree.map(jnp.zeros_like, params)
     updates, _ = tx.update(zeros, tx.init(params), params)
@@ -76,7 +76,7 @@ def test_warmup_cosine_schedule_values():
     # Half way through the cosine part: (1 + cos(pi / 2)) / 2 = 0.5.
     assert float(sched(60)) == pytest.approx(0.1, rel=1e-5)
     assert float(sched(110)) == pytest.approx(0.0, abs=1e-7)
-    const = make_schedule(dict(learning_rate=0.3, schedule="constant"), num_steps=5)
+    const = make_schedule(dict(learning_rate=0.3, schedule="constant", warmup_steps=0), num_steps=5)
     assert float(const(4)) == pytest.approx(0.3)
 
 
