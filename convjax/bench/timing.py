@@ -4,6 +4,8 @@ Every benchmark times compiled functions after warm-up and reports medians, alwa
 its baseline in the same process. These helpers make that uniform:
 
 - :func:`time_fn` -- median wall time of a jitted call, synchronised with ``block_until_ready``;
+- :func:`time_interleaved` -- wall times of several calls run round-robin, so a variant and
+  its baseline see the same machine load;
 - :func:`peak_memory_bytes` -- XLA's compile-time estimate of the memory a program allocates
   beyond its arguments (temporaries + outputs);
 - :func:`residual_bytes` -- bytes that reverse-mode autodiff keeps alive between the forward
@@ -22,7 +24,7 @@ import os
 import platform
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
@@ -30,6 +32,7 @@ import numpy as np
 
 __all__ = [
     "time_fn",
+    "time_interleaved",
     "peak_memory_bytes",
     "memory_stats",
     "residual_bytes",
@@ -76,6 +79,50 @@ def time_fn(fn: Callable[..., Any], *args: Any, warmup: int = 2, repeats: int = 
         _block(jitted(*args))
         times.append(time.perf_counter() - start)
     return float(statistics.median(times))
+
+
+def time_interleaved(
+    calls: Mapping[str, Callable[[], Any]], *, warmup: int = 1, repeats: int = 5
+) -> dict[str, list[float]]:
+    """Wall-clock seconds of every call of each of ``calls``, run round-robin.
+
+    Each callable takes no argument and returns a pytree of arrays (it may carry state
+    between calls itself, e.g. a train step that feeds its new state to the next call). Every
+    call is synchronised with ``jax.block_until_ready`` on its output. All callables are
+    first run ``warmup`` times each (untimed), then ``repeats`` rounds each call every
+    callable once in the given order, so a variant and its baseline are timed under the same
+    load (important on a shared machine); take the median of each list.
+
+    Args:
+      calls: name -> zero-argument callable (already compiled: compilation is never timed
+        as long as ``warmup >= 1``).
+      warmup: untimed rounds before timing (``>= 1``).
+      repeats: timed rounds (``>= 1``).
+
+    Returns:
+      name -> list of ``repeats`` durations in seconds, in round order.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> x = jnp.ones(16)
+      >>> t = time_interleaved({"sin": lambda: jnp.sin(x), "cos": lambda: jnp.cos(x)})
+      >>> sorted(t), len(t["sin"])
+      (['cos', 'sin'], 5)
+    """
+    if warmup < 1:
+        raise ValueError(f"`warmup` must be >= 1 so compilation is not timed, got {warmup!r}.")
+    if repeats < 1:
+        raise ValueError(f"`repeats` must be >= 1, got {repeats!r}.")
+    for _ in range(warmup):
+        for call in calls.values():
+            _block(call())
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in range(repeats):
+        for name, call in calls.items():
+            start = time.perf_counter()
+            _block(call())
+            times[name].append(time.perf_counter() - start)
+    return times
 
 
 def memory_stats(fn: Callable[..., Any], *args: Any) -> dict[str, int]:

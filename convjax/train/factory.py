@@ -1,0 +1,139 @@
+"""Build a model's train state and per-device steps from a config, without the data pipeline.
+
+:func:`make_train_setup` does what :func:`convjax.train.loop.train` does between reading the
+data and running the loop: build the model from the config's name and switches
+(``padding`` / ``pool`` / ``norm`` / ``conv``), split it into a functional
+:class:`~convjax.train.state.TrainState`, create the task optimizer (over ``nnx.Param``) and the
+Padding Module's optimizer (over ``PadParam``), and build the per-device train and eval steps
+(``task loss + padding losses + aliasing penalty``, both optimizer states stepped in one
+backward pass). Benchmarks and tests use it to run exactly the step users train with; the
+result is compiled with :class:`convjax.train.distributed.DataParallel` like the trainer does.
+
+Example:
+  >>> from convjax.configs.default import base_config
+  >>> from convjax.train.distributed import DataParallel
+  >>> config = base_config()
+  >>> setup = make_train_setup(config, num_classes=10, in_features=1, num_steps=100)
+  >>> dp = DataParallel("pmap")
+  >>> step = dp.compile(setup.train_step, donate_state=True)
+  >>> state, metrics = step(dp.replicate(setup.state), dp.shard_batch(batch))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import optax
+
+from convjax.train.optim import make_padding_optimizer, make_task_optimizer, param_labels
+from convjax.train.state import ModelDef, TrainState, create_train_state, split_model
+from convjax.train.step import make_eval_step, make_train_step
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class TrainSetup:
+    """Everything needed to run a config's train step, before any device placement.
+
+    Attributes:
+      model_def: the split model (train / eval graphs, RNG streams).
+      state: the initial host :class:`TrainState` (step 0, both optimizer states).
+      train_step: per-device ``step(state, batch) -> (state, metrics)`` with collectives
+        over ``axis_name`` (compile it with ``DataParallel.compile``).
+      eval_step: per-device ``eval_step(state, batch) -> sums``.
+      tx_task: the task optimizer (over ``state.params``).
+      tx_pad: the padding optimizer (over ``state.pad_params``).
+      schedule: the task learning-rate schedule.
+      num_params: scalars in ``state.params``.
+      num_padding_params: scalars in ``state.pad_params`` (0 without learned padding).
+    """
+
+    model_def: ModelDef
+    state: TrainState
+    train_step: Callable[..., Any]
+    eval_step: Callable[..., Any]
+    tx_task: optax.GradientTransformation
+    tx_pad: optax.GradientTransformation
+    schedule: optax.Schedule
+    num_params: int
+    num_padding_params: int
+
+
+def make_train_setup(
+    config: Any,
+    *,
+    num_classes: int,
+    in_features: int,
+    num_steps: int,
+    axis_name: str | None = "batch",
+) -> TrainSetup:
+    """Model, initial state, both optimizers and the per-device steps of ``config``.
+
+    The same construction as the trainer (``convjax.train.loop.train``): the model is
+    ``convjax.models.build(config.model, padding=config.padding, pool=config.pool,
+    norm=config.norm, conv=config.conv or None, dtype=config.dtype, **config.model_kwargs)``
+    seeded by ``config.seed``; the task optimizer is ``make_task_optimizer(config.optimizer,
+    ..., num_steps)`` (``num_steps`` sets the cosine decay), the padding optimizer
+    ``make_padding_optimizer(config.padding_optimizer)``; the train step is
+    :func:`convjax.train.step.make_train_step` with ``config.aliasing_weight``. Which fields
+    are read and their meaning: ``convjax/configs/default.py``.
+
+    Args:
+      config: an ml_collections config (or anything with the same fields).
+      num_classes: number of logits of the model.
+      in_features: input channels (the last dim of the images).
+      num_steps: total train steps the learning-rate schedule spans (>= 1).
+      axis_name: the data-parallel axis of the steps' collectives (``"batch"`` for
+        ``DataParallel``; ``None``: no collectives, for a plain ``jax.jit``).
+
+    Returns:
+      A :class:`TrainSetup`.
+
+    Raises:
+      ValueError: unknown model or switch value, a switch combination the model rejects,
+        or ``num_steps < 1``.
+
+    Example:
+      >>> setup = make_train_setup(base_config(), num_classes=10, in_features=1, num_steps=10)
+      >>> setup.state.step
+      Array(0, dtype=int32)
+    """
+    # loop.py owns the config -> model and dtype mapping; imported here, not copied.
+    from convjax.train.loop import build_model, compute_dtype, count_params
+
+    if not isinstance(num_steps, int) or num_steps < 1:
+        raise ValueError(f"`num_steps` must be an int >= 1, got {num_steps!r}.")
+    model = build_model(config, num_classes=num_classes, in_features=in_features)
+    model_def, params, pad_params, stats, param_state = split_model(model)
+    del model
+    tx_task, schedule = make_task_optimizer(config.optimizer, param_labels(param_state), num_steps)
+    padding_optimizer = config.get("padding_optimizer", None) if hasattr(config, "get") else None
+    tx_pad = make_padding_optimizer(padding_optimizer or {})
+    state = create_train_state(params, pad_params, stats, tx_task, tx_pad, int(config.seed))
+    dtype = compute_dtype(config.get("dtype", None) or "float32")
+    aliasing = config.get("aliasing_weight", None)
+    train_step = make_train_step(
+        model_def,
+        tx_task,
+        tx_pad,
+        schedule=schedule,
+        axis_name=axis_name,
+        compute_dtype=dtype,
+        aliasing_weight=1.0 if aliasing is None else float(aliasing),
+    )
+    eval_step = make_eval_step(model_def, axis_name=axis_name, compute_dtype=dtype)
+    return TrainSetup(
+        model_def=model_def,
+        state=state,
+        train_step=train_step,
+        eval_step=eval_step,
+        tx_task=tx_task,
+        tx_pad=tx_pad,
+        schedule=schedule,
+        num_params=count_params(params),
+        num_padding_params=count_params(pad_params),
+    )
+
+
+__all__ = ["TrainSetup", "make_train_setup"]
