@@ -29,7 +29,7 @@ from typing import Any
 
 #: Directory of the configs shipped with convjax.
 CONFIG_DIR = pathlib.Path(__file__).resolve().parent / "configs"
-COMMANDS = ("train", "eval", "predict", "export", "configs", "models", "launch")
+COMMANDS = ("train", "eval", "predict", "export", "configs", "models", "launch", "compare")
 
 #: Exit status of an interrupted run (128 + SIGINT, as shells report it).
 EXIT_INTERRUPTED = 130
@@ -49,6 +49,8 @@ commands:
   models    list the model names accepted by --config.model
   launch    [--processes N] [--devices-per-process D] [--port P] -- <command>
             run a command as N local JAX processes (multi-host on one machine)
+  compare   <padding|pooling|norm|conv|file> [--quick] [--seeds=0,1,2] [--workdir=<dir>]
+            train arms that differ in one switch over seeds; writes table.md and curves.png
 
 example:
   convjax train --config=convjax/configs/default.py --config.num_epochs=5
@@ -447,6 +449,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from convjax.train.launch import main as launch_main
 
         return launch_main(argv[2:])
+    if argv[1] == "compare":
+        from convjax.bench.compare import main as compare_main
+
+        return compare_main(argv[2:])
     if any(a in ("-h", "--help", "--helpfull") for a in argv[2:]) and argv[1] in _FLAGS:
         print(command_help(argv[1]))
         return 0

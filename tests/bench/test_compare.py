@@ -1,0 +1,142 @@
+"""``convjax compare``: a tiny experiment end to end (2 arms x 2 seeds x 1 epoch of digits),
+its statistics recomputed from the per-seed records, one compilation per arm, and the
+reused step giving the same run as a freshly compiled one."""
+
+import json
+import types
+
+import numpy as np
+import pytest
+
+from convjax.bench import compare
+
+TINY = {
+    "name": "tiny",
+    "title": "tiny pooling",
+    "switch": "pool",
+    "base": {
+        "dataset": "digits",
+        "batch_size": 64,
+        "num_epochs": 1,
+        "model": "digits_cnn",
+        "model_kwargs": {"widths": (8, 16)},
+        "optimizer": {"warmup_steps": 5},
+    },
+    "arms": {"max": {"pool": "max"}, "avg": {"pool": "avg"}},
+    "seeds": (0, 1),
+}
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("compare")
+    results = compare.run_experiment(TINY, workdir, progress=False)
+    return results, workdir
+
+
+def test_writes_table_plot_and_records(tiny):
+    results, workdir = tiny
+    table = (workdir / "table.md").read_text()
+    assert table.startswith("# tiny pooling")
+    assert "| all | max |" in table and "| all | avg |" in table
+    png = (workdir / "curves.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+    runs = [json.loads(line) for line in (workdir / "runs.jsonl").read_text().splitlines()]
+    assert [(r["arm"], r["seed"]) for r in runs] == [("max", 0), ("max", 1), ("avg", 0), ("avg", 1)]
+    for r in runs:
+        assert len(r["test_accuracy"]) == len(r["epoch_time_s"]) == 1
+        assert 0.0 <= r["test_accuracy"][0] <= 1.0 and r["epoch_time_s"][0] > 0
+        assert r["test_examples"] == 360 and r["num_params"] > 0
+    # Seeds change the run (init and data order), not just its label.
+    assert runs[0]["test_loss"] != runs[1]["test_loss"]
+    assert compare.load_results(workdir)["rows"] == results["rows"]
+
+
+def test_statistics_come_from_the_per_seed_results(tiny):
+    results, workdir = tiny
+    runs = compare.load_results(workdir)["runs"]
+    for row in results["rows"]:
+        accs = [r["test_accuracy"][-1] for r in runs if r["arm"] == row["arm"]]
+        times = [r["epoch_time_s"][0] for r in runs if r["arm"] == row["arm"]]
+        assert row["accuracies"] == accs
+        assert row["accuracy_mean"] == pytest.approx(sum(accs) / 2)
+        assert row["accuracy_std"] == pytest.approx(abs(accs[0] - accs[1]) / np.sqrt(2))
+        assert row["epoch_time_s"] == pytest.approx(sum(times) / 2)
+        cell = f"{100 * row['accuracy_mean']:.2f} ± {100 * row['accuracy_std']:.2f}"
+        assert cell in results["table"]
+
+
+def test_one_compilation_per_arm_and_reuse_changes_nothing(tiny):
+    results, _ = tiny
+    assert results["compilations"] == {"all/max": 1, "all/avg": 1}
+    # Seed 1 of "avg" with a freshly compiled step equals the run that reused seed 0's step.
+    config = compare.arm_config(compare.check_experiment(TINY), "all", "avg", 1)
+    program, fresh = compare._run_seed(
+        config, None, bar=compare._NoBar(), record_kernel_sizes=False
+    )
+    reused = results["runs"][3]
+    assert (reused["arm"], reused["seed"]) == ("avg", 1)
+    np.testing.assert_allclose(fresh["test_loss"], reused["test_loss"], rtol=1e-5)
+    np.testing.assert_allclose(fresh["test_accuracy"], reused["test_accuracy"], atol=1e-9)
+
+
+def test_summarize_and_table_on_hand_made_records():
+    runs = [
+        {"group": "g", "arm": a, "seed": s, "test_accuracy": [0.5, acc],
+         "epoch_time_s": [t, t], "num_params": 7}
+        for a, s, acc, t in [("x", 0, 0.9, 1.0), ("x", 1, 0.8, 3.0), ("y", 0, 0.95, 2.0),
+                             ("y", 1, 0.95, 2.0)]
+    ]  # fmt: skip
+    x, y = compare.summarize(runs)
+    assert x["accuracy_mean"] == pytest.approx(0.85) and y["accuracy_std"] == 0.0
+    assert x["accuracy_std"] == pytest.approx(np.std([0.9, 0.8], ddof=1))
+    assert x["curve_mean"] == pytest.approx([0.5, 0.85]) and x["epoch_time_s"] == 2.0
+    table = compare.markdown_table([x, y], switch="pool")
+    assert "| g | y | 95.00 ± 0.00 | +10.00 | 95.0, 95.0 | 2.00 | 7 |" in table
+
+
+def test_flex_kernel_sizes_at_init():
+    """FlexConv's paper initialisation (sigma 0.075, horizon 33) crops every kernel to 5x5."""
+    from flax import nnx
+
+    from convjax.models import build
+    from convjax.train.state import split_model
+
+    def sizes(name):
+        model = build(name, num_classes=10, in_features=1, rngs=nnx.Rngs(0))
+        model_def, params, pad_params, stats, _ = split_model(model)
+        state = types.SimpleNamespace(params=params, pad_params=pad_params, stats=stats)
+        return compare.flex_kernel_sizes(model_def, state)
+
+    flex = sizes("flexnet_tiny")  # stem + 2 blocks x 2 FlexConvs
+    assert len(flex) == 5 and set(flex.values()) == {5.0}
+    assert sizes("digits_cnn") == {}
+
+
+@pytest.mark.parametrize("name", ["padding", "pooling", "norm", "conv"])
+def test_shipped_experiments_resolve(name):
+    for quick in (True, False):
+        exp = compare.load_experiment(name, quick=quick)
+        assert len(exp["seeds"]) >= 3 and len(exp["arms"]) >= 2
+        for group in exp["groups"]:
+            for arm in exp["arms"]:
+                config = compare.arm_config(exp, group, arm, 0)
+                assert config.dataset == ("digits" if quick else
+                                          "idx:/usr/share/datasets/fashion-mnist")  # fmt: skip
+                assert config[exp["switch"]] == exp["arms"][arm][exp["switch"]]
+
+
+def test_bad_input_is_named():
+    with pytest.raises(ValueError, match="shipped experiments are"):
+        compare.load_experiment("nope")
+    with pytest.raises(ValueError, match=r"experiment\['arms'\]"):
+        compare.check_experiment({**TINY, "arms": {"max": {"pool": "max"}}})
+    with pytest.raises(ValueError, match=r"experiment\['seeds'\]"):
+        compare.check_experiment({**TINY, "seeds": (0, 0)})
+    with pytest.raises(ValueError, match=r"num_epochs"):
+        compare.check_experiment({**TINY, "base": {"num_epochs": 0}})
+    with pytest.raises(ValueError, match="not in the experiment's arms"):
+        compare.run_experiment(TINY, arms=["soft"], progress=False)
+    with pytest.raises(TypeError, match="`experiment` must be a mapping"):
+        compare.check_experiment([1])
+    assert compare.main(["nope", "--no_progress"]) == 2
