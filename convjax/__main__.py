@@ -343,8 +343,14 @@ def parse_command_line(argv: Sequence[str]) -> CommandLine:
         raise _unknown_flag(flags_left[0], command)
     if unknown and command != "predict":
         raise UsageError(f"unexpected argument {unknown[0]!r} for `convjax {command}`")
-    line = CommandLine(command=command, **{k: v for k, v in vars(namespace).items() if k in (
-        "workdir", "print_config", "split", "step", "top_k", "out")})
+    line = CommandLine(
+        command=command,
+        **{
+            k: v
+            for k, v in vars(namespace).items()
+            if k in ("workdir", "print_config", "split", "step", "top_k", "out")
+        },
+    )
     if command in ("eval", "predict", "export") and not line.workdir:
         raise UsageError(f"`convjax {command}` needs --workdir=<a training run's directory>")
     if command == "predict":

@@ -138,7 +138,9 @@ def check_experiment(exp: Mapping[str, Any]) -> dict[str, Any]:
     out = dict(exp)
     for key in ("name", "switch"):
         if not isinstance(out.get(key), str) or not out[key]:
-            raise ValueError(f"`experiment['{key}']` must be a non-empty str, got {out.get(key)!r}.")
+            raise ValueError(
+                f"`experiment['{key}']` must be a non-empty str, got {out.get(key)!r}."
+            )
     out.setdefault("title", out["name"])
     out.setdefault("paper", "")
     out.setdefault("kernel_sizes", False)
@@ -412,8 +414,9 @@ def summarize(runs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
                 "accuracy_mean": round(float(finals.mean()), 10),
                 "accuracy_std": float(finals.std(ddof=1)) if len(finals) > 1 else 0.0,
                 "curve_mean": curves.mean(axis=0).tolist(),
-                "curve_std": (curves.std(axis=0, ddof=1) if len(rs) > 1 else 0 * curves[0])
-                .tolist(),
+                "curve_std": (
+                    curves.std(axis=0, ddof=1) if len(rs) > 1 else 0 * curves[0]
+                ).tolist(),
                 "epoch_time_s": float(np.nanmean(times)),
                 "num_params": int(rs[0]["num_params"]),
             }
@@ -452,6 +455,26 @@ def markdown_table(rows: Sequence[Mapping[str, Any]], *, switch: str = "arm") ->
     return "\n".join(lines) + "\n"
 
 
+def _subplots(n: int, path: str | None) -> tuple[Any, Any]:
+    """``n`` panels side by side: a pyplot figure to show (``path`` None), else a bare
+    ``matplotlib.figure.Figure`` to save (no pyplot state, no backend switch)."""
+    figsize = (5 * n, 3.6)
+    if path is None:
+        import matplotlib.pyplot as plt
+
+        return plt.subplots(1, n, figsize=figsize, squeeze=False)
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(1, n, squeeze=False)
+
+
+def _integer_ticks() -> Any:
+    from matplotlib.ticker import MaxNLocator
+
+    return MaxNLocator(integer=True)
+
+
 def plot_curves(rows: Sequence[Mapping[str, Any]], path: str | None = None, *, title: str = ""):
     """Test accuracy against epoch per arm (mean ± std over seeds), one panel per group.
 
@@ -460,14 +483,8 @@ def plot_curves(rows: Sequence[Mapping[str, Any]], path: str | None = None, *, t
     Example:
       >>> fig = plot_curves(load_results("runs/compare/pooling_quick")["rows"])  # doctest: +SKIP
     """
-    import matplotlib
-
-    if path is not None and "MPLBACKEND" not in os.environ:
-        matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     groups = list(dict.fromkeys(r["group"] for r in rows))
-    fig, axes = plt.subplots(1, len(groups), figsize=(5 * len(groups), 3.6), squeeze=False)
+    fig, axes = _subplots(len(groups), path)
     for ax, group in zip(axes[0], groups):
         for r in (r for r in rows if r["group"] == group):
             mean = 100 * np.asarray(r["curve_mean"])
@@ -476,6 +493,7 @@ def plot_curves(rows: Sequence[Mapping[str, Any]], path: str | None = None, *, t
             ax.plot(epochs, mean, marker="o", ms=3, label=r["arm"])
             ax.fill_between(epochs, mean - std, mean + std, alpha=0.2)
         ax.set(title=group, xlabel="epoch", ylabel="test accuracy %")
+        ax.xaxis.set_major_locator(_integer_ticks())
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     if title:
@@ -494,14 +512,8 @@ def plot_kernel_sizes(runs: Sequence[Mapping[str, Any]], path: str | None = None
     recorded = [r for r in runs if r.get("kernel_sizes") and r["kernel_sizes"][0]]
     if not recorded:
         return None
-    import matplotlib
-
-    if path is not None and "MPLBACKEND" not in os.environ:
-        matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     arms = list(dict.fromkeys((r["group"], r["arm"]) for r in recorded))
-    fig, axes = plt.subplots(1, len(arms), figsize=(5 * len(arms), 3.6), squeeze=False)
+    fig, axes = _subplots(len(arms), path)
     for ax, (group, arm) in zip(axes[0], arms):
         rs = [r for r in recorded if (r["group"], r["arm"]) == (group, arm)]
         layers = list(rs[0]["kernel_sizes"][0])
@@ -513,6 +525,7 @@ def plot_kernel_sizes(runs: Sequence[Mapping[str, Any]], path: str | None = None
             xlabel="epoch",
             ylabel="learned kernel size (mask crop)",
         )
+        ax.xaxis.set_major_locator(_integer_ticks())
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.tight_layout()
@@ -670,13 +683,15 @@ def run_experiment(
         "quick": bool(quick),
         "overrides": overrides,
         "dataset": sample.dataset,
-        "num_epochs": {g: int(arm_config(exp, g, arm, 0, overrides).num_epochs) for g in exp["groups"]},
+        "num_epochs": {
+            g: int(arm_config(exp, g, arm, 0, overrides).num_epochs) for g in exp["groups"]
+        },
         "rows": rows,
         "table": table,
         "compilations": compilations,
         "workdir": str(workdir),
         "versions": versions(),
-        "written": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "written": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "wall_time_s": time.perf_counter() - t_start,
     }
     (workdir / RESULTS_FILE).write_text(json.dumps(results, indent=2, default=list) + "\n")
@@ -691,13 +706,8 @@ def run_experiment(
         header + table + (f"\nPaper: {exp['paper']}\n" if exp["paper"] else "")
     )
     if plots:
-        import matplotlib.pyplot as plt
-
-        fig = plot_curves(rows, str(workdir / CURVES_FILE), title=exp["title"])
-        plt.close(fig)
-        fig = plot_kernel_sizes(runs, str(workdir / KERNEL_SIZES_FILE))
-        if fig is not None:
-            plt.close(fig)
+        plot_curves(rows, str(workdir / CURVES_FILE), title=exp["title"])
+        plot_kernel_sizes(runs, str(workdir / KERNEL_SIZES_FILE))
     results["runs"] = runs
     return results
 
@@ -707,14 +717,16 @@ def _parse_seeds(text: str) -> tuple[int, ...]:
     try:
         seeds = tuple(int(s) for s in text.split(",") if s.strip())
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--seeds must be comma-separated ints, got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"--seeds must be comma-separated ints, got {text!r}"
+        ) from None
     if not seeds:
         raise argparse.ArgumentTypeError(f"--seeds must name at least one seed, got {text!r}")
     return seeds
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``convjax compare <experiment> [--quick] [...]`` (also ``python -m convjax.bench.compare``)."""
+    """``convjax compare <experiment> [--quick] [...]``; ``python -m convjax.bench.compare``."""
     parser = argparse.ArgumentParser(
         prog="convjax compare",
         description="Train arms that differ in one switch over seeds; write table.md, "

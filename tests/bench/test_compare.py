@@ -3,6 +3,7 @@ its statistics recomputed from the per-seed records, one compilation per arm, an
 reused step giving the same run as a freshly compiled one."""
 
 import json
+import pathlib
 import types
 
 import numpy as np
@@ -140,3 +141,26 @@ def test_bad_input_is_named():
     with pytest.raises(TypeError, match="`experiment` must be a mapping"):
         compare.check_experiment([1])
     assert compare.main(["nope", "--no_progress"]) == 2
+
+
+def test_compare_notebook_draws_a_workdir(tiny, monkeypatch):
+    """notebooks/compare.ipynb loads the tiny run's workdir and draws its table and curves."""
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    _, workdir = tiny
+    path = pathlib.Path(__file__).resolve().parents[2] / "notebooks" / "compare.ipynb"
+    monkeypatch.setenv("CONVJAX_COMPARE_WORKDIR", str(workdir))
+    monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
+    monkeypatch.setenv("JAX_PLATFORMS", "cpu")
+    monkeypatch.setenv("XLA_FLAGS", "")
+    nb = nbformat.read(path, as_version=4)
+    nbclient.NotebookClient(
+        nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(workdir)}}
+    ).execute()
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    assert not [o for o in outputs if o.get("output_type") == "error"]
+    text = "".join(o.get("text", "") for o in outputs)
+    assert f"{workdir.name}: 4 runs, dataset digits" in text
+    markdown = "".join(o.get("data", {}).get("text/markdown", "") for o in outputs)
+    assert "| all | max |" in markdown and "| all | avg |" in markdown
+    assert sum("image/png" in o.get("data", {}) for o in outputs) >= 2  # mean and per-seed

@@ -1,7 +1,7 @@
 """Pooling: max vs average vs SoftPool (Stergiou et al. 2021, Sec. 5) in the same VGG-style CNN.
 
-    convjax compare pooling --quick     # digits, 3 epochs, 3 seeds
-    convjax compare pooling             # Fashion-MNIST, 2 epochs, 3 seeds
+convjax compare pooling --quick     # digits, 3 epochs, 3 seeds
+convjax compare pooling             # Fashion-MNIST, 2 epochs, 3 seeds
 """
 
 from convjax.configs.compare import SEEDS, base
