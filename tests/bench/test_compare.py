@@ -96,22 +96,28 @@ def test_summarize_and_table_on_hand_made_records():
     assert "| g | y | 95.00 ± 0.00 | +10.00 | 95.0, 95.0 | 2.00 | 7 |" in table
 
 
-def test_flex_kernel_sizes_at_init():
-    """FlexConv's paper initialisation (sigma 0.075, horizon 33) crops every kernel to 5x5."""
+def test_flex_kernel_sizes_match_the_mask_formula():
+    """Crop size 2 floor((|mu| + sigma sqrt(-2 ln T)) / h) + 1 (h = 2 / (horizon - 1)) per
+    FlexConv layer; the paper's initialisation (sigma 0.075, horizon 33) gives 5x5."""
     from flax import nnx
 
-    from convjax.models import build
+    from convjax.nnx import FlexConv
     from convjax.train.state import split_model
 
-    def sizes(name):
-        model = build(name, num_classes=10, in_features=1, rngs=nnx.Rngs(0))
-        model_def, params, pad_params, stats, _ = split_model(model)
-        state = types.SimpleNamespace(params=params, pad_params=pad_params, stats=stats)
-        return compare.flex_kernel_sizes(model_def, state)
+    class Net(nnx.Module):
+        def __init__(self, rngs):
+            self.a = FlexConv(1, 2, 33, num_spatial_dims=2, hidden_features=4, rngs=rngs)
+            self.b = FlexConv(2, 2, 33, num_spatial_dims=2, hidden_features=4,
+                              mask_init_sigma=0.3, rngs=rngs)  # fmt: skip
+            self.c = nnx.Conv(2, 2, (3, 3), rngs=rngs)  # not a FlexConv: no entry
 
-    flex = sizes("flexnet_tiny")  # stem + 2 blocks x 2 FlexConvs
-    assert len(flex) == 5 and set(flex.values()) == {5.0}
-    assert sizes("digits_cnn") == {}
+    model_def, params, pad_params, stats, _ = split_model(Net(nnx.Rngs(0)))
+    state = types.SimpleNamespace(params=params, pad_params=pad_params, stats=stats)
+    sizes = compare.flex_kernel_sizes(model_def, state)
+    radius = np.sqrt(-2 * np.log(0.1))
+    expected = [2 * np.floor(s * radius / (2 / 32)) + 1 for s in (0.075, 0.3)]
+    assert expected[0] == 5
+    assert sizes == {"a": expected[0], "b": expected[1]}
 
 
 @pytest.mark.parametrize("name", ["padding", "pooling", "norm", "conv"])
@@ -141,6 +147,9 @@ def test_bad_input_is_named():
     with pytest.raises(TypeError, match="`experiment` must be a mapping"):
         compare.check_experiment([1])
     assert compare.main(["nope", "--no_progress"]) == 2
+    from convjax.__main__ import main as convjax_main
+
+    assert convjax_main(["convjax", "compare", "nope", "--no_progress"]) == 2
 
 
 def test_compare_notebook_draws_a_workdir(tiny, monkeypatch):
