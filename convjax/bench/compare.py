@@ -272,7 +272,7 @@ def _new_state(config: Any, info: Any, program: ArmProgram | None, num_steps: in
     state = create_train_state(
         params, pad_params, stats, program.tx_task, program.tx_pad, int(config.seed)
     )
-    return program, state, count_params(state.params)
+    return program, state, (count_params(state.params), count_params(state.pad_params))
 
 
 def flex_kernel_sizes(model_def: Any, state: Any) -> dict[str, float]:
@@ -327,12 +327,13 @@ def _run_seed(
     train_iter, eval_batches, info = loaders if loaders is not None else make_data(config)
     spe = int(info.steps_per_epoch)
     num_steps = int(config.num_epochs) * spe
-    program, state, num_params = _new_state(config, info, program, num_steps)
+    program, state, (num_params, num_pad) = _new_state(config, info, program, num_steps)
     first_call = len(program.traces) == 0
     dp = program.dp
     record: dict[str, Any] = {
         "seed": int(config.seed),
         "num_params": num_params,
+        "num_padding_params": num_pad,
         "steps_per_epoch": spe,
         "test_accuracy": [],
         "test_loss": [],
@@ -419,6 +420,7 @@ def summarize(runs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
                 ).tolist(),
                 "epoch_time_s": float(np.nanmean(times)),
                 "num_params": int(rs[0]["num_params"]),
+                "num_padding_params": int(rs[0].get("num_padding_params", 0)),
             }
         )
     return rows
@@ -428,7 +430,8 @@ def markdown_table(rows: Sequence[Mapping[str, Any]], *, switch: str = "arm") ->
     """The Markdown table of :func:`summarize` rows (accuracies in %).
 
     Columns: group, the switch, test accuracy mean ± std, difference to the group's first arm,
-    per-seed accuracies, train seconds per epoch, parameters.
+    per-seed accuracies, train seconds per epoch, parameters (``+ N pad``: the Padding
+    Module's own parameters, trained by its own loss).
 
     Example:
       >>> print(markdown_table([{"group": "g", "arm": "max", "accuracy_mean": 0.9,
@@ -447,10 +450,12 @@ def markdown_table(rows: Sequence[Mapping[str, Any]], *, switch: str = "arm") ->
         ref.setdefault(r["group"], r["accuracy_mean"])
         delta = "ref" if first else f"{100 * (r['accuracy_mean'] - ref[r['group']]):+.2f}"
         seeds = ", ".join(f"{100 * a:.1f}" for a in r["accuracies"])
+        pad = r.get("num_padding_params", 0)
+        params = f"{r['num_params']:,}" + (f" + {pad:,} pad" if pad else "")
         lines.append(
             f"| {r['group']} | {r['arm']} | {100 * r['accuracy_mean']:.2f} ± "
             f"{100 * r['accuracy_std']:.2f} | {delta} | {seeds} | {r['epoch_time_s']:.2f} | "
-            f"{r['num_params']:,} |"
+            f"{params} |"
         )
     return "\n".join(lines) + "\n"
 

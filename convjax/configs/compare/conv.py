@@ -2,7 +2,7 @@
 with the learned kernel sizes recorded after every epoch (kernel_sizes.png; the paper's Fig. 5).
 
     convjax compare conv --quick        # digits, flexnet_tiny (horizon 17), 3 epochs, 3 seeds
-    convjax compare conv                # Fashion-MNIST, flexnet_tiny (horizon 33), 1 epoch
+    convjax compare conv                # Fashion-MNIST, flexnet_tiny (horizon 33), 3 epochs
 """
 
 from convjax.configs.compare import SEEDS, base
@@ -16,7 +16,7 @@ def get_config(quick: bool = False) -> dict:
         "switch": "conv",
         "base": base(
             quick,
-            num_epochs=3 if quick else 1,
+            num_epochs=3,
             model="flexnet_tiny",
             # The horizon spans the input, as 33 does on CIFAR's 32x32 in the paper.
             model_kwargs={"flex_kernel_size": 17 if quick else 33},

@@ -1,7 +1,7 @@
 """Pooling: max vs average vs SoftPool (Stergiou et al. 2021, Sec. 5) in the same VGG-style CNN.
 
 convjax compare pooling --quick     # digits, 3 epochs, 3 seeds
-convjax compare pooling             # Fashion-MNIST, 2 epochs, 3 seeds
+convjax compare pooling             # Fashion-MNIST, 3 epochs, 3 seeds
 """
 
 from convjax.configs.compare import SEEDS, base
@@ -14,9 +14,7 @@ def get_config(quick: bool = False) -> dict:
         "name": "pooling",
         "title": "Pooling (SoftPool)",
         "switch": "pool",
-        "base": base(
-            quick, num_epochs=3 if quick else 2, model="digits_cnn", model_kwargs={"widths": widths}
-        ),
+        "base": base(quick, num_epochs=3, model="digits_cnn", model_kwargs={"widths": widths}),
         "groups": {"VGG-style": {}},
         "arms": {pool: {"pool": pool} for pool in ("max", "avg", "soft")},
         "seeds": SEEDS,
