@@ -191,9 +191,7 @@ def check_config(cfg: Mapping) -> None:
     ):
         _number(cfg, path, int, minimum)
     if cfg["num_steps"] == 0 and cfg["num_epochs"] == 0:
-        raise ConfigError(
-            f"{flag('num_steps')} or {flag('num_epochs')} must be >= 1 (both are 0)"
-        )
+        raise ConfigError(f"{flag('num_steps')} or {flag('num_epochs')} must be >= 1 (both are 0)")
     for path, minimum in (
         ("optimizer.learning_rate", 0),
         ("optimizer.weight_decay", 0),

@@ -200,7 +200,7 @@ def versions() -> dict[str, Any]:
         "count": len(devices),
         "processes": jax.process_count(),
     }
-    out["written"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    out["written"] = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     return out
 
 
@@ -290,9 +290,7 @@ def _check_resume(config: Any, workdir: str, checkpointer: Checkpointer) -> dict
     return accepted
 
 
-def setup(
-    config: Any, workdir: str | None = None, *, loaders: Sequence[Any] | None = None
-) -> Run:
+def setup(config: Any, workdir: str | None = None, *, loaders: Sequence[Any] | None = None) -> Run:
     """Build everything a run needs; restore the newest checkpoint (see module docstring).
 
     Args:

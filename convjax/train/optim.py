@@ -13,7 +13,6 @@ pytrees that checkpoint and replicate without Flax-specific nodes.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 import jax

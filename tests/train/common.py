@@ -80,7 +80,10 @@ def make_setup(
     seed: int = 0,
 ):
     """``(model_def, initial host state, per-device train step, labels)`` for ``model``."""
-    optimizer = {"warmup_steps": 0, **(optimizer or dict(name="sgd", learning_rate=0.1, momentum=0.9))}
+    optimizer = {
+        "warmup_steps": 0,
+        **(optimizer or dict(name="sgd", learning_rate=0.1, momentum=0.9)),
+    }
     padding_optimizer = padding_optimizer or dict(name="sgd", learning_rate=0.1, momentum=0.9)
     model_def, params, pad_params, stats, param_state = split_model(model)
     labels = param_labels(param_state)
