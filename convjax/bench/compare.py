@@ -275,13 +275,18 @@ def _new_state(config: Any, info: Any, program: ArmProgram | None, num_steps: in
     return program, state, (count_params(state.params), count_params(state.pad_params))
 
 
-def flex_kernel_sizes(model_def: Any, state: Any) -> dict[str, float]:
-    """Exact learned kernel size of every FlexConv layer (FlexConv paper, Sec. 3.2: the crop
-    ``2 floor((|mu| + sigma sqrt(-2 ln T)) / h) + 1`` of the Gaussian mask at threshold T).
+def flex_kernel_sizes(model_def: Any, state: Any, *, continuous: bool = False) -> dict[str, float]:
+    """Learned kernel size of every FlexConv layer (FlexConv paper, Sec. 3.2: the crop
+    ``2 floor((|mu| + sigma sqrt(-2 ln T)) / h) + 1`` of the Gaussian mask at threshold T, on
+    the grid of spacing ``h = 2 / (horizon - 1)``; causal layers ``floor((1 - mu + sigma
+    sqrt(-2 ln T)) / h) + 1``).
 
     Args:
       model_def: the split model (:class:`convjax.train.state.ModelDef`).
-      state: a host :class:`convjax.train.state.TrainState`.
+      state: a host :class:`convjax.train.state.TrainState` (or anything with ``params``,
+        ``pad_params`` and ``stats``).
+      continuous: the same expression without ``floor`` (a real number of grid points, the
+        largest over dims), so slow changes of the mask show before they change the crop.
 
     Returns:
       ``{layer path: kernel size}`` (empty for a model without FlexConv layers).
@@ -289,7 +294,7 @@ def flex_kernel_sizes(model_def: Any, state: Any) -> dict[str, float]:
     Example:
       >>> sizes = flex_kernel_sizes(program.model_def, state)  # doctest: +SKIP
       >>> sizes  # doctest: +SKIP
-      {'stem/conv': 5.0, 'blocks/0/conv1': 5.0, ...}
+      {'stem/conv': 5.0, 'blocks/0/conv1/conv': 5.0, ...}
     """
     from flax import nnx
 
@@ -300,14 +305,18 @@ def flex_kernel_sizes(model_def: Any, state: Any) -> dict[str, float]:
     out: dict[str, float] = {}
     for path, node in nnx.iter_graph(model):
         if isinstance(node, FlexConv) and node.mask_mu is not None:
-            size = mask_crop_size(
-                node.mask_mu[...],
-                node.sigma,
-                int(node.kernel_size),
-                float(node.mask_threshold),
-                causal=bool(node.causal),
-            )
-            out["/".join(str(p) for p in path)] = float(size)
+            mu, sigma = np.asarray(node.mask_mu[...]), np.asarray(node.sigma)
+            horizon, threshold = int(node.kernel_size), float(node.mask_threshold)
+            if continuous:
+                step = 2.0 / (horizon - 1)
+                reach = sigma * np.sqrt(-2.0 * np.log(threshold))
+                q = ((1.0 - mu + reach) if node.causal else (np.abs(mu) + reach)) / step
+                size = float(np.clip(np.max(q + 1.0 if node.causal else 2.0 * q + 1.0), 1, horizon))
+            else:
+                size = float(
+                    mask_crop_size(mu, sigma, horizon, threshold, causal=bool(node.causal))
+                )
+            out["/".join(str(p) for p in path)] = size
     return out
 
 
@@ -343,6 +352,7 @@ def _run_seed(
     }
     if record_kernel_sizes:
         record["kernel_sizes"] = [flex_kernel_sizes(program.model_def, state)]
+        record["kernel_extent"] = [flex_kernel_sizes(program.model_def, state, continuous=True)]
     dstate = dp.replicate(state)
     for epoch in range(int(config.num_epochs)):
         losses = []
@@ -374,6 +384,9 @@ def _run_seed(
         if record_kernel_sizes:
             host = dp.unreplicate(dstate)
             record["kernel_sizes"].append(flex_kernel_sizes(program.model_def, host))
+            record["kernel_extent"].append(
+                flex_kernel_sizes(program.model_def, host, continuous=True)
+            )
     record["test_examples"] = int(result["count"])
     return program, record
 
@@ -510,7 +523,9 @@ def plot_curves(rows: Sequence[Mapping[str, Any]], path: str | None = None, *, t
 
 
 def plot_kernel_sizes(runs: Sequence[Mapping[str, Any]], path: str | None = None):
-    """Learned FlexConv kernel size per layer against epoch (mean over seeds; epoch 0 = init).
+    """Learned FlexConv kernel size per layer against epoch (epoch 0 = initialisation): the
+    continuous extent (solid, mean over seeds) and the integer crop the layer uses (dashed,
+    same colour); see :func:`flex_kernel_sizes`.
 
     Returns the figure, or ``None`` when no run recorded kernel sizes.
     """
@@ -521,14 +536,19 @@ def plot_kernel_sizes(runs: Sequence[Mapping[str, Any]], path: str | None = None
     fig, axes = _subplots(len(arms), path)
     for ax, (group, arm) in zip(axes[0], arms):
         rs = [r for r in recorded if (r["group"], r["arm"]) == (group, arm)]
-        layers = list(rs[0]["kernel_sizes"][0])
-        for layer in layers:
-            sizes = np.array([[e[layer] for e in r["kernel_sizes"]] for r in rs], np.float64)
-            ax.plot(np.arange(sizes.shape[1]), sizes.mean(0), marker="o", ms=3, label=layer)
+        for i, layer in enumerate(rs[0]["kernel_sizes"][0]):
+            crop = np.array([[e[layer] for e in r["kernel_sizes"]] for r in rs], np.float64)
+            epochs = np.arange(crop.shape[1])
+            if all(r.get("kernel_extent") for r in rs):
+                extent = np.array([[e[layer] for e in r["kernel_extent"]] for r in rs], np.float64)
+                ax.plot(epochs, extent.mean(0), color=f"C{i}", marker="o", ms=3, label=layer)
+                ax.plot(epochs, crop.mean(0), color=f"C{i}", ls="--", lw=0.8)
+            else:
+                ax.plot(epochs, crop.mean(0), color=f"C{i}", marker="o", ms=3, label=layer)
         ax.set(
             title=f"{group} / {arm}",
             xlabel="epoch",
-            ylabel="learned kernel size (mask crop)",
+            ylabel="kernel size (extent; dashed: crop)",
         )
         ax.xaxis.set_major_locator(_integer_ticks())
         ax.grid(alpha=0.3)

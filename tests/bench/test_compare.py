@@ -118,6 +118,8 @@ def test_flex_kernel_sizes_match_the_mask_formula():
     expected = [2 * np.floor(s * radius / (2 / 32)) + 1 for s in (0.075, 0.3)]
     assert expected[0] == 5
     assert sizes == {"a": expected[0], "b": expected[1]}
+    extent = compare.flex_kernel_sizes(model_def, state, continuous=True)
+    assert extent == pytest.approx({"a": 0.075 * radius * 16 * 2 + 1, "b": 0.3 * radius * 32 + 1})
 
 
 @pytest.mark.parametrize("name", ["padding", "pooling", "norm", "conv"])
