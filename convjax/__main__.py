@@ -10,7 +10,9 @@ or the name of a config shipped in ``convjax/configs`` (``--config=default``); a
 
 A trained workdir is used with ``convjax eval --workdir=DIR [--split=test]``,
 ``convjax predict --workdir=DIR <images, IDX or .npy files>`` and
-``convjax export --workdir=DIR``. ``convjax <command> --help`` lists each command's flags.
+``convjax export --workdir=DIR``; ``convjax data convert`` converts a TFRecord-prepared TFDS
+dataset to ArrayRecord (see :mod:`convjax.data.tfds_files`), ``convjax launch`` runs local
+multi-process jobs. ``convjax <command> --help`` lists each command's flags.
 Bad flags and values give one line on stderr and exit status 2.
 """
 
@@ -29,7 +31,7 @@ from typing import Any
 
 #: Directory of the configs shipped with convjax.
 CONFIG_DIR = pathlib.Path(__file__).resolve().parent / "configs"
-COMMANDS = ("train", "eval", "predict", "export", "configs", "models", "launch", "compare")
+COMMANDS = ("train", "eval", "predict", "export", "configs", "models", "launch", "data", "compare")
 
 #: Exit status of an interrupted run (128 + SIGINT, as shells report it).
 EXIT_INTERRUPTED = 130
@@ -49,6 +51,8 @@ commands:
   models    list the model names accepted by --config.model
   launch    [--processes N] [--devices-per-process D] [--port P] -- <command>
             run a command as N local JAX processes (multi-host on one machine)
+  data convert <tfds name> [--data_dir=<dir>] [--out_root=<dir>]
+            convert a TFRecord-prepared TFDS dataset to ArrayRecord (no TensorFlow)
   compare   <padding|pooling|norm|conv|file> [--quick] [--seeds=0,1,2] [--workdir=<dir>]
             train arms that differ in one switch over seeds; writes table.md and curves.png
 
@@ -401,7 +405,7 @@ def _apply_distributed_flags(
             config.distributed[key] = value
 
 
-def _exit_now_if_multiprocess() -> None:
+def _exit_now_if_multiprocess(print_traceback: bool = True) -> None:
     """After an error in a multi-process run: print it and exit at once with status 1.
 
     A normal interpreter exit would wait in ``jax.distributed``'s shutdown barrier for the
@@ -413,7 +417,8 @@ def _exit_now_if_multiprocess() -> None:
     if jax.distributed.is_initialized():
         import traceback
 
-        traceback.print_exc()
+        if print_traceback:
+            traceback.print_exc()
         print(
             f"convjax: error on process {jax.process_index()}; exiting without waiting for "
             "the other processes.",
@@ -440,8 +445,7 @@ def command_help(command: str) -> str:
 
 
 def _error(message: str, status: int = 2) -> int:
-    first = str(message).strip().splitlines()[0] if str(message).strip() else "error"
-    print(f"convjax: error: {first}", file=sys.stderr, flush=True)
+    print(f"convjax: error: {str(message).strip() or 'error'}", file=sys.stderr, flush=True)
     return status
 
 
@@ -459,6 +463,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         from convjax.bench.compare import main as compare_main
 
         return compare_main(argv[2:])
+    if argv[1] == "data":
+        if argv[2:3] != ["convert"]:
+            print("convjax: error: usage: convjax data convert <tfds name> ...", file=sys.stderr)
+            return 2
+        from convjax.data.tfds_files import main as convert_main
+
+        return convert_main(argv[3:])
     if any(a in ("-h", "--help", "--helpfull") for a in argv[2:]) and argv[1] in _FLAGS:
         print(command_help(argv[1]))
         return 0
@@ -515,10 +526,11 @@ def _run(line: CommandLine) -> int:
         if line.command == "predict":
             from convjax.train.inference import predict
 
-            results = predict(line.workdir, line.files, top_k=line.top_k)
-            for i, top in enumerate(results):
+            names: list[str] = []
+            results = predict(line.workdir, line.files, top_k=line.top_k, names=names)
+            for name, top in zip(names, results, strict=True):
                 ranked = ", ".join(f"{c} ({p:.3f})" for c, p in top)
-                print(f"{i}: {ranked}", flush=True)
+                print(f"{name}: {ranked}", flush=True)
             return 0
         if line.command == "export":
             from convjax.train.inference import export_model
@@ -526,7 +538,11 @@ def _run(line: CommandLine) -> int:
             path = export_model(line.workdir, line.out, platforms=line.platforms)
             print(f"convjax: wrote {path} (and signature.json next to it)", flush=True)
             return 0
-    except (ConfigError, DataError, DistributedError, FileNotFoundError) as err:
+    except DataError as err:  # bad or missing data: one line, no traceback
+        status = _error(str(err), 1)
+        _exit_now_if_multiprocess(print_traceback=False)
+        return status
+    except (ConfigError, DistributedError, FileNotFoundError) as err:
         return _error(str(err), 1)
     except KeyboardInterrupt:
         raise

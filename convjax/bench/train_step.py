@@ -272,18 +272,21 @@ def prepare_variant(
     state = dp.replicate(setup.state)
     placed = _place(dp, batch)
 
-    t0 = time.perf_counter()
-    if hasattr(step, "trace"):
-        traced = step.trace(state, placed)
-        t1 = time.perf_counter()
-        lowered = traced.lower()
-    else:  # jax.pmap: tracing is part of lower()
-        t1 = t0
-        lowered = step.lower(state, placed)
-    t2, c2 = time.perf_counter(), time.process_time()
-    compiled = lowered.compile()
-    t3 = time.perf_counter()
-    compile_cpu_s = time.process_time() - c2
+    try:
+        t0 = time.perf_counter()
+        if hasattr(step, "trace"):
+            traced = step.trace(state, placed)
+            t1 = time.perf_counter()
+            lowered = traced.lower()
+        else:  # jax.pmap: tracing is part of lower()
+            t1 = t0
+            lowered = step.lower(state, placed)
+        t2, c2 = time.perf_counter(), time.process_time()
+        compiled = lowered.compile()
+        t3 = time.perf_counter()
+        compile_cpu_s = time.process_time() - c2
+    except Exception as err:  # a benchmark reports, it does not stop: e.g. a wrong input rank
+        return {**result, "status": "failed", "reason": f"{type(err).__name__}: {err}"}
 
     hlo_before = lowered.as_text(dialect="hlo")
     hlo_after = compiled.as_text() or ""
@@ -341,7 +344,7 @@ def bench_model(
     }
     results: list[dict[str, Any]] = []
     baseline_fp = None
-    for switches in variants:
+    for index, switches in enumerate(variants):
         log(f"  compiling {model} {variant_name(switches)} ...", flush=True)
         res = prepare_variant(
             model,
@@ -354,7 +357,7 @@ def bench_model(
         )
         if res["status"] == "ok":
             fp = res.pop("_fingerprint")
-            if baseline_fp is None:
+            if index == 0:
                 baseline_fp = fp
             elif fp == baseline_fp:
                 res.update(status="same_as_baseline", _call=None, _holder=None)

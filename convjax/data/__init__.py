@@ -4,6 +4,8 @@ Records are ``{"image": uint8 (H, W, C), "label": int}``; pipelines yield numpy 
 ``{"image": float32 (B, H, W, C) normalised, "label": int32 (B,)}`` (eval batches add
 ``"mask"``). The trainer's entry point is :func:`make_loaders`; datasets are named by spec
 strings: ``"digits"`` (embedded), ``"idx:<directory>"`` (MNIST-format files), ``"tfds:<name>"``.
+:func:`describe_data` gives the one-line summary the trainer prints in its run header;
+:mod:`convjax.data.tfds_files` converts TFRecord-prepared TFDS datasets to ArrayRecord.
 """
 
 from convjax.data.augment import (
@@ -23,6 +25,7 @@ from convjax.data.pipeline import (
     ImageTransform,
     Loaders,
     default_config,
+    describe_data,
     eval_loader,
     make_loaders,
     train_dataset,
@@ -34,12 +37,17 @@ from convjax.data.sources import (
     Dataset,
     DatasetInfo,
     TfdsSource,
+    auto_flip,
     channel_stats,
+    check_stats,
     digits_dataset,
+    find_tfds_builder,
+    find_tfds_version_dir,
     idx_dataset,
     load_dataset,
     parse_spec,
     read_idx,
+    tfds_data_dir,
     tfds_dataset,
     write_idx,
 )

@@ -53,9 +53,18 @@ from convjax.data.augment import (
     resize_shorter_side,
 )
 from convjax.data.sequential import SEQUENCE_MODES, pixel_permutation, sequence_shape, to_sequence
-from convjax.data.sources import DataError, DatasetInfo, RecordSource, load_dataset
+from convjax.data.sources import (
+    DEFAULT_STATS_IMAGES,
+    DataError,
+    DatasetInfo,
+    RecordSource,
+    check_stats,
+    load_dataset,
+    parse_spec,
+)
 
 __all__ = [
+    "describe_data",
     "EvalLoader",
     "Loaders",
     "ImageTransform",
@@ -76,15 +85,24 @@ def default_config() -> Any:
 
     Fields:
       name: dataset spec: ``"digits"``, ``"idx:<directory>"`` or ``"tfds:<name>"``.
-      data_dir: TFDS data directory (``""`` = TFDS default).
+      data_dir: TFDS data directory searched for ``tfds:`` names (``""`` = TFDS default,
+        ``$TFDS_DATA_DIR`` or ``~/tensorflow_datasets``).
+      convert_tfrecord: a ``tfds:`` dataset prepared as TFRecord is converted once to
+        ArrayRecord (True) or stops with the conversion command (False).
+      array_record_dir: where that conversion writes (``""``: next to the TFRecord files if
+        writable, else ``~/.cache/convjax/tfds``).
       train_split / eval_split: TFDS split names (``eval_split=""``: ``test`` or
         ``validation``).
       num_classes: classes of an IDX dataset (labels are validated against it).
       augment: ``"auto"`` (on for images, off for sequences), ``"true"`` or ``"false"``.
       crop_padding: zero padding of the random crop; -1 = ``max(1, round(H / 8))``
         (4 for 32x32 and 28x28, 1 for 8x8 digits).
-      flip: ``"auto"`` (the dataset's own rule: off for digits/MNIST-like), ``"true"``,
-        ``"false"``.
+      flip: ``"auto"`` (from the data: on for colour images of non-character classes, see
+        :func:`convjax.data.auto_flip`), ``"true"``, ``"false"``.
+      mean / std: per-channel normalisation of ``image / 255`` (1 or C numbers each); empty =
+        computed from the train images.
+      stats_images: how many evenly spaced train images a ``tfds:`` dataset's statistics are
+        computed from (0 = all; digits and IDX always use all).
       image_size: 0 keeps the stored size; > 0 resizes to ``(image_size, image_size)``
         (required for datasets of varying image size, e.g. ImageNet).
       sequence: ``"none"``, ``"flatten"`` (sMNIST) or ``"permute"`` (pMNIST).
@@ -111,6 +129,11 @@ def default_config() -> Any:
             "augment": "auto",
             "crop_padding": -1,
             "flip": "auto",
+            "mean": (),
+            "std": (),
+            "stats_images": DEFAULT_STATS_IMAGES,
+            "convert_tfrecord": True,
+            "array_record_dir": "",
             "image_size": 0,
             "sequence": "none",
             "permutation_seed": 0,
@@ -135,6 +158,17 @@ def _tristate(value: Any, field: str) -> bool | None:
         if v in ("false", "no", "off", "0"):
             return False
     raise ValueError(f"data config {field!r} must be 'auto', 'true' or 'false', got {value!r}")
+
+
+def _stats_field(value: Any, field: str) -> tuple[Any, ...]:
+    """``data.mean`` / ``data.std``: a number or a sequence of numbers; empty = not given."""
+    if isinstance(value, (int, float, np.number)) and not isinstance(value, bool):
+        return (value,)
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+        raise ValueError(
+            f"data config {field!r} must be a number or a list of numbers, got {value!r}"
+        )
+    return tuple(value)
 
 
 def _int(value: Any, field: str, minimum: int) -> int:
@@ -521,6 +555,57 @@ def eval_loader(
     )
 
 
+def _numbers(values: tuple[float, ...]) -> str:
+    return "(" + ", ".join(f"{v:.4f}" for v in values) + ")"
+
+
+def describe_data(info: Any) -> str:
+    """One line for the run header: what is read, from where, and the per-dataset choices.
+
+    Says where the records come from (files and format, or the in-memory source), the split
+    sizes and image shape, whether random flips are used and why (``auto: ...`` from the data
+    or ``config data.flip``), and the normalisation statistics and what they were computed
+    from. Works on any object with :class:`DatasetInfo`-like attributes (missing ones are
+    left out).
+
+    Args:
+      info: the :class:`DatasetInfo` returned by :func:`make_loaders`.
+
+    Returns:
+      e.g. ``"data digits (sklearn.datasets.load_digits()): 1437 train / 360 test, 8x8x1,
+      10 classes; flip off (auto: 1-channel images); normalise mean (0.3...) std (0.4...)
+      (all 1437 train images)"``.
+
+    Example:
+      >>> _, _, info = make_loaders("digits", seed=0, global_batch_size=64,
+      ...                           process_index=0, process_count=1)
+      >>> describe_data(info).split(";")[1]
+      ' flip off (auto: 1-channel images)'
+    """
+    get = lambda field, default=None: getattr(info, field, default)
+    text = f"data {get('name', '?')}"
+    if get("origin"):
+        text += f" ({get('origin')})"
+    parts = []
+    if get("num_train") is not None and get("num_test") is not None:
+        parts.append(f"{get('num_train')} train / {get('num_test')} test")
+    if get("image_shape"):
+        parts.append("x".join("?" if d is None else str(d) for d in get("image_shape")))
+    if get("num_classes"):
+        parts.append(f"{get('num_classes')} classes")
+    text += ": " + ", ".join(parts) if parts else ""
+    if get("flip") is not None:
+        reason = f" ({get('flip_reason')})" if get("flip_reason") else ""
+        text += f"; flip {'on' if get('flip') else 'off'}{reason}"
+    if get("mean") is not None and get("std") is not None:
+        source = f" ({get('stats_source')})" if get("stats_source") else ""
+        text += (
+            f"; normalise mean {_numbers(tuple(get('mean')))} std {_numbers(tuple(get('std')))}"
+            f"{source}"
+        )
+    return text
+
+
 class Loaders(NamedTuple):
     """What :func:`make_loaders` returns (unpacks as ``train, eval, info``)."""
 
@@ -631,17 +716,42 @@ def make_loaders(
     prefetch = _int(cfg["prefetch_batches"], "data config 'prefetch_batches'", 1)
     augment = _tristate(cfg["augment"], "augment")
     flip = _tristate(cfg["flip"], "flip")
+    convert_tfrecord = _tristate(cfg["convert_tfrecord"], "convert_tfrecord")
+    stats_images = _int(cfg["stats_images"], "data config 'stats_images'", 0)
+    mean, std = _stats_field(cfg["mean"], "mean"), _stats_field(cfg["std"], "std")
+    if bool(mean) != bool(std):
+        raise ValueError(
+            f"data config 'mean' and 'std' must both be set or both empty, got mean={mean} "
+            f"std={std}"
+        )
 
+    tfds_options = {}
+    if parse_spec(cfg["name"])[0] == "tfds":
+        tfds_options = dict(
+            convert_tfrecord=convert_tfrecord is not False,
+            array_record_dir=cfg["array_record_dir"] or None,
+            mean=mean or None,
+            std=std or None,
+            stats_images=stats_images,
+        )
     loaded = load_dataset(
         cfg["name"],
         data_dir=cfg["data_dir"] or None,
         train_split=cfg["train_split"],
         test_split=cfg["eval_split"] or None,
         num_classes=_int(cfg["num_classes"], "data config 'num_classes'", 1),
+        **tfds_options,
     )
     info = loaded.info
+    if mean:
+        mean, std = check_stats(mean, std, info.num_channels)
+        info = dataclasses.replace(info, mean=mean, std=std, stats_source="config data.mean/std")
+    if flip is not None:
+        info = dataclasses.replace(info, flip=flip, flip_reason="config data.flip")
     augment = (sequence == "none") if augment is None else augment
-    flip = info.flip if flip is None else flip
+    if not augment:
+        info = dataclasses.replace(info, flip=False, flip_reason="augmentation off")
+    flip = info.flip
     if crop_padding < 0:
         height = image_size or info.image_shape[0] or 0
         crop_padding = max(1, round(height / 8))

@@ -11,7 +11,8 @@ shuffled, augmented, sharded, batched grain pipelines. Three kinds exist:
   (``train-images-idx3-ubyte[.gz]``, ``train-labels-idx1-ubyte[.gz]``, ``t10k-...``), e.g.
   ``/usr/share/datasets/fashion-mnist`` from Debian's ``dataset-fashion-mnist`` package.
 * ``"tfds:<name>"`` -- any prepared TFDS image classification dataset, read with
-  ``tfds.data_source`` (ArrayRecord random access; TensorFlow is never imported).
+  ``tfds.data_source`` (ArrayRecord random access; TensorFlow is never imported). A dataset
+  prepared as TFRecord is converted to ArrayRecord once (:mod:`convjax.data.tfds_files`).
 
 Bad data fails early with :class:`DataError` (a ``ValueError``) naming the dataset and the file.
 """
@@ -29,6 +30,7 @@ from typing import Any, Protocol
 import numpy as np
 
 __all__ = [
+    "DEFAULT_STATS_IMAGES",
     "ArraySource",
     "DataError",
     "Dataset",
@@ -36,12 +38,17 @@ __all__ = [
     "IDX_FILE_STEMS",
     "RecordSource",
     "TfdsSource",
+    "auto_flip",
     "channel_stats",
+    "check_stats",
     "digits_dataset",
+    "find_tfds_builder",
+    "find_tfds_version_dir",
     "idx_dataset",
     "load_dataset",
     "parse_spec",
     "read_idx",
+    "tfds_data_dir",
     "tfds_dataset",
     "write_idx",
 ]
@@ -63,22 +70,9 @@ IDX_FILE_STEMS: dict[str, tuple[str, str]] = {
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
 
-#: Well-known per-channel mean / std (of pixel/255) for common TFDS datasets; any other TFDS
-#: dataset gets statistics estimated from up to ``_STATS_SAMPLE`` evenly spaced train images.
-_KNOWN_STATS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
-    "mnist": ((0.1307,), (0.3081,)),
-    "fashion_mnist": ((0.2860,), (0.3530,)),
-    "kmnist": ((0.1918,), (0.3483,)),
-    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
-    "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
-    "svhn_cropped": ((0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970)),
-    "imagenet2012": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
-    "imagenette": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
-}
-_STATS_SAMPLE = 1000
-
-#: TFDS datasets whose images must not be flipped horizontally (digits, characters, text).
-_NO_FLIP_TFDS = ("mnist", "fashion_mnist", "kmnist", "emnist", "svhn_cropped", "binarized_mnist")
+#: Default number of train images (evenly spaced) from which the normalisation statistics of a
+#: TFDS dataset are computed when the config gives none (``data.stats_images``; 0 = all).
+DEFAULT_STATS_IMAGES = 10_000
 
 
 class DataError(ValueError):
@@ -106,8 +100,8 @@ class DatasetInfo:
       num_test: number of records in the evaluation split.
       mean: per-channel mean of ``image / 255`` used for normalisation (length C).
       std: per-channel standard deviation of ``image / 255`` (length C).
-      flip: whether random horizontal flips are a valid augmentation (False for digits,
-        MNIST-like and other orientation-sensitive data).
+      flip: whether random horizontal flips are a valid augmentation (see :func:`auto_flip`;
+        ``make_loaders`` replaces it by the value actually used).
       train_split: name of the split used for training.
       test_split: name of the split used for evaluation.
       input_shape: per-example shape the model receives after the pipeline: ``(H, W, C)`` for
@@ -115,6 +109,10 @@ class DatasetInfo:
         or flattens.
       sequence: ``"none"``, ``"flatten"`` (sMNIST-style) or ``"permute"`` (pMNIST-style).
       steps_per_epoch: train batches per epoch per process (set by ``make_loaders``; 0 before).
+      flip_reason: why ``flip`` has its value, e.g. ``"auto: 1-channel images"``.
+      stats_source: where ``mean``/``std`` came from, e.g. ``"all 60000 train images"``.
+      origin: where the records are read from (files, format), for the run header.
+      class_names: the label names when the dataset declares them (TFDS ``ClassLabel``).
     """
 
     name: str
@@ -130,6 +128,10 @@ class DatasetInfo:
     input_shape: tuple[int | None, ...] = ()
     sequence: str = "none"
     steps_per_epoch: int = 0
+    flip_reason: str = ""
+    stats_source: str = ""
+    origin: str = ""
+    class_names: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.input_shape:
@@ -257,6 +259,39 @@ def channel_stats(images: np.ndarray) -> tuple[tuple[float, ...], tuple[float, .
     return tuple(means), tuple(stds)
 
 
+def auto_flip(num_channels: int, class_names: Sequence[str] = ()) -> tuple[bool, str]:
+    """Whether random horizontal flips suit a dataset, judged from its data, not its name.
+
+    Flips are on only for colour images (3 or 4 channels) whose classes are not single
+    characters: 1-channel images (digits, characters, clothing and other MNIST-like sets,
+    medical scans) and classes named ``"0"``..``"9"`` or ``"a"``..``"z"`` (SVHN, EMNIST) are
+    orientation-sensitive or too small to gain from flips, so they default to off. This keeps
+    every dataset the previous name list covered (MNIST, Fashion-MNIST, KMNIST, EMNIST,
+    SVHN, binarized MNIST: off; CIFAR, ImageNet, Imagenette: on) and decides the same way for
+    a renamed or custom copy. TFDS's default names of an unnamed ``ClassLabel`` are
+    ``"0"``..``"N-1"``, so an unnamed colour dataset of at most 10 classes also defaults to
+    off (the data cannot tell it from SVHN). Override with ``data.flip``.
+
+    Args:
+      num_channels: ``C`` of the ``(H, W, C)`` images.
+      class_names: the label names, if the dataset declares them.
+
+    Returns:
+      ``(flip, reason)``, e.g. ``(False, "auto: 1-channel images")``.
+
+    Example:
+      >>> auto_flip(1)
+      (False, 'auto: 1-channel images')
+      >>> auto_flip(3, ["airplane", "automobile"])
+      (True, 'auto: colour images of non-character classes')
+    """
+    if num_channels not in (3, 4):
+        return False, f"auto: {num_channels}-channel images"
+    if class_names and all(len(str(n).strip()) == 1 for n in class_names):
+        return False, "auto: classes are single characters"
+    return True, "auto: colour images of non-character classes"
+
+
 # --------------------------------------------------------------------------------------------
 # digits (embedded)
 # --------------------------------------------------------------------------------------------
@@ -300,6 +335,7 @@ def digits_dataset() -> Dataset:
         images[idx_test], labels[idx_test], 10, name="digits", origin=f"{origin} [test]"
     )
     mean, std = channel_stats(train.images)
+    flip, flip_reason = auto_flip(1)
     info = DatasetInfo(
         name="digits",
         num_classes=10,
@@ -308,7 +344,10 @@ def digits_dataset() -> Dataset:
         num_test=len(test),
         mean=mean,
         std=std,
-        flip=False,
+        flip=flip,
+        flip_reason=flip_reason,
+        stats_source=f"all {len(train)} train images",
+        origin=origin,
     )
     return Dataset(train, test, info)
 
@@ -433,8 +472,8 @@ def idx_dataset(directory: str | os.PathLike, *, num_classes: int = 10) -> Datas
     Expects ``train-images-idx3-ubyte``, ``train-labels-idx1-ubyte``,
     ``t10k-images-idx3-ubyte`` and ``t10k-labels-idx1-ubyte`` (each optionally ``.gz``; the
     ``train-images.idx3-ubyte`` spelling works too). Images ``(N, H, W)`` become
-    ``(N, H, W, 1)``. Normalisation statistics come from the train images; flips are off
-    (MNIST-like data).
+    ``(N, H, W, 1)``. Normalisation statistics come from all train images; flips follow
+    :func:`auto_flip` (off for 1-channel images).
 
     Args:
       directory: e.g. ``/usr/share/datasets/fashion-mnist``.
@@ -458,6 +497,7 @@ def idx_dataset(directory: str | os.PathLike, *, num_classes: int = 10) -> Datas
         )
     mean, std = channel_stats(train.images)
     h, w, c = (int(d) for d in train.images.shape[1:])
+    flip, flip_reason = auto_flip(c)
     info = DatasetInfo(
         name=name,
         num_classes=num_classes,
@@ -466,7 +506,10 @@ def idx_dataset(directory: str | os.PathLike, *, num_classes: int = 10) -> Datas
         num_test=len(test),
         mean=mean,
         std=std,
-        flip=False,
+        flip=flip,
+        flip_reason=flip_reason,
+        stats_source=f"all {len(train)} train images",
+        origin=f"IDX files in {directory}",
     )
     return Dataset(train, test, info)
 
@@ -562,39 +605,205 @@ def _tfds_image_and_label_keys(info: Any, name: str) -> tuple[str, str]:
     )
 
 
+class _DropOpenCvNotice:
+    """absl logging filter: drops TFDS's once-per-process "OpenCV is not installed" warning.
+
+    Without OpenCV, TFDS decodes PNG/JPEG with Pillow, which gives the same pixels; installing
+    ``opencv-python-headless`` makes TFDS use OpenCV instead (faster on large JPEG datasets).
+    """
+
+    def filter(self, record: Any) -> bool:
+        return not str(getattr(record, "msg", "")).startswith("OpenCV is not installed")
+
+
+_OPENCV_FILTER = _DropOpenCvNotice()
+
+
+def _silence_opencv_notice() -> None:
+    import logging
+
+    logger = logging.getLogger("absl")
+    if _OPENCV_FILTER not in logger.filters:
+        logger.addFilter(_OPENCV_FILTER)
+
+
+def tfds_data_dir(data_dir: str | None = None) -> str:
+    """The TFDS data directory searched for ``tfds:`` datasets: ``data_dir`` (``~`` expanded),
+    else TFDS's default (``$TFDS_DATA_DIR`` or ``~/tensorflow_datasets``).
+
+    Example:
+      >>> tfds_data_dir("~/data").endswith("/data")
+      True
+    """
+    if data_dir:
+        return os.path.expanduser(os.fspath(data_dir))
+    from tensorflow_datasets.core import constants
+
+    return os.path.expanduser(constants.get_default_data_dir())
+
+
+def _prepared_hint(tfds_name: str, data_dir: str) -> str:
+    from convjax.data.tfds_files import closest_prepared, prepared_datasets
+
+    if "://" not in data_dir and not os.path.isdir(data_dir):
+        return "that directory does not exist; set data.data_dir"
+    close = closest_prepared(tfds_name, data_dir)
+    prepared = prepared_datasets(data_dir)
+    if close:  # with their versions: a registered name may want a version not prepared
+        return "closest prepared there: " + ", ".join(
+            p for name in close for p in prepared if p.split(":")[0] == name
+        )
+    count = len(prepared)
+    return (
+        f"{count} datasets prepared there, none with a similar name"
+        if count
+        else ("nothing is prepared there")
+    )
+
+
+def find_tfds_builder(tfds_name: str, data_dir: str | None = None) -> Any:
+    """The TFDS builder of a *prepared* dataset, or a one-line :class:`DataError`.
+
+    ``tfds.builder`` is used as is: a registered name gets its builder class; any other name is
+    looked up in ``data_dir`` as ``<name>[/<config>]/<version>/`` and read from its files
+    (``features.json``, ``dataset_info.json``), so a custom dataset needs neither its builder
+    code nor an import. A misspelled or unprepared name stops with one line naming the
+    ``data_dir`` searched and the closest names prepared there (instead of TFDS's list of
+    every registered dataset).
+
+    Args:
+      tfds_name: ``name[/config][:version]``.
+      data_dir: see :func:`tfds_data_dir`.
+
+    Example:
+      >>> find_tfds_builder("fashion_mnis", "/data")  # doctest: +SKIP
+      DataError: dataset 'tfds:fashion_mnis' is not prepared in data_dir /data and TFDS has no
+      builder of that name (closest prepared there: fashion_mnist)
+    """
+    import tensorflow_datasets as tfds
+
+    name = f"tfds:{tfds_name}"
+    directory = tfds_data_dir(data_dir)
+    try:
+        builder = tfds.builder(tfds_name, data_dir=directory)
+    except tfds.core.registered.DatasetNotFoundError:
+        hint = _prepared_hint(tfds_name, directory)
+        # `from None`: the TFDS error lists every registered dataset (~300 lines).
+        raise DataError(
+            f"dataset {name!r} is not prepared in data_dir {directory} and TFDS has no builder "
+            f"of that name ({hint})"
+        ) from None
+    except Exception as e:  # bad config/version strings and the like
+        first_line = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise DataError(
+            f"dataset {name!r}: TFDS cannot load it from data_dir {directory} "
+            f"({type(e).__name__}: {first_line})"
+        ) from None
+    if not builder.is_prepared():
+        base = tfds_name.split(":")[0]
+        raise DataError(
+            f"dataset {name!r} is not prepared in data_dir {directory} "
+            f"({_prepared_hint(tfds_name, directory)}); prepare it once with `tfds build {base} "
+            f"--file_format=array_record --data_dir={directory}` in an environment with "
+            "TensorFlow (pip install 'convjax[prepare]'; reading needs no TensorFlow)"
+        )
+    return builder
+
+
+def find_tfds_version_dir(tfds_name: str, data_dir: str | None = None) -> str:
+    """The ``<data_dir>/<name>[/<config>]/<version>`` directory of a prepared dataset (see
+    :func:`find_tfds_builder` for the errors).
+
+    Example:
+      >>> find_tfds_version_dir("mnist", "~/tensorflow_datasets")  # doctest: +SKIP
+      '/home/me/tensorflow_datasets/mnist/3.0.1'
+    """
+    return os.fspath(find_tfds_builder(tfds_name, data_dir).data_dir)
+
+
+def _file_formats(version_dir: str) -> list[str]:
+    """File formats listed in ``dataset_info.json``: the main one first, then alternatives."""
+    from etils import epath
+
+    from convjax.data.tfds_files import _read_info
+
+    info = _read_info(epath.Path(version_dir))
+    return [info.get("fileFormat") or "tfrecord", *info.get("alternativeFileFormats", [])]
+
+
 def tfds_dataset(
     tfds_name: str,
     *,
     data_dir: str | None = None,
     train_split: str = "train",
     test_split: str | None = None,
+    convert_tfrecord: bool = True,
+    array_record_dir: str | None = None,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    stats_images: int = DEFAULT_STATS_IMAGES,
 ) -> Dataset:
     """A prepared TFDS image classification dataset through ``tfds.data_source`` (no TF).
 
-    The dataset must already be prepared in ``data_dir`` (``download=False``: nothing is
-    fetched here; prepare it once with ``tfds build``, which needs TensorFlow, elsewhere).
+    The dataset must already be prepared in ``data_dir`` (nothing is downloaded here). Random
+    access needs ArrayRecord files; a dataset prepared in TFRecord (the default of ``tfds
+    build`` / ``tfds.load``) is converted once, without TensorFlow and with a progress bar, by
+    :func:`convjax.data.tfds_files.convert_to_array_record` -- next to its TFRecord files when
+    that directory is writable, else under ``array_record_dir``.
+
+    Normalisation statistics are ``mean``/``std`` when given, else computed from up to
+    ``stats_images`` evenly spaced train images (all of them if the split is no larger). The
+    flip default comes from :func:`auto_flip` (image channels and class names). Both choices
+    and their reasons are in the returned info (see :func:`convjax.data.describe_data`).
 
     Args:
       tfds_name: TFDS name, optionally with config/version, e.g. ``"cifar10"``.
-      data_dir: TFDS data directory (default: TFDS's own default, ``~/tensorflow_datasets``).
+      data_dir: TFDS data directory (default: TFDS's own, ``~/tensorflow_datasets``).
       train_split: split to train on.
       test_split: split to evaluate on; ``None`` picks ``"test"``, else ``"validation"``.
+      convert_tfrecord: convert a TFRecord-only dataset (True) or stop with a one-line error
+        giving the conversion command (False).
+      array_record_dir: where to write the converted copy (``None``: next to the TFRecord files
+        if writable, else ``~/.cache/convjax/tfds``).
+      mean, std: per-channel statistics of ``image / 255`` (length C, std > 0), or ``None``.
+      stats_images: how many train images the statistics are computed from (0 = all).
 
     Example:
       >>> ds = tfds_dataset("cifar10", data_dir="~/tensorflow_datasets")  # doctest: +SKIP
-      >>> ds.info.image_shape  # doctest: +SKIP
-      (32, 32, 3)
+      >>> ds.info.image_shape, ds.info.flip  # doctest: +SKIP
+      ((32, 32, 3), True)
     """
     import tensorflow_datasets as tfds
 
+    _silence_opencv_notice()
     name = f"tfds:{tfds_name}"
-    try:
-        builder = tfds.builder(tfds_name, data_dir=data_dir)
-    except Exception as e:  # tfds raises its own DatasetNotFoundError and friends
-        first_line = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        raise DataError(
-            f"dataset {name!r}: TFDS cannot find it ({type(e).__name__}: {first_line})"
-        ) from e
+    builder = find_tfds_builder(tfds_name, data_dir)
+    version_dir = os.fspath(builder.data_dir)
+    formats = _file_formats(version_dir)
+    origin = f"{formats[0]} files in {version_dir}"
+    if not {"array_record", "parquet"} & set(formats):
+        if "tfrecord" not in formats:
+            raise DataError(
+                f"dataset {name!r} in {version_dir} is stored as {formats}; convjax reads "
+                "array_record, parquet, or tfrecord (converted once)"
+            )
+        if not convert_tfrecord:
+            raise DataError(
+                f"dataset {name!r} in {version_dir} is TFRecord, which has no random access; "
+                f"convert it once with `convjax data convert {tfds_name} "
+                f"--data_dir={tfds_data_dir(data_dir)}` (no TensorFlow needed) or set "
+                "data.convert_tfrecord=True"
+            )
+        from convjax.data.tfds_files import convert_to_array_record
+
+        version_dir, _ = convert_to_array_record(version_dir, array_record_dir)
+        origin = f"array_record files in {version_dir} (converted once from tfrecord)"
+    elif formats[0] not in ("array_record", "parquet"):
+        readable = next(f for f in formats if f in ("array_record", "parquet"))
+        origin = f"{readable} files in {version_dir} (converted from {formats[0]})"
+    # Read from the files, not through the builder class: TFDS's code builders do not restore
+    # `alternativeFileFormats` from dataset_info.json, and custom datasets have no class here.
+    builder = tfds.builder_from_directory(version_dir)
     info = builder.info
     image_key, label_key = _tfds_image_and_label_keys(info, name)
     image_feature = info.features[image_key]
@@ -623,18 +832,12 @@ def tfds_dataset(
                 f"dataset {name!r}: no split {split!r} (available: {sorted(available)})"
             )
         try:
-            source = tfds.data_source(tfds_name, split=split, data_dir=data_dir, download=False)
-        except Exception as e:  # missing files, unprepared dataset, unsupported file format
-            if not builder.is_prepared():
-                raise DataError(
-                    f"dataset {name!r}: not prepared in {builder.data_dir}; prepare it once "
-                    f"with `tfds build {tfds_name} --file_format=array_record "
-                    f"--data_dir=<dir>` (preparing needs TensorFlow; reading does not)"
-                ) from e
+            source = builder.as_data_source(split=split)
+        except Exception as e:  # missing or unreadable shards
             raise DataError(
-                f"dataset {name!r}: cannot open split {split!r} with tfds.data_source "
-                f"(data_dir={builder.data_dir}; it must be prepared in ArrayRecord format): "
-                f"{type(e).__name__}: {e}"
+                f"dataset {name!r}: cannot open split {split!r} in {version_dir}: "
+                f"{type(e).__name__}: "
+                f"{str(e).strip().splitlines()[0] if str(e).strip() else ''}"
             ) from e
         wrapped = TfdsSource(
             source,
@@ -652,11 +855,25 @@ def tfds_dataset(
 
     train = open_split(train_split)
     test = open_split(test_split)
-    base = tfds_name.split("/")[0].split(":")[0]
-    if base in _KNOWN_STATS and len(_KNOWN_STATS[base][0]) == image_shape[-1]:
-        mean, std = _KNOWN_STATS[base]
+    if (mean is None) != (std is None):
+        raise ValueError("tfds_dataset: give both mean and std, or neither")
+    if mean is not None:
+        mean, std = check_stats(mean, std, image_shape[-1])
+        stats_source = "given"
     else:
-        mean, std = _sampled_stats(train, image_shape[-1])
+        mean, std, used = _cached_stats(
+            version_dir,
+            train_split,
+            stats_images,
+            lambda: _sampled_stats(train, image_shape[-1], stats_images),
+        )
+        stats_source = (
+            f"all {used} {train_split} images"
+            if used == len(train)
+            else f"{used} of {len(train)} {train_split} images, evenly spaced"
+        )
+    class_names = tuple(str(n) for n in (getattr(label_feature, "names", None) or ()))
+    flip, flip_reason = auto_flip(image_shape[-1], class_names)
     dataset_info = DatasetInfo(
         name=name,
         num_classes=num_classes,
@@ -665,32 +882,119 @@ def tfds_dataset(
         num_test=len(test),
         mean=tuple(mean),
         std=tuple(std),
-        flip=base not in _NO_FLIP_TFDS,
+        flip=flip,
         train_split=train_split,
         test_split=test_split,
+        flip_reason=flip_reason,
+        stats_source=stats_source,
+        origin=origin,
+        class_names=class_names,
     )
     return Dataset(train, test, dataset_info)
 
 
-def _sampled_stats(
-    source: RecordSource, channels: int
+def check_stats(
+    mean: Sequence[float], std: Sequence[float], channels: int
 ) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-channel mean/std of ``image / 255`` over up to ``_STATS_SAMPLE`` evenly spaced records
-    (images may differ in size: sums are accumulated per pixel)."""
+    """Validate explicit normalisation statistics: ``mean``/``std`` of length ``channels`` (or
+    1, broadcast), finite, ``std > 0``. Returns them as tuples of floats of length ``channels``.
+
+    Example:
+      >>> check_stats([0.5], [0.25], 3)
+      ((0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+    """
+    out = []
+    for field, values in (("mean", mean), ("std", std)):
+        try:
+            values = tuple(float(v) for v in values)
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"data config {field!r} must be a list of numbers, got {values!r}"
+            ) from None
+        if len(values) == 1:
+            values = values * channels
+        if len(values) != channels or not all(math.isfinite(v) for v in values):
+            raise ValueError(
+                f"data config {field!r} must hold 1 or {channels} finite numbers (one per image "
+                f"channel), got {list(values)}"
+            )
+        if field == "std" and min(values) <= 0:
+            raise ValueError(f"data config 'std' must be > 0, got {list(values)}")
+        out.append(values)
+    return out[0], out[1]
+
+
+def _cached_stats(
+    version_dir: str | None, split: str, limit: int, compute: Callable[[], Any]
+) -> tuple[tuple[float, ...], tuple[float, ...], int]:
+    """``compute()`` once per (dataset files, split, limit): the result is kept as a small json
+    under ``default_cache_dir()/stats`` (decoding 10k images takes ~10 s on one CPU core), keyed
+    by the dataset directory and its ``dataset_info.json``. ``version_dir=None``: no cache."""
+    import hashlib
+    import json
+
+    if version_dir is None:
+        return compute()
+    from convjax.data.tfds_files import default_cache_dir
+
+    try:
+        with open(os.path.join(version_dir, "dataset_info.json"), "rb") as f:
+            info_bytes = f.read()
+    except OSError:
+        return compute()
+    key = hashlib.sha1(
+        b"\0".join(
+            [
+                os.path.realpath(version_dir).encode(),
+                info_bytes,
+                split.encode(),
+                str(limit).encode(),
+            ]
+        )
+    ).hexdigest()[:20]
+    path = os.path.join(default_cache_dir(), "stats", f"{key}.json")
+    try:
+        with open(path) as f:
+            cached = json.load(f)
+        return tuple(cached["mean"]), tuple(cached["std"]), int(cached["images"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    mean, std, used = compute()
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = f"{path}.tmp-{os.getpid()}"
+        with open(tmp, "w") as f:
+            json.dump(
+                {"dataset": version_dir, "split": split, "mean": mean, "std": std, "images": used},
+                f,
+            )
+        os.replace(tmp, path)
+    except OSError:
+        pass  # a read-only home: recompute next time
+    return mean, std, used
+
+
+def _sampled_stats(
+    source: RecordSource, channels: int, limit: int = DEFAULT_STATS_IMAGES
+) -> tuple[tuple[float, ...], tuple[float, ...], int]:
+    """Per-channel mean/std of ``image / 255`` over up to ``limit`` evenly spaced records (0 =
+    all; images may differ in size: exact integer sums per pixel). Returns ``(mean, std,
+    number of images used)``."""
     n = len(source)
-    indices = np.unique(np.linspace(0, n - 1, min(n, _STATS_SAMPLE)).round().astype(np.int64))
-    total = np.zeros(channels)
-    total_sq = np.zeros(channels)
-    count = 0
+    count = n if limit <= 0 else min(n, limit)
+    indices = np.unique(np.linspace(0, n - 1, count).round().astype(np.int64))
+    total = np.zeros(channels, np.float64)
+    total_sq = np.zeros(channels, np.float64)
+    pixels = 0
     for i in indices:
-        x = source[int(i)]["image"].reshape(-1, channels).astype(np.float64) / 255.0
+        x = source[int(i)]["image"].reshape(-1, channels).astype(np.int64)
         total += x.sum(axis=0)
         total_sq += (x * x).sum(axis=0)
-        count += x.shape[0]
-    mean = total / count
-    std = np.sqrt(np.maximum(total_sq / count - mean * mean, 0.0))
+        pixels += x.shape[0]
+    mean = total / pixels
+    std = np.sqrt(np.maximum(total_sq / pixels - mean * mean, 0.0)) / 255.0
     std = np.maximum(std, 1e-3)
-    return tuple(float(m) for m in mean), tuple(float(s) for s in std)
+    return tuple(float(m) for m in mean / 255.0), tuple(float(s) for s in std), int(indices.size)
 
 
 # --------------------------------------------------------------------------------------------
@@ -734,6 +1038,7 @@ def load_dataset(
     test_split: str | None = None,
     num_classes: int = 10,
     cache: bool = True,
+    **tfds_options: Any,
 ) -> Dataset:
     """Load a dataset from its spec string.
 
@@ -745,6 +1050,8 @@ def load_dataset(
         ``validation``).
       num_classes: number of classes of an IDX dataset (labels are checked against it).
       cache: reuse an already loaded in-memory dataset (digits/IDX) with the same arguments.
+      **tfds_options: further :func:`tfds_dataset` keywords (``convert_tfrecord``,
+        ``array_record_dir``, ``mean``, ``std``, ``stats_images``; ``tfds:`` only).
 
     Returns:
       A :class:`Dataset` with ``train``/``test`` random-access sources and its info.
@@ -756,7 +1063,11 @@ def load_dataset(
     """
     kind, arg = parse_spec(spec)
     if kind == "tfds":
-        return tfds_dataset(arg, data_dir=data_dir, train_split=train_split, test_split=test_split)
+        return tfds_dataset(
+            arg, data_dir=data_dir, train_split=train_split, test_split=test_split, **tfds_options
+        )
+    if tfds_options:
+        raise TypeError(f"load_dataset: {sorted(tfds_options)} apply to 'tfds:' datasets only")
     key = (kind, os.path.abspath(arg) if arg else "", num_classes)
     if kind == "idx":
         # A changed directory must be re-read: the key includes the files' mtimes and sizes.

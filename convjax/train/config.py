@@ -54,6 +54,10 @@ RESUMABLE_FIELDS = (
 FREE_FORM_FIELDS = ("model_kwargs",)
 
 
+#: Stands for a field missing from one of two compared configs.
+ABSENT = "<absent>"
+
+
 class ConfigError(ValueError):
     """A bad config value; the message is one line naming the ``--config.<field>`` flag."""
 
@@ -254,8 +258,8 @@ def compare_configs(stored: Mapping, new: Any) -> tuple[dict, dict]:
 
     Returns:
       ``(accepted, blocking)``: dicts ``{"field.path": (stored, new)}``; ``accepted`` holds
-      the :data:`RESUMABLE_FIELDS`, ``blocking`` every other difference (model, data,
-      optimiser, dtype, seed...).
+      the :data:`RESUMABLE_FIELDS` (and fields the stored config predates, at their
+      default), ``blocking`` every other difference (model, data, optimiser, dtype, seed...).
 
     Example:
       >>> old = config_to_json(resolve_config({"num_steps": 10}))
@@ -263,11 +267,16 @@ def compare_configs(stored: Mapping, new: Any) -> tuple[dict, dict]:
       ({'num_steps': (10, 20)}, {'model': ('digits_cnn', 'resnet20')})
     """
     a, b = _flatten(stored), _flatten(config_to_json(new))
+    defaults = _flatten(config_to_json(base_config()))
     accepted, blocking = {}, {}
     for path in sorted(set(a) | set(b)):
-        old, value = a.get(path, "<absent>"), b.get(path, "<absent>")
-        if old != value:
-            (accepted if _resumable(path) else blocking)[path] = (old, value)
+        old, value = a.get(path, ABSENT), b.get(path, ABSENT)
+        if old == value:
+            continue
+        # A field added to convjax after the run was stored: fine at its default value.
+        new_field_at_default = old == ABSENT and path in defaults and value == defaults[path]
+        ok = _resumable(path) or new_field_at_default
+        (accepted if ok else blocking)[path] = (old, value)
     return accepted, blocking
 
 

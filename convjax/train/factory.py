@@ -27,7 +27,6 @@ from typing import Any
 
 import optax
 
-from convjax.train.optim import make_padding_optimizer, make_task_optimizer, param_labels
 from convjax.train.state import ModelDef, TrainState, create_train_state, split_model
 from convjax.train.step import make_eval_step, make_train_step
 
@@ -80,7 +79,8 @@ def make_train_setup(
     are read and their meaning: ``convjax/configs/default.py``.
 
     Args:
-      config: an ml_collections config (or anything with the same fields).
+      config: an ml_collections config or a (partial) mapping; merged onto the defaults
+        (:func:`convjax.train.config.resolve_config`).
       num_classes: number of logits of the model.
       in_features: input channels (the last dim of the images).
       num_steps: total train steps the learning-rate schedule spans (>= 1).
@@ -91,8 +91,8 @@ def make_train_setup(
       A :class:`TrainSetup`.
 
     Raises:
-      ValueError: unknown model or switch value, a switch combination the model rejects,
-        or ``num_steps < 1``.
+      ValueError: unknown model or switch value (``ConfigError`` naming the field), a switch
+        combination the model rejects, or ``num_steps < 1``.
 
     Example:
       >>> setup = make_train_setup(base_config(), num_classes=10, in_features=1, num_steps=10)
@@ -100,19 +100,20 @@ def make_train_setup(
       Array(0, dtype=int32)
     """
     # loop.py owns the config -> model and dtype mapping; imported here, not copied.
-    from convjax.train.loop import build_model, compute_dtype, count_params
+    from convjax.train.config import resolve_config
+    from convjax.train.loop import build_model, compute_dtype, count_params, make_optimizers
 
     if not isinstance(num_steps, int) or num_steps < 1:
         raise ValueError(f"`num_steps` must be an int >= 1, got {num_steps!r}.")
-    model = build_model(config, num_classes=num_classes, in_features=in_features)
+    config = resolve_config(config)  # the defaults of configs/default.py, checked
+    model = build_model(
+        config, num_classes=num_classes, in_features=in_features, axis_name=axis_name
+    )
     model_def, params, pad_params, stats, param_state = split_model(model)
     del model
-    tx_task, schedule = make_task_optimizer(config.optimizer, param_labels(param_state), num_steps)
-    padding_optimizer = config.get("padding_optimizer", None) if hasattr(config, "get") else None
-    tx_pad = make_padding_optimizer(padding_optimizer or {})
+    tx_task, schedule, tx_pad = make_optimizers(config, param_state, num_steps)
     state = create_train_state(params, pad_params, stats, tx_task, tx_pad, int(config.seed))
-    dtype = compute_dtype(config.get("dtype", None) or "float32")
-    aliasing = config.get("aliasing_weight", None)
+    dtype = compute_dtype(config.dtype)
     train_step = make_train_step(
         model_def,
         tx_task,
@@ -120,7 +121,7 @@ def make_train_setup(
         schedule=schedule,
         axis_name=axis_name,
         compute_dtype=dtype,
-        aliasing_weight=1.0 if aliasing is None else float(aliasing),
+        aliasing_weight=float(config.aliasing_weight),
     )
     eval_step = make_eval_step(model_def, axis_name=axis_name, compute_dtype=dtype)
     return TrainSetup(

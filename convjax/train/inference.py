@@ -224,12 +224,15 @@ def _as_images(array: np.ndarray, image_shape: Sequence[int | None], name: str) 
     return a
 
 
-def load_inputs(paths: Sequence[str], image_shape: Sequence[int | None]) -> np.ndarray:
+def load_inputs(
+    paths: Sequence[str], image_shape: Sequence[int | None], names: list[str] | None = None
+) -> np.ndarray:
     """Read images for :func:`predict`: uint8 ``(N, H, W, C)``.
 
     ``paths`` are image files (PNG, JPEG...: converted to the dataset's channels and resized
     to its ``H x W``), NumPy ``.npy``/``.npz`` files or IDX files (``*-ubyte``, ``*.idx``)
     holding one ``(H, W[, C])`` or many ``(N, H, W[, C])`` images, uint8 or floats in [0, 1].
+    If ``names`` is a list, one name per image is appended (``file`` or ``file[i]``).
 
     Example:
       >>> load_inputs(["digits.npy"], (8, 8, 1)).shape
@@ -260,13 +263,20 @@ def load_inputs(paths: Sequence[str], image_shape: Sequence[int | None]) -> np.n
                 if h is not None and w is not None and img.size != (w, h):
                     img = img.resize((w, h), Image.BILINEAR)
                 out.append(_as_images(np.asarray(img), image_shape, path))
+        if names is not None:
+            n = len(out[-1])
+            base = os.path.basename(path)
+            names.extend([base] if n == 1 else [f"{base}[{i}]" for i in range(n)])
     return np.concatenate(out)
 
 
-def predict(workdir: str, paths: Sequence[str], *, top_k: int = 3) -> list[list[tuple[int, float]]]:
+def predict(
+    workdir: str, paths: Sequence[str], *, top_k: int = 3, names: list[str] | None = None
+) -> list[list[tuple[int, float]]]:
     """Top-``k`` ``(class, probability)`` of every image in ``paths`` (see :func:`load_inputs`).
 
     Images go through the run's eval transform (normalisation, resize, sequence layout).
+    ``names`` (a list) receives one name per image (see :func:`load_inputs`).
 
     Example:
       >>> predict("runs/default", ["digit.png"], top_k=2)
@@ -280,7 +290,7 @@ def predict(workdir: str, paths: Sequence[str], *, top_k: int = 3) -> list[list[
     info_dict = _read(os.path.abspath(workdir), DATA_INFO_FILE)
     fields = {k: tuple(v) if isinstance(v, list) else v for k, v in info_dict.items()}
     info = DatasetInfo(**fields)
-    images = load_inputs(paths, info.image_shape)
+    images = load_inputs(paths, info.image_shape, names)
     transform = ImageTransform(
         info,
         train=False,

@@ -3,10 +3,11 @@
 :func:`train` is three steps, each usable on its own:
 
 1. :func:`setup` -- merge the config onto the defaults once (:func:`convjax.train.config.
-   resolve_config`), build the data (``convjax.data.make_loaders``), the model
-   (``convjax.models.build`` with the padding / pool / norm / conv switches, split into a
-   functional train state), two optimizers (task over ``nnx.Param``, padding over
-   ``PadParam``) and one per-device step compiled with ``jax.pmap`` or ``jax.shard_map``;
+   resolve_config`), build the data (``convjax.data.make_loaders``), then
+   (:func:`convjax.train.factory.make_train_setup`) the model (``convjax.models.build`` with
+   the padding / pool / norm / conv switches, split into a functional train state), two
+   optimizers (task over ``nnx.Param``, padding over ``PadParam``) and the per-device steps,
+   compiled with ``jax.pmap`` or ``jax.shard_map``;
    restore the newest checkpoint in ``<workdir>/checkpoints`` (exact resume) after checking
    that the stored ``config.json`` describes the same model and data; write ``config.json``,
    ``versions.json`` and ``data_info.json`` (what :func:`convjax.train.load_model` needs);
@@ -20,13 +21,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import json
 import math
 import os
 import platform
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -50,10 +54,10 @@ from convjax.train.distributed import (
     setup_distributed,
     xla_compiler_options,
 )
+from convjax.train.factory import make_train_setup
 from convjax.train.metrics import Averager, MetricsWriter
 from convjax.train.optim import make_padding_optimizer, make_task_optimizer, param_labels
-from convjax.train.state import ModelDef, TrainState, create_train_state, split_model
-from convjax.train.step import make_eval_step, make_train_step
+from convjax.train.state import ModelDef, TrainState
 
 #: Compute dtypes accepted by ``config.dtype``.
 DTYPES = {"float32": None, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
@@ -204,16 +208,6 @@ def versions() -> dict[str, Any]:
     return out
 
 
-def describe_data(info: Any) -> str:
-    """One header line about the data (the place for the data description in the header)."""
-    shape = "x".join(str(s) for s in info.input_shape)
-    return (
-        f"data {info.name}: {info.num_classes} classes, input {shape}, "
-        f"{getattr(info, 'num_train', '?')} train / {getattr(info, 'num_test', '?')} test "
-        f"examples, {info.steps_per_epoch} steps per epoch"
-    )
-
-
 def _json_default(value: Any) -> Any:
     if isinstance(value, (tuple, set)):
         return list(value)
@@ -330,13 +324,14 @@ def setup(config: Any, workdir: str | None = None, *, loaders: Sequence[Any] | N
             "epoch gives no step; set --config.num_steps >= 1"
         )
 
-    model = build_model(
-        config, num_classes=int(info.num_classes), in_features=int(info.input_shape[-1])
+    built = make_train_setup(
+        config,
+        num_classes=int(info.num_classes),
+        in_features=int(info.input_shape[-1]),
+        num_steps=num_steps,
+        axis_name=dp.axis_name,
     )
-    model_def, params, pad_params, stats, param_state = split_model(model)
-    del model
-    tx_task, schedule, tx_pad = make_optimizers(config, param_state, num_steps)
-    state = create_train_state(params, pad_params, stats, tx_task, tx_pad, int(config.seed))
+    state = built.state
 
     resumed_from = None
     if config.resume:
@@ -349,23 +344,8 @@ def setup(config: Any, workdir: str | None = None, *, loaders: Sequence[Any] | N
     start = int(state.step)
 
     options = xla_compiler_options(dtype)
-    train_step = dp.compile(
-        make_train_step(
-            model_def,
-            tx_task,
-            tx_pad,
-            schedule=schedule,
-            axis_name=dp.axis_name,
-            compute_dtype=dtype,
-            aliasing_weight=float(config.aliasing_weight),
-        ),
-        donate_state=True,
-        compiler_options=options,
-    )
-    eval_step = dp.compile(
-        make_eval_step(model_def, axis_name=dp.axis_name, compute_dtype=dtype),
-        compiler_options=options,
-    )
+    train_step = dp.compile(built.train_step, donate_state=True, compiler_options=options)
+    eval_step = dp.compile(built.eval_step, compiler_options=options)
     writer = MetricsWriter(
         workdir, enabled=primary, tensorboard=bool(config.tensorboard), keep_until=start
     )
@@ -374,7 +354,7 @@ def setup(config: Any, workdir: str | None = None, *, loaders: Sequence[Any] | N
         workdir=workdir,
         primary=primary,
         dp=dp,
-        model_def=model_def,
+        model_def=built.model_def,
         state=state,
         train_step=train_step,
         eval_step=eval_step,
@@ -383,12 +363,12 @@ def setup(config: Any, workdir: str | None = None, *, loaders: Sequence[Any] | N
         info=info,
         checkpointer=checkpointer,
         writer=writer,
-        schedule=schedule,
+        schedule=built.schedule,
         num_steps=num_steps,
         start=start,
         resumed_from=resumed_from,
-        num_params=count_params(state.params),
-        num_pad_params=count_params(state.pad_params),
+        num_params=built.num_params,
+        num_pad_params=built.num_padding_params,
         t_start=t_start,
     )
     if primary:
@@ -420,7 +400,8 @@ def _print_header(run: Run, accepted: dict) -> None:
         f"{run.num_steps} steps"
         + (f", resumed at step {run.resumed_from}" if run.resumed_from is not None else "")
     )
-    # The data description (issue: keep one clear place for it in the header).
+    from convjax.data import describe_data  # the dataset line: source, flip, statistics
+
     run.say(describe_data(run.info))
     if accepted:
         run.say(f"resuming with changed fields: {describe_changes(accepted)}")
@@ -588,7 +569,8 @@ def run_loop(run: Run, hooks: Sequence[Hook] = ()) -> Any:
                 )
                 _check_eval(run, result, done)
             if is_ckpt:
-                run.checkpointer.save(done, dp.unreplicate(dstate), run.train_iter.get_state())
+                with _sigint_deferred():
+                    run.checkpointer.save(done, dp.unreplicate(dstate), run.train_iter.get_state())
             report.update(1)
             for hook in hooks:
                 hook(done, dstate)
@@ -604,6 +586,31 @@ def run_loop(run: Run, hooks: Sequence[Hook] = ()) -> Any:
     report.close()
     run.train_time = time.perf_counter() - t_loop
     return dstate
+
+
+@contextlib.contextmanager
+def _sigint_deferred() -> Any:
+    """Hold Ctrl-C (SIGINT) until the block is done, then raise ``KeyboardInterrupt``.
+
+    Wraps checkpoint writes: an interrupt inside orbax's save would leave a half-written
+    step and orbax's worker threads in a broken state. Only in the main thread (where
+    Python delivers signals); elsewhere the block runs unchanged.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    previous = signal.getsignal(signal.SIGINT)
+    if previous is signal.SIG_IGN:  # the user's choice (e.g. a background job): keep it
+        yield
+        return
+    signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if received:
+        raise KeyboardInterrupt
 
 
 def _check_eval(run: Run, result: dict, step: int) -> None:
@@ -702,7 +709,6 @@ __all__ = [
     "build_model",
     "compute_dtype",
     "count_params",
-    "describe_data",
     "evaluate",
     "finish",
     "make_data",

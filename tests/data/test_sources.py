@@ -1,9 +1,8 @@
-"""Sources: embedded digits, IDX files, TFDS through tfds.data_source, spec strings, errors."""
+"""Sources: embedded digits, IDX files, TFDS record checks, spec strings, errors."""
 
 import gzip
 import os
 import struct
-import sys
 from collections import Counter
 
 import numpy as np
@@ -15,7 +14,6 @@ from convjax.data import (
     digits_dataset,
     idx_dataset,
     load_dataset,
-    make_loaders,
     parse_spec,
     read_idx,
     write_idx,
@@ -213,67 +211,7 @@ def test_spec_parsing_and_unknown_dataset():
 # ----------------------------------------------------------------------------- TFDS
 
 
-def test_tfds_goes_through_data_source_without_tensorflow(monkeypatch):
-    tfds = pytest.importorskip("tensorflow_datasets")
-    calls = []
-    real = tfds.data_source
-
-    def counting_data_source(name, **kwargs):
-        calls.append((name, kwargs["split"]))
-        return real(name, **kwargs)
-
-    monkeypatch.setattr(tfds, "data_source", counting_data_source)
-    with tfds.testing.mock_data(num_examples=24, policy=tfds.testing.MockPolicy.USE_CODE):
-        ds = load_dataset("tfds:mnist")
-        info = ds.info
-        assert (info.num_classes, info.image_shape, info.flip) == (10, (28, 28, 1), False)
-        assert (info.num_train, info.num_test) == (24, 24)
-        assert info.mean == (0.1307,)
-        record = ds.train[3]
-        assert record["image"].dtype == np.uint8 and record["image"].shape == (28, 28, 1)
-        assert 0 <= record["label"] < 10
-        train, evaluation, info = make_loaders(
-            "tfds:mnist", seed=0, global_batch_size=8, process_index=0, process_count=1
-        )
-        batch = next(train)
-        assert batch["image"].shape == (8, 28, 28, 1) and batch["image"].dtype == np.float32
-        assert sum(int(b["mask"].sum()) for b in evaluation) == 24
-        cifar = load_dataset("tfds:cifar10")
-        assert cifar.info.image_shape == (32, 32, 3) and cifar.info.flip is True
-    assert ("mnist", "train") in calls and ("mnist", "test") in calls
-    assert ("cifar10", "train") in calls
-    loaded_tf = [m for m in sys.modules if m == "tensorflow" or m.startswith("tensorflow.")]
-    assert loaded_tf == []
-
-
-def test_tfds_varying_image_size_needs_image_size():
-    tfds = pytest.importorskip("tensorflow_datasets")
-    with tfds.testing.mock_data(num_examples=6, policy=tfds.testing.MockPolicy.USE_CODE):
-        assert load_dataset("tfds:imagenet2012").info.image_shape == (None, None, 3)
-        _error(
-            lambda: make_loaders(
-                "tfds:imagenet2012", seed=0, global_batch_size=2, process_index=0, process_count=1
-            ),
-            "tfds:imagenet2012",
-            "image_size",
-        )
-        train, evaluation, info = make_loaders(
-            {"name": "tfds:imagenet2012", "image_size": 12},
-            seed=0,
-            global_batch_size=2,
-            process_index=0,
-            process_count=1,
-        )
-        assert next(train)["image"].shape == (2, 12, 12, 3)
-        assert next(iter(evaluation))["image"].shape == (2, 12, 12, 3)
-        assert info.input_shape == (12, 12, 3) and info.num_classes == 1000
-
-
-def test_tfds_errors_name_the_dataset(tmp_path):
-    pytest.importorskip("tensorflow_datasets")
-    _error(lambda: load_dataset("tfds:no_such_dataset_xyz"), "tfds:no_such_dataset_xyz")
-    message = _error(lambda: load_dataset("tfds:mnist", data_dir=str(tmp_path)), "tfds:mnist")
-    assert "not prepared" in message and str(tmp_path) in message
+# Real prepared TFDS datasets (ArrayRecord and TFRecord) are tested in test_tfds.py.
 
 
 def test_tfds_records_are_checked_as_they_are_read():

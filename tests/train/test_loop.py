@@ -37,6 +37,9 @@ def test_cli_default_config_learns_digits(tmp_path, capsys):
     assert summary["steps"] == 60 and summary["devices"] == 8
     out = capsys.readouterr().out
     assert "test accuracy" in out
+    # The run header says what the data pipeline chose and why.
+    assert "convjax: data digits (sklearn.datasets.load_digits()): 1437 train / 360 test" in out
+    assert "flip off (auto: 1-channel images)" in out and "(all 1437 train images)" in out
     train_records = read_jsonl(str(workdir / "metrics.jsonl"), "train")
     test_records = read_jsonl(str(workdir / "metrics.jsonl"), "test")
     assert [r["step"] for r in train_records] == list(range(10, 61, 10))

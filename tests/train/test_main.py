@@ -8,6 +8,7 @@ from flax import nnx
 from convjax.__main__ import main, parse_args, shipped_configs
 from convjax.configs import default
 from convjax.models import available_models
+from convjax.train.config import resolve_config
 from convjax.train.loop import build_model, compute_dtype
 
 REQUIRED_CONFIGS = {
@@ -86,6 +87,7 @@ def test_shipped_config_is_complete_and_builds(name):
     assert REQUIRED_CONFIGS <= set(shipped_configs())
     config = importlib.import_module(f"convjax.configs.{name}").get_config()
     assert set(config.keys()) == set(default.get_config().keys())
+    resolve_config(config)  # every value passes the checks
     assert config.model in available_models()
     compute_dtype(config.dtype)
     num_classes, channels = DATASET_SHAPES[config.dataset]

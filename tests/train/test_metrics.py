@@ -45,3 +45,38 @@ def test_averager_means_and_resets():
     assert len(avg) == 2
     assert avg.result() == {"loss": 2.0, "accuracy": 0.75}
     assert len(avg) == 0 and avg.result() == {}
+
+
+def test_resume_drops_rows_after_the_checkpoint_and_replaces_repeats(tmp_path):
+    """``keep_until``: rows written after the checkpoint a run resumes from are dropped; a
+    row for a ``(step, split)`` already in the file replaces it (no duplicates)."""
+    writer = MetricsWriter(str(tmp_path))
+    for step in (1, 2, 3):
+        writer.write(step, "train", {"loss": float(step)})
+    writer.write(3, "test", {"loss": 0.5})
+    resumed = MetricsWriter(str(tmp_path), keep_until=2)
+    assert [(r["step"], r["split"]) for r in read_jsonl(resumed.path)] == [
+        (1, "train"),
+        (2, "train"),
+    ]
+    resumed.write(3, "train", {"loss": 30.0})
+    resumed.write(3, "test", {"loss": 0.25})
+    resumed.write(3, "test", {"loss": 0.125})  # e.g. a finished run evaluated again
+    rows = read_jsonl(resumed.path)
+    assert [(r["step"], r["split"]) for r in rows] == [
+        (1, "train"),
+        (2, "train"),
+        (3, "train"),
+        (3, "test"),
+    ]
+    assert rows[-1]["loss"] == 0.125
+
+
+def test_missing_tensorboardx_names_the_install_command(tmp_path, monkeypatch, capsys):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "tensorboardX", None)  # import fails
+    writer = MetricsWriter(str(tmp_path), tensorboard=True)
+    writer.write(1, "train", {"loss": 1.0})
+    assert 'pip install -e ".[tensorboard]"' in capsys.readouterr().out
+    assert read_jsonl(writer.path)[0]["loss"] == 1.0

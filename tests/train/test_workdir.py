@@ -81,6 +81,12 @@ def test_compare_configs_splits_resumable_fields():
     )
     assert accepted == {"eval_every": (100, 5), "num_steps": (10, 20)}
     assert blocking == {"norm": ("batch", "none"), "seed": (0, 1)}
+    # A config stored before a field existed: accepted at the default, blocking otherwise.
+    del old["data"]["flip"]
+    accepted, blocking = compare_configs(old, resolve_config({"num_steps": 10}))
+    assert accepted == {"data.flip": ("<absent>", "auto")} and not blocking
+    _, blocking = compare_configs(old, resolve_config({"num_steps": 10, "data": {"flip": "true"}}))
+    assert blocking == {"data.flip": ("<absent>", "true")}
 
 
 # ------------------------------------------------------------------------------ workdir
@@ -192,6 +198,20 @@ def test_nonfinite_train_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path)
     assert sorted(os.listdir(tmp_path / "checkpoints")) == ["2"]
 
 
+def test_nonfinite_stop_is_one_line_and_exit_status_1_in_the_cli(tmp_path, monkeypatch, capsys):
+    import convjax.train.loop as loop
+
+    monkeypatch.setattr(loop, "make_data", lambda config: _loaders(poison_after=2))
+    argv = [
+        "convjax", "train", "--config=default", "--config.model_kwargs.widths=(4,)",
+        "--config.batch_size=16", "--config.num_steps=4", "--config.checkpoint_every=2",
+        "--config.progress=False", f"--workdir={tmp_path}",
+    ]  # fmt: skip
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("convjax: error: the train loss is nan at step 3")
+
+
 def test_nonfinite_check_can_be_turned_off(tmp_path):
     config = _tiny(tmp_path, num_steps=3, stop_on_nonfinite=False)
     summary = train(config, loaders=_loaders(poison_after=1))
@@ -265,7 +285,10 @@ def test_predict_npy_idx_and_png(trained, tmp_path, capsys):
         )
         == 0
     )
-    assert capsys.readouterr().out.startswith(f"0: {top[0][0][0]} (")
+    assert capsys.readouterr().out.startswith(f"first.png: {top[0][0][0]} (")
+    names = []
+    predict(workdir, [str(tmp_path / "digits.npy"), str(tmp_path / "first.png")], names=names)
+    assert names == [f"digits.npy[{i}]" for i in range(6)] + ["first.png"]
 
 
 def test_export_round_trip(trained, tmp_path, capsys):
