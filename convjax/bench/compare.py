@@ -630,7 +630,8 @@ def run_experiment(
       overrides: partial trainer config applied to every run (e.g. ``{"dataset":
         "tfds:cifar10"}``, ``{"num_epochs": 2}``).
       seeds: replaces the experiment's seeds; arms: run only these arms (in this order).
-      progress: one tqdm bar over every train step of the experiment (stderr).
+      progress: one tqdm bar over every train step of the experiment (on a terminal;
+        otherwise, or with ``progress=False``, one line per finished seed).
       plots: write ``curves.png`` (and ``kernel_sizes.png``); needs matplotlib.
 
     Returns:
@@ -663,7 +664,7 @@ def run_experiment(
     runs_path.write_text("")
 
     total, _ = _total_steps(exp, overrides)
-    if progress:
+    if progress and sys.stderr.isatty():
         from tqdm import tqdm
 
         bar: Any = tqdm(total=total, desc=name, unit="step", dynamic_ncols=True)
@@ -796,7 +797,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             progress=not args.no_progress,
         )
     except (ValueError, TypeError, ConfigError, DataError, FileNotFoundError) as err:
-        print(f"convjax compare: error: {err}", file=sys.stderr, flush=True)
+        hint = ""
+        if "fashion-mnist" in str(err) and not os.path.isdir("/usr/share/datasets/fashion-mnist"):
+            hint = (
+                " (install the IDX files with `sudo apt-get install dataset-fashion-mnist`, "
+                "or use --quick / --dataset=<spec>)"
+            )
+        print(f"convjax compare: error: {err}{hint}", file=sys.stderr, flush=True)
         return 1 if isinstance(err, (DataError, FileNotFoundError)) else 2
     print(results["table"], flush=True)
     print(

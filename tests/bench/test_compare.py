@@ -175,3 +175,11 @@ def test_compare_notebook_draws_a_workdir(tiny, monkeypatch):
     markdown = "".join(o.get("data", {}).get("text/markdown", "") for o in outputs)
     assert "| all | max |" in markdown and "| all | avg |" in markdown
     assert sum("image/png" in o.get("data", {}) for o in outputs) >= 2  # mean and per-seed
+
+
+def test_one_progress_bar_counts_every_step_of_the_experiment():
+    total, _ = compare._total_steps(compare.check_experiment(TINY), {})
+    assert total == 2 * 2 * 22  # arms x seeds x (1437 digits // 64 per epoch) x 1 epoch
+    exp = compare.load_experiment("norm", quick=True)  # groups of 1 and 6 epochs
+    total, _ = compare._total_steps(exp, {})
+    assert total == (1 + 6) * 22 * 2 * 3
