@@ -31,7 +31,7 @@ from typing import Any
 
 #: Directory of the configs shipped with convjax.
 CONFIG_DIR = pathlib.Path(__file__).resolve().parent / "configs"
-COMMANDS = ("train", "eval", "predict", "export", "configs", "models", "launch", "data")
+COMMANDS = ("train", "eval", "predict", "export", "configs", "models", "launch", "data", "compare")
 
 #: Exit status of an interrupted run (128 + SIGINT, as shells report it).
 EXIT_INTERRUPTED = 130
@@ -53,6 +53,8 @@ commands:
             run a command as N local JAX processes (multi-host on one machine)
   data convert <tfds name> [--data_dir=<dir>] [--out_root=<dir>]
             convert a TFRecord-prepared TFDS dataset to ArrayRecord (no TensorFlow)
+  compare   <padding|pooling|norm|conv|file> [--quick] [--seeds=0,1,2] [--workdir=<dir>]
+            train arms that differ in one switch over seeds; writes table.md and curves.png
 
 example:
   convjax train --config=convjax/configs/default.py --config.num_epochs=5
@@ -457,6 +459,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from convjax.train.launch import main as launch_main
 
         return launch_main(argv[2:])
+    if argv[1] == "compare":
+        from convjax.bench.compare import main as compare_main
+
+        return compare_main(argv[2:])
     if argv[1] == "data":
         if argv[2:3] != ["convert"]:
             print("convjax: error: usage: convjax data convert <tfds name> ...", file=sys.stderr)

@@ -1,4 +1,8 @@
-"""Execute every notebook in notebooks/ top to bottom; any cell error fails the test."""
+"""Execute every notebook in notebooks/ top to bottom; any cell error fails the test.
+
+``CONVJAX_WRITE_NOTEBOOKS=1 pytest tests/test_notebooks.py`` also writes each executed notebook
+back (outputs included), so the committed notebooks show the plots of this same execution.
+"""
 
 import os
 import pathlib
@@ -14,7 +18,7 @@ def test_notebook_runs(path, tmp_path, monkeypatch):
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")
     # The kernel is a fresh process: it gets one CPU device unless a notebook asks for more.
-    monkeypatch.setenv("MPLBACKEND", "Agg")
+    monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
     monkeypatch.setenv("JAX_PLATFORMS", "cpu")
     monkeypatch.setenv("CONVJAX_NOTEBOOK_TEST", "1")  # notebooks may shorten long loops
     monkeypatch.setenv("XLA_FLAGS", "")
@@ -30,3 +34,7 @@ def test_notebook_runs(path, tmp_path, monkeypatch):
         for out in cell.get("outputs", [])
     )
     assert os.environ.get("CONVJAX_NOTEBOOK_TEST") == "1"
+    if os.environ.get("CONVJAX_WRITE_NOTEBOOKS") == "1":
+        for cell in nb.cells:
+            cell.get("metadata", {}).pop("execution", None)  # no timestamps in the diff
+        nbformat.write(nb, path)

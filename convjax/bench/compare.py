@@ -1,0 +1,835 @@
+"""``convjax compare <experiment>``: test accuracy of arms that differ in one switch, over seeds.
+
+An *experiment* (a config file in ``convjax/configs/compare/``, configs as code) names a base
+trainer config, one or more *groups* (e.g. the VGG-style and the ResNet-20 family, or a 1-epoch
+and a longer schedule) and the *arms* (e.g. ``padding=zero`` ... ``padding=learned``). Every arm
+of a group is trained with the same model, data, schedule and seeds (at least 3 for a real
+comparison); only the arm's switch differs. The whole experiment shows one progress bar.
+
+Each arm is compiled once: its train and eval steps are built from the first seed's model and
+reused for every other seed (the seeds change only the values of the state and the data order,
+never its shapes), so an arm costs one compilation however many seeds it runs.
+
+Written to the workdir (default ``runs/compare/<experiment>[_quick]``):
+
+* ``runs.jsonl``: one line per (group, arm, seed): test accuracy and loss after every epoch,
+  train seconds per epoch (compilation excluded), parameter count, learned kernel sizes;
+* ``results.json``: the experiment, per-arm mean / std (sample std, ``ddof=1``) of the final
+  test accuracy, mean train time per epoch, parameters, compilations per arm, versions;
+* ``table.md``: the Markdown table (test accuracy mean ± std, per-seed accuracies, train time
+  per epoch, parameters);
+* ``curves.png``: test accuracy against epoch for each arm (mean over seeds, ± std band), one
+  panel per group; ``kernel_sizes.png`` for experiments that record FlexConv kernel sizes.
+
+Usage::
+
+    convjax compare padding --quick          # a few minutes on 2 CPU cores (digits)
+    convjax compare pooling                  # the full CPU experiment (Fashion-MNIST IDX)
+    convjax compare norm --dataset=tfds:cifar10 --data_dir=~/tensorflow_datasets
+    python -m convjax.bench.compare conv --quick --seeds=0,1,2 --workdir=runs/conv
+
+The methods compared are the Padding Module (Alrasheedi et al. 2023, Sec. 4 classification
+results), SoftPool (Stergiou et al. 2021, Sec. 5 ImageNet top-1), Network Deconvolution (Ye et
+al. 2020, Table 1: 1-epoch and 20-epoch CIFAR columns) and FlexConv (Romero et al. 2022,
+Table 3: FlexNet vs the same net with 3x3 convs; Fig. 5: learned kernel sizes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import datetime
+import importlib.util
+import json
+import math
+import os
+import pathlib
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+#: Directory of the shipped experiments (``convjax compare <name>``).
+EXPERIMENT_DIR = pathlib.Path(__file__).resolve().parent.parent / "configs" / "compare"
+
+RUNS_FILE = "runs.jsonl"
+RESULTS_FILE = "results.json"
+TABLE_FILE = "table.md"
+CURVES_FILE = "curves.png"
+KERNEL_SIZES_FILE = "kernel_sizes.png"
+
+
+# ------------------------------------------------------------------------------ experiments
+def shipped_experiments() -> list[str]:
+    """Names of the experiments shipped in ``convjax/configs/compare``.
+
+    Example:
+      >>> "padding" in shipped_experiments()
+      True
+    """
+    return sorted(p.stem for p in EXPERIMENT_DIR.glob("*.py") if not p.stem.startswith("_"))
+
+
+def load_experiment(name: str, *, quick: bool = False) -> dict[str, Any]:
+    """The experiment dict of a shipped name or a config file path (``get_config(quick)``).
+
+    Args:
+      name: a shipped experiment (``padding``, ``pooling``, ``norm``, ``conv``) or the path of
+        a Python file whose ``get_config(quick: bool)`` returns an experiment mapping.
+      quick: ask the file for its ``--quick`` variant.
+
+    Returns:
+      A checked experiment dict (see :func:`check_experiment`).
+
+    Raises:
+      ValueError: an unknown name (listing the shipped ones) or a malformed experiment.
+
+    Example:
+      >>> load_experiment("pooling", quick=True)["arms"].keys()
+      dict_keys(['max', 'avg', 'soft'])
+    """
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"`name` must be an experiment name or file path, got {name!r}.")
+    path = pathlib.Path(name)
+    if not path.exists():
+        path = EXPERIMENT_DIR / f"{name.removesuffix('.py')}.py"
+        if not path.exists():
+            raise ValueError(
+                f"`experiment` {name!r} is neither a file nor a shipped experiment; shipped "
+                f"experiments are {shipped_experiments()}."
+            )
+    spec = importlib.util.spec_from_file_location(f"_convjax_compare_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if not hasattr(module, "get_config"):
+        raise ValueError(f"`experiment` file {path} defines no get_config(quick).")
+    return check_experiment(_plain(module.get_config(quick)))
+
+
+def _plain(tree: Any) -> Any:
+    """ConfigDicts / mappings -> plain dicts (order kept), tuples kept."""
+    if hasattr(tree, "to_dict"):
+        tree = tree.to_dict()
+    if isinstance(tree, Mapping):
+        return {k: _plain(v) for k, v in tree.items()}
+    return tree
+
+
+def check_experiment(exp: Mapping[str, Any]) -> dict[str, Any]:
+    """Check an experiment mapping and fill its optional fields.
+
+    Fields: ``name`` (str), ``title`` (str), ``switch`` (the config field the arms change),
+    ``base`` (partial trainer config, ``num_epochs`` >= 1), ``groups`` (name -> partial config
+    applied over ``base``; default one group ``"all"``), ``arms`` (name -> partial config, at
+    least 2), ``seeds`` (distinct ints >= 0), ``kernel_sizes`` (record FlexConv kernel sizes
+    every epoch; default False), ``paper`` (a line on the paper's own numbers; default "").
+
+    Example:
+      >>> check_experiment({"name": "x", "switch": "pool", "base": {"num_epochs": 1},
+      ...                   "arms": {"max": {"pool": "max"}, "avg": {"pool": "avg"}},
+      ...                   "seeds": (0, 1)})["groups"]
+      {'all': {}}
+    """
+    if not isinstance(exp, Mapping):
+        raise TypeError(f"`experiment` must be a mapping, got {type(exp).__name__}.")
+    out = dict(exp)
+    for key in ("name", "switch"):
+        if not isinstance(out.get(key), str) or not out[key]:
+            raise ValueError(
+                f"`experiment['{key}']` must be a non-empty str, got {out.get(key)!r}."
+            )
+    out.setdefault("title", out["name"])
+    out.setdefault("paper", "")
+    out.setdefault("kernel_sizes", False)
+    base = out.get("base")
+    if not isinstance(base, Mapping):
+        raise ValueError(f"`experiment['base']` must be a partial trainer config, got {base!r}.")
+    epochs = base.get("num_epochs")
+    if not isinstance(epochs, int) or epochs < 1:
+        raise ValueError(f"`experiment['base']['num_epochs']` must be an int >= 1, got {epochs!r}.")
+    groups = out.get("groups") or {"all": {}}
+    arms = out.get("arms")
+    for what, table, least in (("groups", groups, 1), ("arms", arms, 2)):
+        if not isinstance(table, Mapping) or len(table) < least:
+            raise ValueError(
+                f"`experiment['{what}']` must map at least {least} name(s) to partial configs, "
+                f"got {table!r}."
+            )
+        for key, value in table.items():
+            if not isinstance(key, str) or not isinstance(value, Mapping):
+                raise ValueError(
+                    f"`experiment['{what}']` entries must be str -> mapping, got {key!r}: "
+                    f"{value!r}."
+                )
+    seeds = out.get("seeds")
+    if (
+        not isinstance(seeds, (list, tuple))
+        or not seeds
+        or any(not isinstance(s, int) or isinstance(s, bool) or s < 0 for s in seeds)
+        or len(set(seeds)) != len(seeds)
+    ):
+        raise ValueError(f"`experiment['seeds']` must be distinct ints >= 0, got {seeds!r}.")
+    out.update(groups=dict(groups), arms=dict(arms), seeds=tuple(seeds), base=dict(base))
+    return out
+
+
+def _deep_update(base: dict, update: Mapping) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in update.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = _deep_update(dict(out[key]), value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def arm_config(exp: Mapping, group: str, arm: str, seed: int, overrides: Mapping = ()) -> Any:
+    """The resolved trainer config of one run: base <- group <- arm <- overrides <- seed.
+
+    Example:
+      >>> exp = load_experiment("pooling", quick=True)
+      >>> arm_config(exp, "VGG-style", "soft", 2).pool
+      'soft'
+    """
+    from convjax.train.config import resolve_config
+
+    cfg = _deep_update(exp["base"], exp["groups"][group])
+    cfg = _deep_update(cfg, exp["arms"][arm])
+    cfg = _deep_update(cfg, dict(overrides))
+    cfg["seed"] = int(seed)
+    return resolve_config(cfg)
+
+
+# ------------------------------------------------------------------------------ one arm
+@dataclasses.dataclass
+class ArmProgram:
+    """One arm's compiled steps, shared by all its seeds.
+
+    Attributes:
+      train_step / eval_step: compiled per-device steps (``DataParallel.compile``).
+      model_def: the split model whose graph the steps close over.
+      tx_task / tx_pad / schedule: the optimizers (each seed's state is initialised with them).
+      traces: how many times the train step was traced (1 when every seed reused it).
+    """
+
+    dp: Any
+    model_def: Any
+    tx_task: Any
+    tx_pad: Any
+    schedule: Any
+    train_step: Callable
+    eval_step: Callable
+    traces: list
+
+
+def _new_state(config: Any, info: Any, program: ArmProgram | None, num_steps: int) -> tuple:
+    """(program, host TrainState, num_params) for ``config.seed``; builds the program once."""
+    from convjax.train.distributed import DataParallel, xla_compiler_options
+    from convjax.train.loop import build_model, compute_dtype, count_params, make_optimizers
+    from convjax.train.state import create_train_state, split_model
+    from convjax.train.step import make_eval_step, make_train_step
+
+    model = build_model(
+        config, num_classes=int(info.num_classes), in_features=int(info.input_shape[-1])
+    )
+    model_def, params, pad_params, stats, param_state = split_model(model)
+    if program is None:
+        dtype = compute_dtype(config.dtype)
+        dp = DataParallel(config.parallel)
+        tx_task, schedule, tx_pad = make_optimizers(config, param_state, num_steps)
+        step = make_train_step(
+            model_def,
+            tx_task,
+            tx_pad,
+            schedule=schedule,
+            axis_name=dp.axis_name,
+            compute_dtype=dtype,
+            aliasing_weight=float(config.aliasing_weight),
+        )
+        traces: list = []
+
+        def counted_step(state: Any, batch: Any) -> Any:
+            traces.append(1)  # runs once per trace, never per call
+            return step(state, batch)
+
+        options = xla_compiler_options(dtype)
+        program = ArmProgram(
+            dp=dp,
+            model_def=model_def,
+            tx_task=tx_task,
+            tx_pad=tx_pad,
+            schedule=schedule,
+            train_step=dp.compile(counted_step, donate_state=True, compiler_options=options),
+            eval_step=dp.compile(
+                make_eval_step(model_def, axis_name=dp.axis_name, compute_dtype=dtype),
+                compiler_options=options,
+            ),
+            traces=traces,
+        )
+    state = create_train_state(
+        params, pad_params, stats, program.tx_task, program.tx_pad, int(config.seed)
+    )
+    return program, state, (count_params(state.params), count_params(state.pad_params))
+
+
+def flex_kernel_sizes(model_def: Any, state: Any, *, continuous: bool = False) -> dict[str, float]:
+    """Learned kernel size of every FlexConv layer (FlexConv paper, Sec. 3.2: the crop
+    ``2 floor((|mu| + sigma sqrt(-2 ln T)) / h) + 1`` of the Gaussian mask at threshold T, on
+    the grid of spacing ``h = 2 / (horizon - 1)``; causal layers ``floor((1 - mu + sigma
+    sqrt(-2 ln T)) / h) + 1``).
+
+    Args:
+      model_def: the split model (:class:`convjax.train.state.ModelDef`).
+      state: a host :class:`convjax.train.state.TrainState` (or anything with ``params``,
+        ``pad_params`` and ``stats``).
+      continuous: the same expression without ``floor`` (a real number of grid points, the
+        largest over dims), so slow changes of the mask show before they change the crop.
+
+    Returns:
+      ``{layer path: kernel size}`` (empty for a model without FlexConv layers).
+
+    Example:
+      >>> sizes = flex_kernel_sizes(program.model_def, state)  # doctest: +SKIP
+      >>> sizes  # doctest: +SKIP
+      {'stem/conv': 5.0, 'blocks/0/conv1/conv': 5.0, ...}
+    """
+    from flax import nnx
+
+    from convjax.nnx import FlexConv
+    from convjax.ops.gaussian_mask import mask_crop_size
+
+    model = model_def.merge(state.params, state.pad_params, state.stats, train=False)
+    out: dict[str, float] = {}
+    for path, node in nnx.iter_graph(model):
+        if isinstance(node, FlexConv) and node.mask_mu is not None:
+            mu, sigma = np.asarray(node.mask_mu[...]), np.asarray(node.sigma)
+            horizon, threshold = int(node.kernel_size), float(node.mask_threshold)
+            if continuous:
+                step = 2.0 / (horizon - 1)
+                reach = sigma * np.sqrt(-2.0 * np.log(threshold))
+                q = ((1.0 - mu + reach) if node.causal else (np.abs(mu) + reach)) / step
+                size = float(np.clip(np.max(q + 1.0 if node.causal else 2.0 * q + 1.0), 1, horizon))
+            else:
+                size = float(
+                    mask_crop_size(mu, sigma, horizon, threshold, causal=bool(node.causal))
+                )
+            out["/".join(str(p) for p in path)] = size
+    return out
+
+
+def _run_seed(
+    config: Any,
+    program: ArmProgram | None,
+    *,
+    bar: Any,
+    record_kernel_sizes: bool,
+    loaders: Any = None,
+) -> tuple[ArmProgram, dict[str, Any]]:
+    """Train one seed of an arm for ``config.num_epochs`` epochs, evaluating after each."""
+    import jax
+
+    from convjax.train.loop import evaluate, make_data
+
+    train_iter, eval_batches, info = loaders if loaders is not None else make_data(config)
+    spe = int(info.steps_per_epoch)
+    num_steps = int(config.num_epochs) * spe
+    program, state, (num_params, num_pad) = _new_state(config, info, program, num_steps)
+    first_call = len(program.traces) == 0
+    dp = program.dp
+    record: dict[str, Any] = {
+        "seed": int(config.seed),
+        "num_params": num_params,
+        "num_padding_params": num_pad,
+        "steps_per_epoch": spe,
+        "test_accuracy": [],
+        "test_loss": [],
+        "train_loss": [],
+        "epoch_time_s": [],
+        "compile_time_s": None,
+    }
+    if record_kernel_sizes:
+        record["kernel_sizes"] = [flex_kernel_sizes(program.model_def, state)]
+        record["kernel_extent"] = [flex_kernel_sizes(program.model_def, state, continuous=True)]
+    dstate = dp.replicate(state)
+    for epoch in range(int(config.num_epochs)):
+        losses = []
+        t0 = time.perf_counter()
+        timed_steps = spe
+        for k in range(spe):
+            dstate, metrics = program.train_step(dstate, dp.shard_batch(next(train_iter)))
+            losses.append(metrics["loss"])
+            if first_call and epoch == 0 and k == 0:
+                # The first call compiles: time it apart and extrapolate the epoch from the rest.
+                jax.block_until_ready(metrics)
+                t1 = time.perf_counter()
+                record["compile_time_s"] = t1 - t0
+                t0, timed_steps = t1, spe - 1
+            bar.update(1)
+        jax.block_until_ready(dstate)
+        elapsed = time.perf_counter() - t0
+        record["epoch_time_s"].append(elapsed * spe / timed_steps if timed_steps else math.nan)
+        loss = float(np.mean([np.asarray(jax.device_get(v)).mean() for v in losses]))
+        result = evaluate(dp, program.eval_step, dstate, eval_batches)
+        record["train_loss"].append(loss)
+        record["test_accuracy"].append(float(result["accuracy"]))
+        record["test_loss"].append(float(result["loss"]))
+        if not (math.isfinite(loss) and math.isfinite(result["loss"])):
+            raise FloatingPointError(
+                f"seed {config.seed}: non-finite loss at epoch {epoch + 1} (train {loss}, "
+                f"test {result['loss']}); lower the learning rate of this experiment."
+            )
+        if record_kernel_sizes:
+            host = dp.unreplicate(dstate)
+            record["kernel_sizes"].append(flex_kernel_sizes(program.model_def, host))
+            record["kernel_extent"].append(
+                flex_kernel_sizes(program.model_def, host, continuous=True)
+            )
+    record["test_examples"] = int(result["count"])
+    return program, record
+
+
+# ------------------------------------------------------------------------------ the experiment
+def summarize(runs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Per (group, arm) statistics of per-seed run records, in first-seen order.
+
+    The final test accuracy is the last epoch's; ``std`` is the sample standard deviation
+    (``ddof=1``; 0.0 for a single seed). ``epoch_time_s`` is the mean over every epoch of every
+    seed (compilation excluded).
+
+    Example:
+      >>> summarize([{"group": "g", "arm": "a", "seed": s, "test_accuracy": [0.5, acc],
+      ...             "epoch_time_s": [1.0, 1.0], "num_params": 10} for s, acc in
+      ...            enumerate([0.8, 0.9])])[0]["accuracy_mean"]
+      0.85
+    """
+    order: list[tuple[str, str]] = []
+    by_key: dict[tuple[str, str], list] = {}
+    for r in runs:
+        key = (r["group"], r["arm"])
+        if key not in by_key:
+            order.append(key)
+            by_key[key] = []
+        by_key[key].append(r)
+    rows = []
+    for group, arm in order:
+        rs = by_key[(group, arm)]
+        finals = np.array([r["test_accuracy"][-1] for r in rs], np.float64)
+        curves = np.array([r["test_accuracy"] for r in rs], np.float64)
+        times = np.concatenate([np.asarray(r["epoch_time_s"], np.float64) for r in rs])
+        rows.append(
+            {
+                "group": group,
+                "arm": arm,
+                "seeds": [int(r["seed"]) for r in rs],
+                "accuracies": [float(a) for a in finals],
+                "accuracy_mean": round(float(finals.mean()), 10),
+                "accuracy_std": float(finals.std(ddof=1)) if len(finals) > 1 else 0.0,
+                "curve_mean": curves.mean(axis=0).tolist(),
+                "curve_std": (
+                    curves.std(axis=0, ddof=1) if len(rs) > 1 else 0 * curves[0]
+                ).tolist(),
+                "epoch_time_s": float(np.nanmean(times)),
+                "num_params": int(rs[0]["num_params"]),
+                "num_padding_params": int(rs[0].get("num_padding_params", 0)),
+            }
+        )
+    return rows
+
+
+def markdown_table(rows: Sequence[Mapping[str, Any]], *, switch: str = "arm") -> str:
+    """The Markdown table of :func:`summarize` rows (accuracies in %).
+
+    Columns: group, the switch, test accuracy mean ± std, difference to the group's first arm,
+    per-seed accuracies, train seconds per epoch, parameters (``+ N pad``: the Padding
+    Module's own parameters, trained by its own loss).
+
+    Example:
+      >>> print(markdown_table([{"group": "g", "arm": "max", "accuracy_mean": 0.9,
+      ...     "accuracy_std": 0.01, "accuracies": [0.89, 0.91], "epoch_time_s": 1.5,
+      ...     "num_params": 1000}], switch="pool").splitlines()[2])
+      | g | max | 90.00 ± 1.00 | ref | 89.0, 91.0 | 1.50 | 1,000 |
+    """
+    lines = [
+        f"| group | {switch} | test acc. % (mean ± std) | vs first arm | per seed | "
+        "train s/epoch | params |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    ref: dict[str, float] = {}
+    for r in rows:
+        first = r["group"] not in ref
+        ref.setdefault(r["group"], r["accuracy_mean"])
+        delta = "ref" if first else f"{100 * (r['accuracy_mean'] - ref[r['group']]):+.2f}"
+        seeds = ", ".join(f"{100 * a:.1f}" for a in r["accuracies"])
+        pad = r.get("num_padding_params", 0)
+        params = f"{r['num_params']:,}" + (f" + {pad:,} pad" if pad else "")
+        lines.append(
+            f"| {r['group']} | {r['arm']} | {100 * r['accuracy_mean']:.2f} ± "
+            f"{100 * r['accuracy_std']:.2f} | {delta} | {seeds} | {r['epoch_time_s']:.2f} | "
+            f"{params} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _subplots(n: int, path: str | None) -> tuple[Any, Any]:
+    """``n`` panels side by side: a pyplot figure to show (``path`` None), else a bare
+    ``matplotlib.figure.Figure`` to save (no pyplot state, no backend switch)."""
+    figsize = (5 * n, 3.6)
+    if path is None:
+        import matplotlib.pyplot as plt
+
+        return plt.subplots(1, n, figsize=figsize, squeeze=False)
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(1, n, squeeze=False)
+
+
+def _integer_ticks() -> Any:
+    from matplotlib.ticker import MaxNLocator
+
+    return MaxNLocator(integer=True)
+
+
+def plot_curves(rows: Sequence[Mapping[str, Any]], path: str | None = None, *, title: str = ""):
+    """Test accuracy against epoch per arm (mean ± std over seeds), one panel per group.
+
+    Returns the matplotlib figure (saved to ``path`` when given).
+
+    Example:
+      >>> fig = plot_curves(load_results("runs/compare/pooling_quick")["rows"])  # doctest: +SKIP
+    """
+    groups = list(dict.fromkeys(r["group"] for r in rows))
+    fig, axes = _subplots(len(groups), path)
+    for ax, group in zip(axes[0], groups):
+        for r in (r for r in rows if r["group"] == group):
+            mean = 100 * np.asarray(r["curve_mean"])
+            std = 100 * np.asarray(r["curve_std"])
+            epochs = np.arange(1, len(mean) + 1)
+            ax.plot(epochs, mean, marker="o", ms=3, label=r["arm"])
+            ax.fill_between(epochs, mean - std, mean + std, alpha=0.2)
+        ax.set(title=group, xlabel="epoch", ylabel="test accuracy %")
+        ax.xaxis.set_major_locator(_integer_ticks())
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=110)
+    return fig
+
+
+def plot_kernel_sizes(runs: Sequence[Mapping[str, Any]], path: str | None = None):
+    """Learned FlexConv kernel size per layer against epoch (epoch 0 = initialisation): the
+    continuous extent (solid, mean over seeds) and the integer crop the layer uses (dashed,
+    same colour); see :func:`flex_kernel_sizes`.
+
+    Returns the figure, or ``None`` when no run recorded kernel sizes.
+    """
+    recorded = [r for r in runs if r.get("kernel_sizes") and r["kernel_sizes"][0]]
+    if not recorded:
+        return None
+    arms = list(dict.fromkeys((r["group"], r["arm"]) for r in recorded))
+    fig, axes = _subplots(len(arms), path)
+    for ax, (group, arm) in zip(axes[0], arms):
+        rs = [r for r in recorded if (r["group"], r["arm"]) == (group, arm)]
+        for i, layer in enumerate(rs[0]["kernel_sizes"][0]):
+            crop = np.array([[e[layer] for e in r["kernel_sizes"]] for r in rs], np.float64)
+            epochs = np.arange(crop.shape[1])
+            if all(r.get("kernel_extent") for r in rs):
+                extent = np.array([[e[layer] for e in r["kernel_extent"]] for r in rs], np.float64)
+                ax.plot(epochs, extent.mean(0), color=f"C{i}", marker="o", ms=3, label=layer)
+                ax.plot(epochs, crop.mean(0), color=f"C{i}", ls="--", lw=0.8)
+            else:
+                ax.plot(epochs, crop.mean(0), color=f"C{i}", marker="o", ms=3, label=layer)
+        ax.set(
+            title=f"{group} / {arm}",
+            xlabel="epoch",
+            ylabel="kernel size (extent; dashed: crop)",
+        )
+        ax.xaxis.set_major_locator(_integer_ticks())
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=110)
+    return fig
+
+
+def load_results(workdir: str | os.PathLike) -> dict[str, Any]:
+    """``results.json`` of a compare workdir plus its per-seed ``runs`` (from ``runs.jsonl``).
+
+    Example:
+      >>> res = load_results("runs/compare/pooling_quick")  # doctest: +SKIP
+      >>> print(res["table"])  # doctest: +SKIP
+    """
+    workdir = pathlib.Path(workdir)
+    path = workdir / RESULTS_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"`workdir` {workdir} holds no {RESULTS_FILE} (not a compare run).")
+    results = json.loads(path.read_text())
+    runs_path = workdir / RUNS_FILE
+    results["runs"] = (
+        [json.loads(line) for line in runs_path.read_text().splitlines() if line.strip()]
+        if runs_path.exists()
+        else []
+    )
+    return results
+
+
+class _NoBar:
+    def update(self, n: int) -> None:
+        pass
+
+    def write(self, text: str) -> None:
+        print(text, flush=True)
+
+    def set_description(self, text: str) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _total_steps(exp: Mapping, overrides: Mapping) -> tuple[int, dict]:
+    """Total train steps of the experiment (for the one progress bar) and the data infos."""
+    from convjax.train.loop import make_data
+
+    total, infos = 0, {}
+    for group in exp["groups"]:
+        cfg = arm_config(exp, group, next(iter(exp["arms"])), exp["seeds"][0], overrides)
+        key = (cfg.dataset, int(cfg.batch_size))
+        if key not in infos:
+            infos[key] = make_data(cfg).info
+        spe = int(infos[key].steps_per_epoch)
+        total += spe * int(cfg.num_epochs) * len(exp["arms"]) * len(exp["seeds"])
+    return total, infos
+
+
+def run_experiment(
+    experiment: str | Mapping[str, Any],
+    workdir: str | os.PathLike | None = None,
+    *,
+    quick: bool = False,
+    overrides: Mapping[str, Any] | None = None,
+    seeds: Sequence[int] | None = None,
+    arms: Sequence[str] | None = None,
+    progress: bool = True,
+    plots: bool = True,
+) -> dict[str, Any]:
+    """Run every (group, arm, seed) of an experiment and write its table and plots.
+
+    Args:
+      experiment: a shipped name / file path (see :func:`load_experiment`) or an experiment
+        mapping (see :func:`check_experiment`).
+      workdir: output directory (default ``runs/compare/<name>[_quick]``).
+      quick: the experiment's ``--quick`` variant (when ``experiment`` is a name).
+      overrides: partial trainer config applied to every run (e.g. ``{"dataset":
+        "tfds:cifar10"}``, ``{"num_epochs": 2}``).
+      seeds: replaces the experiment's seeds; arms: run only these arms (in this order).
+      progress: one tqdm bar over every train step of the experiment (on a terminal;
+        otherwise, or with ``progress=False``, one line per finished seed).
+      plots: write ``curves.png`` (and ``kernel_sizes.png``); needs matplotlib.
+
+    Returns:
+      ``results.json``'s content: ``experiment``, ``rows`` (see :func:`summarize`),
+      ``table`` (Markdown), ``compilations`` (``{"group/arm": traces of the train step}``),
+      ``workdir``, ``versions``, ``wall_time_s``.
+
+    Example:
+      >>> res = run_experiment("pooling", quick=True, seeds=(0, 1, 2))  # doctest: +SKIP
+      >>> print(res["table"])  # doctest: +SKIP
+    """
+    t_start = time.perf_counter()
+    exp = (
+        load_experiment(experiment, quick=quick)
+        if isinstance(experiment, str)
+        else check_experiment(experiment)
+    )
+    if seeds is not None:
+        exp = check_experiment({**exp, "seeds": tuple(seeds)})
+    if arms is not None:
+        unknown = [a for a in arms if a not in exp["arms"]]
+        if unknown:
+            raise ValueError(f"`arms` {unknown} not in the experiment's arms {list(exp['arms'])}.")
+        exp = check_experiment({**exp, "arms": {a: exp["arms"][a] for a in arms}})
+    overrides = dict(overrides or {})
+    name = exp["name"] + ("_quick" if quick else "")
+    workdir = pathlib.Path(workdir or os.path.join("runs", "compare", name)).absolute()
+    workdir.mkdir(parents=True, exist_ok=True)
+    runs_path = workdir / RUNS_FILE
+    runs_path.write_text("")
+
+    total, _ = _total_steps(exp, overrides)
+    if progress and sys.stderr.isatty():
+        from tqdm import tqdm
+
+        bar: Any = tqdm(total=total, desc=name, unit="step", dynamic_ncols=True)
+    else:
+        bar = _NoBar()
+    bar.write(
+        f"convjax compare {name}: {len(exp['groups'])} group(s) x {len(exp['arms'])} arms x "
+        f"{len(exp['seeds'])} seeds, {total} train steps; workdir {workdir}"
+    )
+    runs: list[dict[str, Any]] = []
+    compilations: dict[str, int] = {}
+    try:
+        for group in exp["groups"]:
+            for arm in exp["arms"]:
+                program = None
+                for seed in exp["seeds"]:
+                    config = arm_config(exp, group, arm, seed, overrides)
+                    bar.set_description(f"{group} / {arm} / seed {seed}")
+                    program, record = _run_seed(
+                        config, program, bar=bar, record_kernel_sizes=bool(exp["kernel_sizes"])
+                    )
+                    record.update(group=group, arm=arm, model=config.model, dataset=config.dataset)
+                    runs.append(record)
+                    with runs_path.open("a", encoding="utf-8") as f:
+                        f.write(json.dumps(record) + "\n")
+                    bar.write(
+                        f"  {group} / {arm} / seed {seed}: test accuracy "
+                        f"{record['test_accuracy'][-1]:.4f}, "
+                        f"{np.mean(record['epoch_time_s']):.2f} s/epoch"
+                    )
+                compilations[f"{group}/{arm}"] = len(program.traces)
+    finally:
+        bar.close()
+
+    rows = summarize(runs)
+    table = markdown_table(rows, switch=exp["switch"])
+    from convjax.train.loop import versions
+
+    sample = arm_config(exp, next(iter(exp["groups"])), next(iter(exp["arms"])), 0, overrides)
+    results = {
+        "experiment": {k: v for k, v in exp.items()},
+        "quick": bool(quick),
+        "overrides": overrides,
+        "dataset": sample.dataset,
+        "num_epochs": {
+            g: int(arm_config(exp, g, arm, 0, overrides).num_epochs) for g in exp["groups"]
+        },
+        "rows": rows,
+        "table": table,
+        "compilations": compilations,
+        "workdir": str(workdir),
+        "versions": versions(),
+        "written": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "wall_time_s": time.perf_counter() - t_start,
+    }
+    (workdir / RESULTS_FILE).write_text(json.dumps(results, indent=2, default=list) + "\n")
+    header = (
+        f"# {exp['title']}\n\n"
+        f"`convjax compare {exp['name']}{' --quick' if quick else ''}`: dataset "
+        f"`{sample.dataset}`, seeds {list(exp['seeds'])}, epochs {results['num_epochs']}, "
+        f"{results['versions']['devices']['count']} x {results['versions']['devices']['kind']}"
+        f", {results['written']}.\n\n"
+    )
+    (workdir / TABLE_FILE).write_text(
+        header + table + (f"\nPaper: {exp['paper']}\n" if exp["paper"] else "")
+    )
+    if plots:
+        plot_curves(rows, str(workdir / CURVES_FILE), title=exp["title"])
+        plot_kernel_sizes(runs, str(workdir / KERNEL_SIZES_FILE))
+    results["runs"] = runs
+    return results
+
+
+# ------------------------------------------------------------------------------ command line
+def _parse_seeds(text: str) -> tuple[int, ...]:
+    try:
+        seeds = tuple(int(s) for s in text.split(",") if s.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--seeds must be comma-separated ints, got {text!r}"
+        ) from None
+    if not seeds:
+        raise argparse.ArgumentTypeError(f"--seeds must name at least one seed, got {text!r}")
+    return seeds
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``convjax compare <experiment> [--quick] [...]``; ``python -m convjax.bench.compare``."""
+    parser = argparse.ArgumentParser(
+        prog="convjax compare",
+        description="Train arms that differ in one switch over seeds; write table.md, "
+        "curves.png, results.json and runs.jsonl to the workdir.",
+    )
+    parser.add_argument(
+        "experiment", help=f"a shipped experiment {shipped_experiments()} or a config file"
+    )
+    parser.add_argument("--quick", action="store_true", help="the few-minute variant (digits)")
+    parser.add_argument("--workdir", default=None, help="default runs/compare/<name>[_quick]")
+    parser.add_argument("--seeds", type=_parse_seeds, default=None, help="e.g. 0,1,2")
+    parser.add_argument("--arms", default=None, help="comma-separated subset of the arms")
+    parser.add_argument("--dataset", default=None, help="e.g. tfds:cifar10, idx:<dir>, digits")
+    parser.add_argument("--data_dir", default=None, help="TFDS data directory")
+    parser.add_argument("--num_epochs", type=int, default=None, help="epochs of every group")
+    parser.add_argument("--batch_size", type=int, default=None)
+    parser.add_argument("--dtype", default=None, choices=("float32", "bfloat16", "float16"))
+    parser.add_argument("--no_progress", action="store_true", help="no progress bar")
+    args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    overrides: dict[str, Any] = {}
+    if args.dataset:
+        overrides["dataset"] = args.dataset
+    if args.data_dir:
+        overrides["data"] = {"data_dir": args.data_dir}
+    if args.num_epochs is not None:
+        overrides["num_epochs"] = args.num_epochs
+    if args.batch_size is not None:
+        overrides["batch_size"] = args.batch_size
+    if args.dtype:
+        overrides["dtype"] = args.dtype
+    from convjax.data import DataError
+    from convjax.train.config import ConfigError
+
+    try:
+        results = run_experiment(
+            args.experiment,
+            args.workdir,
+            quick=args.quick,
+            overrides=overrides,
+            seeds=args.seeds,
+            arms=args.arms.split(",") if args.arms else None,
+            progress=not args.no_progress,
+        )
+    except (ValueError, TypeError, ConfigError, DataError, FileNotFoundError) as err:
+        hint = ""
+        if "fashion-mnist" in str(err) and not os.path.isdir("/usr/share/datasets/fashion-mnist"):
+            hint = (
+                " (install the IDX files with `sudo apt-get install dataset-fashion-mnist`, "
+                "or use --quick / --dataset=<spec>)"
+            )
+        print(f"convjax compare: error: {err}{hint}", file=sys.stderr, flush=True)
+        return 1 if isinstance(err, (DataError, FileNotFoundError)) else 2
+    print(results["table"], flush=True)
+    print(
+        f"convjax compare: wrote {TABLE_FILE}, {CURVES_FILE}, {RESULTS_FILE}, {RUNS_FILE} to "
+        f"{results['workdir']} in {results['wall_time_s']:.0f} s; compilations per arm: "
+        f"{results['compilations']}",
+        flush=True,
+    )
+    return 0
+
+
+__all__ = [
+    "ArmProgram",
+    "arm_config",
+    "check_experiment",
+    "flex_kernel_sizes",
+    "load_experiment",
+    "load_results",
+    "main",
+    "markdown_table",
+    "plot_curves",
+    "plot_kernel_sizes",
+    "run_experiment",
+    "shipped_experiments",
+    "summarize",
+]
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,185 @@
+"""``convjax compare``: a tiny experiment end to end (2 arms x 2 seeds x 1 epoch of digits),
+its statistics recomputed from the per-seed records, one compilation per arm, and the
+reused step giving the same run as a freshly compiled one."""
+
+import json
+import pathlib
+import types
+
+import numpy as np
+import pytest
+
+from convjax.bench import compare
+
+TINY = {
+    "name": "tiny",
+    "title": "tiny pooling",
+    "switch": "pool",
+    "base": {
+        "dataset": "digits",
+        "batch_size": 64,
+        "num_epochs": 1,
+        "model": "digits_cnn",
+        "model_kwargs": {"widths": (8, 16)},
+        "optimizer": {"warmup_steps": 5},
+    },
+    "arms": {"max": {"pool": "max"}, "avg": {"pool": "avg"}},
+    "seeds": (0, 1),
+}
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("compare")
+    results = compare.run_experiment(TINY, workdir, progress=False)
+    return results, workdir
+
+
+def test_writes_table_plot_and_records(tiny):
+    results, workdir = tiny
+    table = (workdir / "table.md").read_text()
+    assert table.startswith("# tiny pooling")
+    assert "| all | max |" in table and "| all | avg |" in table
+    png = (workdir / "curves.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+    runs = [json.loads(line) for line in (workdir / "runs.jsonl").read_text().splitlines()]
+    assert [(r["arm"], r["seed"]) for r in runs] == [("max", 0), ("max", 1), ("avg", 0), ("avg", 1)]
+    for r in runs:
+        assert len(r["test_accuracy"]) == len(r["epoch_time_s"]) == 1
+        assert 0.0 <= r["test_accuracy"][0] <= 1.0 and r["epoch_time_s"][0] > 0
+        assert r["test_examples"] == 360 and r["num_params"] > 0
+    # Seeds change the run (init and data order), not just its label.
+    assert runs[0]["test_loss"] != runs[1]["test_loss"]
+    assert compare.load_results(workdir)["rows"] == results["rows"]
+
+
+def test_statistics_come_from_the_per_seed_results(tiny):
+    results, workdir = tiny
+    runs = compare.load_results(workdir)["runs"]
+    for row in results["rows"]:
+        accs = [r["test_accuracy"][-1] for r in runs if r["arm"] == row["arm"]]
+        times = [r["epoch_time_s"][0] for r in runs if r["arm"] == row["arm"]]
+        assert row["accuracies"] == accs
+        assert row["accuracy_mean"] == pytest.approx(sum(accs) / 2)
+        assert row["accuracy_std"] == pytest.approx(abs(accs[0] - accs[1]) / np.sqrt(2))
+        assert row["epoch_time_s"] == pytest.approx(sum(times) / 2)
+        cell = f"{100 * row['accuracy_mean']:.2f} ± {100 * row['accuracy_std']:.2f}"
+        assert cell in results["table"]
+
+
+def test_one_compilation_per_arm_and_reuse_changes_nothing(tiny):
+    results, _ = tiny
+    assert results["compilations"] == {"all/max": 1, "all/avg": 1}
+    # Seed 1 of "avg" with a freshly compiled step equals the run that reused seed 0's step.
+    config = compare.arm_config(compare.check_experiment(TINY), "all", "avg", 1)
+    program, fresh = compare._run_seed(
+        config, None, bar=compare._NoBar(), record_kernel_sizes=False
+    )
+    reused = results["runs"][3]
+    assert (reused["arm"], reused["seed"]) == ("avg", 1)
+    np.testing.assert_allclose(fresh["test_loss"], reused["test_loss"], rtol=1e-5)
+    np.testing.assert_allclose(fresh["test_accuracy"], reused["test_accuracy"], atol=1e-9)
+
+
+def test_summarize_and_table_on_hand_made_records():
+    runs = [
+        {"group": "g", "arm": a, "seed": s, "test_accuracy": [0.5, acc],
+         "epoch_time_s": [t, t], "num_params": 7}
+        for a, s, acc, t in [("x", 0, 0.9, 1.0), ("x", 1, 0.8, 3.0), ("y", 0, 0.95, 2.0),
+                             ("y", 1, 0.95, 2.0)]
+    ]  # fmt: skip
+    x, y = compare.summarize(runs)
+    assert x["accuracy_mean"] == pytest.approx(0.85) and y["accuracy_std"] == 0.0
+    assert x["accuracy_std"] == pytest.approx(np.std([0.9, 0.8], ddof=1))
+    assert x["curve_mean"] == pytest.approx([0.5, 0.85]) and x["epoch_time_s"] == 2.0
+    table = compare.markdown_table([x, y], switch="pool")
+    assert "| g | y | 95.00 ± 0.00 | +10.00 | 95.0, 95.0 | 2.00 | 7 |" in table
+
+
+def test_flex_kernel_sizes_match_the_mask_formula():
+    """Crop size 2 floor((|mu| + sigma sqrt(-2 ln T)) / h) + 1 (h = 2 / (horizon - 1)) per
+    FlexConv layer; the paper's initialisation (sigma 0.075, horizon 33) gives 5x5."""
+    from flax import nnx
+
+    from convjax.nnx import FlexConv
+    from convjax.train.state import split_model
+
+    class Net(nnx.Module):
+        def __init__(self, rngs):
+            self.a = FlexConv(1, 2, 33, num_spatial_dims=2, hidden_features=4, rngs=rngs)
+            self.b = FlexConv(2, 2, 33, num_spatial_dims=2, hidden_features=4,
+                              mask_init_sigma=0.3, rngs=rngs)  # fmt: skip
+            self.c = nnx.Conv(2, 2, (3, 3), rngs=rngs)  # not a FlexConv: no entry
+
+    model_def, params, pad_params, stats, _ = split_model(Net(nnx.Rngs(0)))
+    state = types.SimpleNamespace(params=params, pad_params=pad_params, stats=stats)
+    sizes = compare.flex_kernel_sizes(model_def, state)
+    radius = np.sqrt(-2 * np.log(0.1))
+    expected = [2 * np.floor(s * radius / (2 / 32)) + 1 for s in (0.075, 0.3)]
+    assert expected[0] == 5
+    assert sizes == {"a": expected[0], "b": expected[1]}
+    extent = compare.flex_kernel_sizes(model_def, state, continuous=True)
+    assert extent == pytest.approx({"a": 0.075 * radius * 16 * 2 + 1, "b": 0.3 * radius * 32 + 1})
+
+
+@pytest.mark.parametrize("name", ["padding", "pooling", "norm", "conv"])
+def test_shipped_experiments_resolve(name):
+    for quick in (True, False):
+        exp = compare.load_experiment(name, quick=quick)
+        assert len(exp["seeds"]) >= 3 and len(exp["arms"]) >= 2
+        for group in exp["groups"]:
+            for arm in exp["arms"]:
+                config = compare.arm_config(exp, group, arm, 0)
+                assert config.dataset == ("digits" if quick else
+                                          "idx:/usr/share/datasets/fashion-mnist")  # fmt: skip
+                assert config[exp["switch"]] == exp["arms"][arm][exp["switch"]]
+
+
+def test_bad_input_is_named():
+    with pytest.raises(ValueError, match="shipped experiments are"):
+        compare.load_experiment("nope")
+    with pytest.raises(ValueError, match=r"experiment\['arms'\]"):
+        compare.check_experiment({**TINY, "arms": {"max": {"pool": "max"}}})
+    with pytest.raises(ValueError, match=r"experiment\['seeds'\]"):
+        compare.check_experiment({**TINY, "seeds": (0, 0)})
+    with pytest.raises(ValueError, match=r"num_epochs"):
+        compare.check_experiment({**TINY, "base": {"num_epochs": 0}})
+    with pytest.raises(ValueError, match="not in the experiment's arms"):
+        compare.run_experiment(TINY, arms=["soft"], progress=False)
+    with pytest.raises(TypeError, match="`experiment` must be a mapping"):
+        compare.check_experiment([1])
+    assert compare.main(["nope", "--no_progress"]) == 2
+    from convjax.__main__ import main as convjax_main
+
+    assert convjax_main(["convjax", "compare", "nope", "--no_progress"]) == 2
+
+
+def test_compare_notebook_draws_a_workdir(tiny, monkeypatch):
+    """notebooks/compare.ipynb loads the tiny run's workdir and draws its table and curves."""
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    _, workdir = tiny
+    path = pathlib.Path(__file__).resolve().parents[2] / "notebooks" / "compare.ipynb"
+    monkeypatch.setenv("CONVJAX_COMPARE_WORKDIR", str(workdir))
+    monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
+    monkeypatch.setenv("JAX_PLATFORMS", "cpu")
+    monkeypatch.setenv("XLA_FLAGS", "")
+    nb = nbformat.read(path, as_version=4)
+    nbclient.NotebookClient(
+        nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(workdir)}}
+    ).execute()
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    assert not [o for o in outputs if o.get("output_type") == "error"]
+    text = "".join(o.get("text", "") for o in outputs)
+    assert f"{workdir.name}: 4 runs, dataset digits" in text
+    markdown = "".join(o.get("data", {}).get("text/markdown", "") for o in outputs)
+    assert "| all | max |" in markdown and "| all | avg |" in markdown
+    assert sum("image/png" in o.get("data", {}) for o in outputs) >= 2  # mean and per-seed
+
+
+def test_one_progress_bar_counts_every_step_of_the_experiment():
+    total, _ = compare._total_steps(compare.check_experiment(TINY), {})
+    assert total == 2 * 2 * 22  # arms x seeds x (1437 digits // 64 per epoch) x 1 epoch
+    exp = compare.load_experiment("norm", quick=True)  # groups of 1 and 6 epochs
+    total, _ = compare._total_steps(exp, {})
+    assert total == (1 + 6) * 22 * 2 * 3
