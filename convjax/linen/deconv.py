@@ -1,8 +1,9 @@
 """Network Deconvolution layers for Flax Linen: ``DeconvConv`` and ``DeconvDense``.
 
-Same maths as :mod:`convjax.nnx.deconv` (papers.md §3) with Linen conventions: parameters
-``kernel``/``bias`` in ``params``, running statistics ``mean`` and ``deconv`` in the
-``batch_stats`` collection (pass ``mutable=["batch_stats"]`` in training, like BatchNorm).
+Same maths as :mod:`convjax.nnx.deconv` (Ye et al., "Network Deconvolution", ICLR 2020, §3)
+with Linen conventions: parameters ``kernel``/``bias`` in ``params``, running statistics
+``mean`` and ``deconv`` in the ``batch_stats`` collection (pass ``mutable=["batch_stats"]`` in
+training, like BatchNorm).
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """Network Deconvolution layers for Flax NNX: ``DeconvConv`` and ``DeconvDense``.
 
-Drop-in replacements for ``Conv -> BatchNorm`` (papers.md §3): the layer's input patches are
-whitened with batch statistics in training and with running averages in evaluation; in both
-modes the statistics are folded into the kernel and bias so one convolution runs.
+Drop-in replacements for ``Conv -> BatchNorm`` (Ye et al., "Network Deconvolution", ICLR 2020,
+§3): the layer's input patches are whitened with batch statistics in training and with running
+averages in evaluation; in both modes the statistics are folded into the kernel and bias so one
+convolution runs.
 """
 
 from __future__ import annotations

@@ -148,8 +148,9 @@ def _stat_dtype(*dtypes: jnp.dtype) -> jnp.dtype:
 def isqrt_newton_schulz(a: jax.Array, num_iters: int = 5) -> jax.Array:
     """Inverse square root of symmetric positive-definite matrices by coupled Newton--Schulz.
 
-    Implements (papers.md §3): ``Y0 = A / ||A||_F``, ``Z0 = I``; ``num_iters`` times
-    ``T = (3 I - Z Y) / 2``, ``Y <- Y T``, ``Z <- T Z``; returns ``Z / sqrt(||A||_F)``.
+    Implements (Ye et al., "Network Deconvolution", ICLR 2020, §3): ``Y0 = A / ||A||_F``,
+    ``Z0 = I``; ``num_iters`` times ``T = (3 I - Z Y) / 2``, ``Y <- Y T``, ``Z <- T Z``; returns
+    ``Z / sqrt(||A||_F)``.
     Every eigenvalue ``lam`` of ``A`` maps to ``s_k = lam_hat * z_k^2`` (``lam_hat = lam /
     ||A||_F`` in ``(0, 1]``) with ``s_{k+1} = s_k (3 - s_k)^2 / 4``: ``s`` rises monotonically
     to 1, fast for large eigenvalues and slowly for small ones, so few iterations only partly
