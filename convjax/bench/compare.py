@@ -228,51 +228,35 @@ class ArmProgram:
 def _new_state(config: Any, info: Any, program: ArmProgram | None, num_steps: int) -> tuple:
     """(program, host TrainState, num_params) for ``config.seed``; builds the program once."""
     from convjax.train.distributed import DataParallel, xla_compiler_options
-    from convjax.train.loop import build_model, compute_dtype, count_params, make_optimizers
-    from convjax.train.state import create_train_state, split_model
-    from convjax.train.step import make_eval_step, make_train_step
+    from convjax.train.factory import compute_dtype, make_train_setup
 
-    model = build_model(
-        config, num_classes=int(info.num_classes), in_features=int(info.input_shape[-1])
+    dp = program.dp if program is not None else DataParallel(config.parallel)
+    setup = make_train_setup(
+        config,
+        num_classes=int(info.num_classes),
+        in_features=int(info.input_shape[-1]),
+        num_steps=num_steps,
+        axis_name=dp.axis_name,
     )
-    model_def, params, pad_params, stats, param_state = split_model(model)
     if program is None:
-        dtype = compute_dtype(config.dtype)
-        dp = DataParallel(config.parallel)
-        tx_task, schedule, tx_pad = make_optimizers(config, param_state, num_steps)
-        step = make_train_step(
-            model_def,
-            tx_task,
-            tx_pad,
-            schedule=schedule,
-            axis_name=dp.axis_name,
-            compute_dtype=dtype,
-            aliasing_weight=float(config.aliasing_weight),
-        )
         traces: list = []
 
         def counted_step(state: Any, batch: Any) -> Any:
             traces.append(1)  # runs once per trace, never per call
-            return step(state, batch)
+            return setup.train_step(state, batch)
 
-        options = xla_compiler_options(dtype)
+        options = xla_compiler_options(compute_dtype(config.dtype))
         program = ArmProgram(
             dp=dp,
-            model_def=model_def,
-            tx_task=tx_task,
-            tx_pad=tx_pad,
-            schedule=schedule,
+            model_def=setup.model_def,
+            tx_task=setup.tx_task,
+            tx_pad=setup.tx_pad,
+            schedule=setup.schedule,
             train_step=dp.compile(counted_step, donate_state=True, compiler_options=options),
-            eval_step=dp.compile(
-                make_eval_step(model_def, axis_name=dp.axis_name, compute_dtype=dtype),
-                compiler_options=options,
-            ),
+            eval_step=dp.compile(setup.eval_step, compiler_options=options),
             traces=traces,
         )
-    state = create_train_state(
-        params, pad_params, stats, program.tx_task, program.tx_pad, int(config.seed)
-    )
-    return program, state, (count_params(state.params), count_params(state.pad_params))
+    return program, setup.state, (setup.num_params, setup.num_padding_params)
 
 
 def flex_kernel_sizes(model_def: Any, state: Any, *, continuous: bool = False) -> dict[str, float]:

@@ -44,6 +44,7 @@ from convjax.bench.timing import (
     time_fn,
     time_interleaved,
 )
+from convjax.bench.train_step import conv_signature, hlo_convolutions
 from convjax.ops.deconv import (
     deconv_conv,
     deconv_conv_eval,
@@ -102,7 +103,7 @@ def compile_seconds(fn: Callable[..., object], *args: object) -> tuple[float, st
 
 
 def hlo_facts(hlo_text: str) -> dict[str, object]:
-    """Convolution ops (output shape and window of each) and the number of dot ops in HLO text.
+    """Convolution ops (:func:`convjax.bench.train_step.hlo_convolutions`) and dot ops in HLO text.
 
     Example:
       >>> f = lambda x, k: lax.conv_general_dilated(x, k, (1, 1), "SAME")
@@ -110,11 +111,7 @@ def hlo_facts(hlo_text: str) -> dict[str, object]:
       >>> hlo_facts(jax.jit(f).lower(x, k).compile().as_text())["num_convolutions"]
       1
     """
-    convs = []
-    for line in hlo_text.splitlines():
-        match = re.search(r"= (\S+) convolution\(.*?window=\{([^}]*)\}", line)
-        if match:
-            convs.append(f"{match.group(1).split('{')[0]} window={{{match.group(2)}}}")
+    convs = [conv_signature(c) for c in hlo_convolutions(hlo_text)]
     dots = len(re.findall(r"= \S+ dot\(", hlo_text))
     return {"num_convolutions": len(convs), "convolutions": convs, "num_dots": dots}
 

@@ -25,10 +25,63 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
+import jax
+import jax.numpy as jnp
+import numpy as np
 import optax
+from flax import nnx
 
+from convjax.train.config import resolve_config
+from convjax.train.optim import make_padding_optimizer, make_task_optimizer, param_labels
 from convjax.train.state import ModelDef, TrainState, create_train_state, split_model
 from convjax.train.step import make_eval_step, make_train_step
+
+#: Compute dtypes accepted by ``config.dtype``.
+DTYPES = {"float32": None, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+
+
+def compute_dtype(name: str) -> Any:
+    """``config.dtype`` name -> compute dtype (``None`` for float32: the input dtype)."""
+    if name not in DTYPES:
+        raise ValueError(f"`config.dtype` must be one of {list(DTYPES)}, got {name!r}.")
+    return DTYPES[name]
+
+
+def count_params(tree: Any) -> int:
+    """Number of scalars in a pytree of arrays."""
+    return int(sum(np.size(x) for x in jax.tree.leaves(tree)))
+
+
+def build_model(
+    config: Any, *, num_classes: int, in_features: int, axis_name: str | None = "batch"
+) -> nnx.Module:
+    """``convjax.models.build`` from a resolved config's model name, switches, ``model_kwargs``.
+
+    Example:
+      >>> model = build_model(resolve_config(), num_classes=10, in_features=1)
+    """
+    from convjax.models import build
+
+    return build(
+        config.model,
+        num_classes=num_classes,
+        in_features=in_features,
+        padding=config.padding,
+        pool=config.pool,
+        norm=config.norm,
+        conv=config.conv or None,
+        axis_name=axis_name,
+        dtype=compute_dtype(config.dtype),
+        rngs=nnx.Rngs(params=int(config.seed), dropout=int(config.seed) + 1),
+        **dict(config.model_kwargs),
+    )
+
+
+def make_optimizers(config: Any, param_state: Any, num_steps: int) -> tuple[Any, Any, Any]:
+    """``(tx_task, schedule, tx_pad)`` from ``config.optimizer`` / ``config.padding_optimizer``."""
+    tx_task, schedule = make_task_optimizer(config.optimizer, param_labels(param_state), num_steps)
+    tx_pad = make_padding_optimizer(config.padding_optimizer)
+    return tx_task, schedule, tx_pad
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -95,14 +148,10 @@ def make_train_setup(
         combination the model rejects, or ``num_steps < 1``.
 
     Example:
-      >>> setup = make_train_setup(base_config(), num_classes=10, in_features=1, num_steps=10)
+      >>> setup = make_train_setup(resolve_config(), num_classes=10, in_features=1, num_steps=10)
       >>> setup.state.step
       Array(0, dtype=int32)
     """
-    # loop.py owns the config -> model and dtype mapping; imported here, not copied.
-    from convjax.train.config import resolve_config
-    from convjax.train.loop import build_model, compute_dtype, count_params, make_optimizers
-
     if not isinstance(num_steps, int) or num_steps < 1:
         raise ValueError(f"`num_steps` must be an int >= 1, got {num_steps!r}.")
     config = resolve_config(config)  # the defaults of configs/default.py, checked
