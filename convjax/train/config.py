@@ -129,12 +129,35 @@ def resolve_config(config: Any = None, **overrides: Any) -> ml_collections.Confi
       >>> config.num_steps, config.optimizer.name, config.optimizer.learning_rate
       (10, 'sgd', 0.003)
     """
-    merged = _merge(base_config().to_dict(), _to_dict(config))
+    base = base_config().to_dict()
+    merged = _merge(base, _to_dict(config))
     merged = _merge(merged, overrides)
+    _reconcile_dataset(merged, base)
     check_config(merged)
     resolved = ml_collections.ConfigDict(merged)
     resolved.lock()
     return resolved
+
+
+def _reconcile_dataset(cfg: dict, base: Mapping) -> None:
+    """Make ``dataset`` and ``data.name`` (two spellings of one field) agree, in place.
+
+    The one changed from its default wins (``--config.data.name=tfds:mnist`` alone selects
+    MNIST); both changed to different datasets is a :class:`ConfigError`; an empty
+    ``dataset`` defers to ``data.name``.
+    """
+    dataset, name = cfg["dataset"], cfg["data"]["name"]
+    if dataset == name:
+        return
+    if not dataset or dataset == base["dataset"]:
+        cfg["dataset"] = name
+    elif name == base["data"]["name"]:
+        cfg["data"]["name"] = dataset
+    else:
+        raise ConfigError(
+            f"{flag('dataset')}={dataset!r} and {flag('data.name')}={name!r} name different "
+            f"datasets; they are one field, set one of them"
+        )
 
 
 def resolve_block(name: str, block: Any) -> dict[str, Any]:

@@ -72,11 +72,14 @@ def test_print_config_prints_the_merged_config():
         "--config=default",
         "--config.num_steps=7",
         "--config.model_kwargs.widths=(4,)",
+        "--config.data.name=idx:/data/fashion",
         "--print_config",
     )
     assert result.returncode == 0, result.stderr
     assert "num_steps: 7" in result.stdout and "stop_on_nonfinite: true" in result.stdout
     assert "widths" in result.stdout
+    # --config.data.name alone selects the dataset (the top-level spelling follows it).
+    assert "\ndataset: idx:/data/fashion\n" in result.stdout
 
 
 def test_ctrl_c_prints_where_to_resume_and_no_traceback(tmp_path):

@@ -74,6 +74,21 @@ def test_resolve_config_merges_once_and_names_flags():
         resolve_config({"pool": "median"})
 
 
+def test_dataset_and_data_name_are_one_field():
+    # Either spelling selects the dataset, and the resolved config carries it in both.
+    for user in ({"data": {"name": "idx:/d"}}, {"dataset": "idx:/d"}, {"dataset": ""}):
+        config = resolve_config(user)
+        want = "digits" if user == {"dataset": ""} else "idx:/d"
+        assert config.dataset == config.data.name == want
+    agree = resolve_config({"dataset": "idx:/d", "data": {"name": "idx:/d"}})
+    assert agree.dataset == "idx:/d"
+    with pytest.raises(
+        ConfigError,
+        match=r"^--config.dataset='idx:/a' and --config.data.name='tfds:b' name different",
+    ):
+        resolve_config({"dataset": "idx:/a", "data": {"name": "tfds:b"}})
+
+
 def test_compare_configs_splits_resumable_fields():
     old = config_to_json(resolve_config({"num_steps": 10}))
     accepted, blocking = compare_configs(
