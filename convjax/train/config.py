@@ -289,8 +289,13 @@ def compare_configs(stored: Mapping, new: Any) -> tuple[dict, dict]:
       >>> compare_configs(old, resolve_config({"num_steps": 20, "model": "resnet20"}))
       ({'num_steps': (10, 20)}, {'model': ('digits_cnn', 'resnet20')})
     """
+    base = config_to_json(base_config())
+    stored = json.loads(json.dumps(stored))
+    if "dataset" in stored and "name" in stored.get("data", {}):
+        # Runs stored before ``dataset`` and ``data.name`` were reconciled kept the default in one.
+        _reconcile_dataset(stored, base)
     a, b = _flatten(stored), _flatten(config_to_json(new))
-    defaults = _flatten(config_to_json(base_config()))
+    defaults = _flatten(base)
     accepted, blocking = {}, {}
     for path in sorted(set(a) | set(b)):
         old, value = a.get(path, ABSENT), b.get(path, ABSENT)

@@ -87,6 +87,10 @@ def test_dataset_and_data_name_are_one_field():
         match=r"^--config.dataset='idx:/a' and --config.data.name='tfds:b' name different",
     ):
         resolve_config({"dataset": "idx:/a", "data": {"name": "tfds:b"}})
+    # A run stored before the two were reconciled (data.name left at its default) resumes.
+    old = config_to_json(resolve_config({"dataset": "idx:/d"}))
+    old["data"]["name"] = "digits"
+    assert compare_configs(old, resolve_config({"dataset": "idx:/d"})) == ({}, {})
 
 
 def test_compare_configs_splits_resumable_fields():
