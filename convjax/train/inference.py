@@ -150,7 +150,7 @@ def split_loader(config: Any, split: str) -> Any:
             config.data.eval_split = split
         return make_data(config).eval
     loaded = load_dataset(
-        config.dataset or config.data.name,
+        config.data.name,
         data_dir=config.data.data_dir or None,
         train_split=config.data.train_split,
         num_classes=int(config.data.num_classes),

@@ -119,7 +119,9 @@ def evaluate(
 
 
 def make_data(config: Any) -> Any:
-    """This process's ``Loaders(train, eval, info)`` from ``config.data``/``config.dataset``."""
+    """This process's ``Loaders(train, eval, info)`` from a resolved config's ``config.data``
+    (:func:`convjax.train.config.resolve_config` keeps ``config.dataset`` equal to
+    ``config.data.name``)."""
     from convjax.data import make_loaders
 
     return make_loaders(
@@ -128,7 +130,6 @@ def make_data(config: Any) -> Any:
         global_batch_size=int(config.batch_size),
         process_index=jax.process_index(),
         process_count=jax.process_count(),
-        dataset=config.dataset or None,
     )
 
 
