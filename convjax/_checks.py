@@ -1,8 +1,8 @@
 """Argument checks shared by every convjax layer: the package's ground floor (private).
 
 Used by ``ops``, ``nnx``, ``linen``, ``models``, ``train`` and ``data`` alike; it imports
-nothing from convjax at run time (the padding type aliases come from
-:mod:`convjax.ops.pad` for annotations only), so every layer may import it.
+nothing from convjax (the padding type aliases :data:`PadWidth` and :data:`PaddingLike` are
+defined here and re-exported by :mod:`convjax.ops.pad`), so every layer may import it.
 
 All checks run on static information (shapes, dtypes, Python values), so under ``jax.jit``
 they run once at trace time and cost nothing per step. Each failure is a ``ValueError`` or
@@ -18,13 +18,15 @@ Conventions (channels-last, as Flax):
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import jax.numpy as jnp
 import numpy as np
 
-if TYPE_CHECKING:
-    from convjax.ops.pad import PaddingLike, PadWidth
+#: A padding amount: an int (every side), one int per spatial dim, or ``(lo, hi)`` per dim.
+PadWidth = int | Sequence[int] | Sequence[tuple[int, int]]
+#: A conv/pool padding argument: ``"SAME"``, ``"VALID"`` or a :data:`PadWidth`.
+PaddingLike = str | PadWidth
 
 
 def check_floating(x: Any, name: str = "x") -> None:

@@ -15,17 +15,19 @@ compared against.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import jax
 import jax.numpy as jnp
 
-from convjax._checks import check_choice, check_spatial_rank, normalize_pad_width
+from convjax._checks import (
+    PaddingLike,  # noqa: F401 - re-exported
+    PadWidth,
+    check_choice,
+    check_spatial_rank,
+    normalize_pad_width,
+)
 
-#: A padding amount: an int (every side), one int per spatial dim, or ``(lo, hi)`` per dim.
-PadWidth = int | Sequence[int] | Sequence[tuple[int, int]]
-#: A conv/pool padding argument: ``"SAME"``, ``"VALID"`` or a :data:`PadWidth`.
-PaddingLike = str | PadWidth
+# ``PadWidth`` (a padding amount) and ``PaddingLike`` (``"SAME"``, ``"VALID"`` or a PadWidth)
+# live in ``convjax._checks`` (the package's ground floor) and are re-exported from here.
 
 #: Classic modes, computed by :func:`pad`.
 PAD_MODES = ("zero", "reflect", "replicate", "circular")
