@@ -460,7 +460,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return launch_main(argv[2:])
     if argv[1] == "compare":
-        from convjax.bench.compare import main as compare_main
+        from convjax.compare import main as compare_main
 
         return compare_main(argv[2:])
     if argv[1] == "data":

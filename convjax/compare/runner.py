@@ -26,7 +26,7 @@ Usage::
     convjax compare padding --quick          # a few minutes on 2 CPU cores (digits)
     convjax compare pooling                  # the full CPU experiment (Fashion-MNIST IDX)
     convjax compare norm --dataset=tfds:cifar10 --data_dir=~/tensorflow_datasets
-    python -m convjax.bench.compare conv --quick --seeds=0,1,2 --workdir=runs/conv
+    python -m convjax.compare conv --quick --seeds=0,1,2 --workdir=runs/conv
 
 The methods compared are the Padding Module (Alrasheedi et al. 2023, Sec. 4 classification
 results), SoftPool (Stergiou et al. 2021, Sec. 5 ImageNet top-1), Network Deconvolution (Ye et
@@ -736,7 +736,7 @@ def _parse_seeds(text: str) -> tuple[int, ...]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``convjax compare <experiment> [--quick] [...]``; ``python -m convjax.bench.compare``."""
+    """``convjax compare <experiment> [--quick] [...]``; ``python -m convjax.compare``."""
     parser = argparse.ArgumentParser(
         prog="convjax compare",
         description="Train arms that differ in one switch over seeds; write table.md, "

@@ -41,6 +41,8 @@ from collections.abc import Iterator, Mapping
 from typing import Any, NamedTuple
 
 import grain
+import jax
+import ml_collections
 import numpy as np
 
 from convjax.data.augment import (
@@ -62,6 +64,7 @@ from convjax.data.sources import (
     load_dataset,
     parse_spec,
 )
+from convjax.data.spec import DataSpec
 
 __all__ = [
     "describe_data",
@@ -117,7 +120,6 @@ def default_config() -> Any:
       >>> cfg.name, cfg.sequence
       ('digits', 'none')
     """
-    import ml_collections
 
     return ml_collections.ConfigDict(
         {
@@ -615,6 +617,8 @@ class Loaders(NamedTuple):
 
 
 def _config_dict(config: Any) -> dict[str, Any]:
+    if isinstance(config, DataSpec):
+        return config.to_dict()
     defaults = dict(default_config())
     if config is None:
         return defaults
@@ -682,8 +686,6 @@ def make_loaders(
     if dataset is not None:
         cfg["name"] = dataset
     if process_index is None or process_count is None:
-        import jax
-
         process_index = jax.process_index() if process_index is None else process_index
         process_count = jax.process_count() if process_count is None else process_count
     process_count = _int(process_count, "process_count", 1)

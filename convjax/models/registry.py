@@ -6,11 +6,17 @@ the registered constructor. Keyword arguments that are ``LayerConfig`` fields
 (``param_dtype``, ``bn_momentum``, ``bn_epsilon``, ``flex_kernel_size``, ``flex_kwargs``,
 ``deconv_kwargs``) go to the config; the rest go to the model (e.g. ``width_multiplier``,
 ``widths``, ``head``, ``stem``, ``dropout``).
+
+Each registered model declares the switches it honours (:func:`model_info`; e.g. CIFAR
+ResNet-20 has no pooling layer, so ``pool`` does nothing there) and the keyword arguments its
+builder accepts, so a config can be checked before anything is built
+(:class:`convjax.models.spec.ModelSpec`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -26,8 +32,12 @@ from convjax.models.vgg import VGG, VGG_STAGES
 #: ``constructor(*, num_classes, in_features, cfg, rngs, **kwargs) -> nnx.Module``.
 ModelConstructor = Callable[..., nnx.Module]
 
+#: The four model switches, in the order they are listed.
+SWITCHES = ("padding", "pool", "norm", "conv")
+
 _REGISTRY: dict[str, ModelConstructor] = {}
 _DEFAULT_CONV: dict[str, str] = {}
+_INFO: dict[str, ModelInfo] = {}
 _CONFIG_FIELDS = frozenset(f.name for f in dataclasses.fields(LayerConfig)) - {
     "padding",
     "pool",
@@ -38,12 +48,57 @@ _CONFIG_FIELDS = frozenset(f.name for f in dataclasses.fields(LayerConfig)) - {
 }
 
 
+@dataclasses.dataclass(frozen=True)
+class ModelInfo:
+    """What a registered model declares about itself (:func:`model_info`).
+
+    Attributes:
+      name: the registry name.
+      description: one line (the first line of the constructor's docstring).
+      switches: the switches (of :data:`SWITCHES`) the model honours; the others are
+        ignored by its layers.
+      default_conv: the ``conv`` switch used when none is given.
+      kwargs: keyword arguments the builder accepts (model arguments and ``LayerConfig``
+        fields), or ``None`` when they are not declared (any keyword is passed on).
+      switch_kwargs: ``{switch: kwarg}``: a switch honoured only when that keyword is given
+        (e.g. ``pool`` for a FlexNet with ``pool_after``).
+    """
+
+    name: str
+    description: str
+    switches: tuple[str, ...]
+    default_conv: str
+    kwargs: tuple[str, ...] | None
+    switch_kwargs: tuple[tuple[str, str], ...] = ()
+
+
+def _builder_kwargs(cls: type | None, fixed: tuple[str, ...]) -> tuple[str, ...] | None:
+    if cls is None:
+        return None
+    skip = {"self", "num_classes", "in_features", "cfg", "rngs", *fixed}
+    params = inspect.signature(cls.__init__).parameters
+    own = [n for n, p in params.items() if n not in skip and p.kind is not p.VAR_KEYWORD]
+    return tuple(sorted({*own, *_CONFIG_FIELDS}))
+
+
 def register(
-    name: str, *, default_conv: str = "standard"
+    name: str,
+    *,
+    default_conv: str = "standard",
+    switches: tuple[str, ...] = SWITCHES,
+    builds: type | None = None,
+    fixed: tuple[str, ...] = (),
+    switch_kwargs: dict[str, str] | None = None,
+    description: str = "",
 ) -> Callable[[ModelConstructor], ModelConstructor]:
     """Decorator registering ``constructor(*, num_classes, in_features, cfg, rngs, **kw)``.
 
-    ``default_conv`` is the ``conv`` switch used when :func:`build` gets ``conv=None``.
+    ``default_conv`` is the ``conv`` switch used when :func:`build` gets ``conv=None``;
+    ``switches`` the switches the model honours; ``builds`` the class the constructor
+    builds (its ``__init__`` keywords, less ``fixed`` ones the constructor sets, are the
+    accepted ``model_kwargs``; ``None``: not checked); ``switch_kwargs`` maps a switch to a
+    keyword that turns it on (see :class:`ModelInfo`); ``description`` defaults to the
+    constructor's docstring's first line.
 
     Example:
       >>> @register("my_net")
@@ -57,8 +112,20 @@ def register(
     def decorator(fn: ModelConstructor) -> ModelConstructor:
         if name in _REGISTRY:
             raise ValueError(f"a model named {name!r} is already registered.")
+        bad = [s for s in switches if s not in SWITCHES]
+        if bad:
+            raise ValueError(f"`switches` must be a subset of {SWITCHES}, got {switches!r}.")
         _REGISTRY[name] = fn
         _DEFAULT_CONV[name] = default_conv
+        doc = (description or (fn.__doc__ or "").strip().split("\n")[0]).strip()
+        _INFO[name] = ModelInfo(
+            name=name,
+            description=doc,
+            switches=tuple(s for s in SWITCHES if s in switches),
+            default_conv=default_conv,
+            kwargs=_builder_kwargs(builds, fixed),
+            switch_kwargs=tuple(sorted((switch_kwargs or {}).items())),
+        )
         return fn
 
     return decorator
@@ -72,6 +139,18 @@ def available_models() -> list[str]:
       True
     """
     return sorted(_REGISTRY)
+
+
+def model_info(name: str) -> ModelInfo:
+    """The :class:`ModelInfo` of a registered model.
+
+    Example:
+      >>> model_info("resnet20").switches
+      ('padding', 'norm', 'conv')
+    """
+    if name not in _INFO:
+        raise ValueError(f"`name` must be one of {available_models()}, got {name!r}.")
+    return _INFO[name]
 
 
 def build(
@@ -142,42 +221,56 @@ def _vgg(stages: str, head: str) -> ModelConstructor:
 
 
 for _depth in (11, 16):
-    register(f"vgg{_depth}")(_vgg(f"vgg{_depth}", "cifar"))
-    register(f"vgg{_depth}_imagenet")(_vgg(f"vgg{_depth}", "imagenet"))
+    for _suffix, _head in (("", "cifar"), ("_imagenet", "imagenet")):
+        register(
+            f"vgg{_depth}{_suffix}",
+            builds=VGG,
+            fixed=("stages",),
+            description=f"VGG-{_depth} ({_head} head): conv stages with 2x2 pools",
+        )(_vgg(f"vgg{_depth}", _head))
+
+_CIFAR_RESNET = dict(switches=("padding", "norm", "conv"), builds=CifarResNet, fixed=("depth",))
+_RESNET = dict(builds=ResNet, fixed=("block", "stage_sizes"))
+_FLEXNET = dict(
+    default_conv="flex",
+    switches=("padding", "norm", "conv"),
+    builds=FlexNet,
+    switch_kwargs={"pool": "pool_after"},
+)
 
 
-@register("resnet20")
+@register("resnet20", **_CIFAR_RESNET)
 def resnet20(**kw: Any) -> nnx.Module:
     """CIFAR ResNet-20 (3 stages x 3 basic blocks, widths 16/32/64, ~0.27M parameters)."""
     return CifarResNet(20, **kw)
 
 
-@register("resnet56")
+@register("resnet56", **_CIFAR_RESNET)
 def resnet56(**kw: Any) -> nnx.Module:
     """CIFAR ResNet-56 (3 stages x 9 basic blocks, widths 16/32/64, ~0.85M parameters)."""
     return CifarResNet(56, **kw)
 
 
-@register("resnet18")
+@register("resnet18", **_RESNET)
 def resnet18(**kw: Any) -> nnx.Module:
     """ImageNet ResNet-18 (basic blocks [2, 2, 2, 2], 11.7M parameters at 1000 classes)."""
     return ResNet("basic", (2, 2, 2, 2), **kw)
 
 
-@register("resnet50")
+@register("resnet50", **_RESNET)
 def resnet50(**kw: Any) -> nnx.Module:
     """ImageNet ResNet-50 (bottleneck blocks [3, 4, 6, 3], 25.6M parameters at 1000 classes)."""
     return ResNet("bottleneck", (3, 4, 6, 3), **kw)
 
 
-@register("flexnet7", default_conv="flex")
+@register("flexnet7", **_FLEXNET)
 def flexnet7(**kw: Any) -> nnx.Module:
     """FlexNet-7 (stem 24, blocks 24,24,36,36,36,48,48; ~0.67M parameters on CIFAR-10)."""
     kw.setdefault("widths", FLEXNET7_WIDTHS)
     return FlexNet(**kw)
 
 
-@register("flexnet_tiny", default_conv="flex")
+@register("flexnet_tiny", **{**_FLEXNET, "switches": SWITCHES})
 def flexnet_tiny(**kw: Any) -> nnx.Module:
     """A CPU-sized FlexNet: stem 8, blocks 8 and 16, one 2x2 pool after the first block."""
     kw.setdefault("widths", (8, 16))
@@ -186,16 +279,24 @@ def flexnet_tiny(**kw: Any) -> nnx.Module:
     return FlexNet(**kw)
 
 
-@register("flextcn", default_conv="flex")
+@register("flextcn", default_conv="flex", switches=("norm", "conv"), builds=FlexTCN)
 def flextcn(**kw: Any) -> nnx.Module:
     """FlexTCN for sequences ``(N, L, C)``: causal FlexConv residual blocks, widths 32 x 4."""
     return FlexTCN(**kw)
 
 
-@register("digits_cnn")
+@register("digits_cnn", builds=SmallCNN)
 def digits_cnn(**kw: Any) -> nnx.Module:
     """Small CNN for 8x8 digits (widths 32, 64; ~66k parameters): the trainer's default."""
     return SmallCNN(**kw)
 
 
-__all__ = ["ModelConstructor", "available_models", "build", "register"]
+__all__ = [
+    "SWITCHES",
+    "ModelConstructor",
+    "ModelInfo",
+    "available_models",
+    "build",
+    "model_info",
+    "register",
+]

@@ -9,7 +9,7 @@ import types
 import numpy as np
 import pytest
 
-from convjax.bench import compare
+from convjax.compare import runner as compare
 
 TINY = {
     "name": "tiny",

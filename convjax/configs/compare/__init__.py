@@ -1,4 +1,4 @@
-"""Experiments of ``convjax compare <name>`` (configs as code; see :mod:`convjax.bench.compare`).
+"""Experiments of ``convjax compare <name>`` (configs as code; see :mod:`convjax.compare`).
 
 Each file's ``get_config(quick=False)`` returns an experiment: a base trainer config, groups
 (model families or schedules) and arms that differ in one switch, and the seeds. The full
