@@ -26,7 +26,8 @@ def base_config() -> ml_collections.ConfigDict:
       workdir: metrics.jsonl, summary.json, checkpoints/ (and tb/).
       model / model_kwargs: a ``convjax.models.available_models()`` name and extra keywords.
       padding / pool / norm / conv: the model switches ("" conv = the model's default).
-      dataset: dataset spec ("digits", "idx:<dir>", "tfds:<name>"); data: pipeline block.
+      dataset: dataset spec ("digits", "idx:<dir>", "tfds:<name>"); data: pipeline block
+        (``data.name`` is accepted as an alias of ``dataset``).
       batch_size: global batch over all devices and processes.
       num_steps: > 0 fixes the number of steps; else num_epochs x steps per epoch.
       optimizer: task optimizer over nnx.Param (see convjax.train.optim.make_task_optimizer).
@@ -53,6 +54,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.conv = ""
     c.dataset = "digits"
     c.data = default_data_config()
+    del c.data["name"]  # the dataset is the one top-level field ``dataset``
     c.batch_size = 64
     c.num_steps = 0
     c.num_epochs = 20

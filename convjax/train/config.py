@@ -1,10 +1,13 @@
-"""The trainer's config: defaults in one place, checked once, compared on resume.
+"""The trainer's config: defaults in one place, resolved once into a typed spec, compared on
+resume.
 
 Every field the trainer reads has its default in :func:`convjax.configs.default.base_config`
-(``config.data`` in :func:`convjax.data.default_config`). :func:`resolve_config` merges a
+(``config.data`` in :func:`convjax.data.default_config`). :func:`resolve_spec` merges a
 user's config (an ml_collections ``ConfigDict``, a dict, or a partial one) onto that base
-*once*, at the entry point, and checks every value; afterwards the trainer reads fields
-directly (``config.eval_every``), with no per-module fallbacks.
+*once*, at the entry point, and turns it into a :class:`convjax.train.spec.TrainSpec` whose
+parts check every value; afterwards the trainer reads typed attributes
+(``spec.run.eval_every``), never config fields by string. ``dataset`` is one field;
+``data.name`` is accepted as an alias of it (older scripts and stored ``config.json`` files).
 
 Errors name the field as it is typed on the command line (``--config.batch_size must be >= 1,
 got 0``; ``unknown field --config.num_stepz; did you mean --config.num_steps?``).
@@ -19,14 +22,14 @@ from __future__ import annotations
 
 import difflib
 import json
-import math
 from collections.abc import Mapping
 from typing import Any
 
 import ml_collections
 
-#: Compute dtypes accepted by ``config.dtype``.
-DTYPE_NAMES = ("float32", "bfloat16", "float16")
+from convjax._spec import ConfigError, flag
+from convjax.configs.default import base_config as _base_config
+from convjax.train.spec import DTYPE_NAMES, TrainSpec
 
 #: Top-level fields that may differ between a stored run and its resume (prefix match for
 #: nested blocks). They change how long the run goes and what it prints or keeps, not what a
@@ -58,25 +61,20 @@ FREE_FORM_FIELDS = ("model_kwargs",)
 ABSENT = "<absent>"
 
 
-class ConfigError(ValueError):
-    """A bad config value; the message is one line naming the ``--config.<field>`` flag."""
+#: The default dataset (``base_config().dataset``).
+_DEFAULT_DATASET = "digits"
 
 
 def base_config() -> ml_collections.ConfigDict:
     """The default of every field (:func:`convjax.configs.default.base_config`)."""
-    from convjax.configs.default import base_config as _base
-
-    return _base()
-
-
-def flag(path: str) -> str:
-    """``"optimizer.name"`` -> ``"--config.optimizer.name"`` (the command-line spelling)."""
-    return f"--config.{path}"
+    return _base_config()
 
 
 def _to_dict(config: Any) -> dict:
     if config is None:
         return {}
+    if isinstance(config, TrainSpec):
+        return config.to_config()
     if hasattr(config, "to_dict"):
         return config.to_dict()
     if isinstance(config, Mapping):
@@ -110,54 +108,87 @@ def _unknown_message(path: str, known: list[str]) -> str:
     return f"unknown field {flag(path)}{hint}"
 
 
-def resolve_config(config: Any = None, **overrides: Any) -> ml_collections.ConfigDict:
-    """Merge ``config`` (and keyword ``overrides``) onto the base config and check it.
+def dataset_alias(user: Mapping) -> dict:
+    """``user`` with ``data.name`` (the old spelling) folded into ``dataset``.
+
+    ``dataset`` is one field. A config that sets only ``data.name`` selects that dataset;
+    one that sets both (configs and ``config.json`` files written before they were one field)
+    keeps the one that is not the default; two different non-default datasets are a
+    :class:`ConfigError`. On the command line the flag given last wins (see
+    ``convjax.__main__.apply_overrides``).
+
+    Example:
+      >>> dataset_alias({"data": {"name": "tfds:mnist"}})
+      {'data': {}, 'dataset': 'tfds:mnist'}
+    """
+    out = dict(user)
+    data = out.get("data")
+    if not isinstance(data, Mapping) or "name" not in data:
+        return out
+    data = dict(data)
+    name = data.pop("name")
+    out["data"] = data
+    dataset = out.get("dataset", "")
+    if not dataset or dataset == name or dataset == _DEFAULT_DATASET:
+        out["dataset"] = name
+    elif name != _DEFAULT_DATASET:
+        raise ConfigError(
+            f"{flag('dataset')}={dataset!r} and {flag('data.name')}={name!r} (an alias of "
+            f"{flag('dataset')}) name different datasets; set {flag('dataset')} only"
+        )
+    return out
+
+
+def resolve_spec(config: Any = None, **overrides: Any) -> TrainSpec:
+    """Merge ``config`` (and keyword ``overrides``) onto the base config; the checked spec.
+
+    The one resolution of a run, done at the entry point (the CLI, ``compare``, or
+    ``convjax.train.train(config)`` called with a mapping); a :class:`TrainSpec` given here
+    comes back unchanged.
 
     Args:
       config: a ``ConfigDict`` or a (possibly partial, nested) mapping; ``None`` = defaults.
       **overrides: top-level fields set after merging (e.g. ``num_steps=10``).
-
-    Returns:
-      A complete, locked ``ConfigDict`` with every field of the base config.
 
     Raises:
       ConfigError: an unknown field (with a "did you mean") or a bad value, naming the
         ``--config.<field>`` flag.
 
     Example:
+      >>> spec = resolve_spec({"num_steps": 10, "optimizer": {"name": "sgd"}})
+      >>> spec.run.num_steps, spec.optimizer.name, spec.optimizer.learning_rate
+      (10, 'sgd', 0.003)
+    """
+    if isinstance(config, TrainSpec) and not overrides:
+        return config
+    return TrainSpec.from_config(merge_config(config, **overrides))
+
+
+def merge_config(config: Any = None, **overrides: Any) -> dict:
+    """``config`` (and ``overrides``) merged onto the base config as a nested dict, with
+    unknown fields rejected but values not yet checked (:func:`resolve_spec` checks them).
+
+    Example:
+      >>> merge_config({"data": {"name": "tfds:mnist"}})["dataset"]
+      'tfds:mnist'
+    """
+    base = base_config().to_dict()
+    merged = _merge(base, dataset_alias(_to_dict(config)))
+    return _merge(merged, dataset_alias(overrides))
+
+
+def resolve_config(config: Any = None, **overrides: Any) -> ml_collections.ConfigDict:
+    """The complete, checked config as a locked ``ConfigDict`` (:func:`resolve_spec`'s
+    spec written back in the config's layout).
+
+    Example:
       >>> config = resolve_config({"num_steps": 10, "optimizer": {"name": "sgd"}})
       >>> config.num_steps, config.optimizer.name, config.optimizer.learning_rate
       (10, 'sgd', 0.003)
     """
-    base = base_config().to_dict()
-    merged = _merge(base, _to_dict(config))
-    merged = _merge(merged, overrides)
-    _reconcile_dataset(merged, base)
-    check_config(merged)
-    resolved = ml_collections.ConfigDict(merged)
+    resolved = ml_collections.ConfigDict(resolve_spec(config, **overrides).to_config())
     resolved.lock()
     return resolved
-
-
-def _reconcile_dataset(cfg: dict, base: Mapping) -> None:
-    """Make ``dataset`` and ``data.name`` (two spellings of one field) agree, in place.
-
-    The one changed from its default wins (``--config.data.name=tfds:mnist`` alone selects
-    MNIST); both changed to different datasets is a :class:`ConfigError`; an empty
-    ``dataset`` defers to ``data.name``.
-    """
-    dataset, name = cfg["dataset"], cfg["data"]["name"]
-    if dataset == name:
-        return
-    if not dataset or dataset == base["dataset"]:
-        cfg["dataset"] = name
-    elif name == base["data"]["name"]:
-        cfg["data"]["name"] = dataset
-    else:
-        raise ConfigError(
-            f"{flag('dataset')}={dataset!r} and {flag('data.name')}={name!r} name different "
-            f"datasets; they are one field, set one of them"
-        )
 
 
 def resolve_block(name: str, block: Any) -> dict[str, Any]:
@@ -172,88 +203,13 @@ def resolve_block(name: str, block: Any) -> dict[str, Any]:
     return _merge(base, _to_dict(block), prefix=f"{name}.")
 
 
-def _number(cfg: Mapping, path: str, kind: type, minimum: float | None = None) -> None:
-    node: Any = cfg
-    for part in path.split("."):
-        node = node[part]
-    ok_type = isinstance(node, (int, float)) and not isinstance(node, bool)
-    if kind is int:
-        ok_type = ok_type and float(node).is_integer()
-    if not ok_type or (isinstance(node, float) and not math.isfinite(node)):
-        what = "an integer" if kind is int else "a number"
-        raise ConfigError(f"{flag(path)} must be {what}, got {node!r}")
-    if minimum is not None and node < minimum:
-        raise ConfigError(f"{flag(path)} must be >= {minimum:g}, got {node!r}")
-
-
-def _choice(cfg: Mapping, path: str, choices: tuple[str, ...]) -> None:
-    node: Any = cfg
-    for part in path.split("."):
-        node = node[part]
-    if node not in choices:
-        raise ConfigError(f"{flag(path)} must be one of {list(choices)}, got {node!r}")
-
-
 def check_config(cfg: Mapping) -> None:
     """Check the values of a complete config (a nested dict); raise :class:`ConfigError`.
 
     Example:
       >>> check_config(base_config().to_dict())
     """
-    from convjax.models import available_models
-    from convjax.models.blocks import CONV_TYPES, NORM_TYPES, PADDING_MODES, POOL_TYPES
-    from convjax.train.distributed import BACKENDS
-    from convjax.train.optim import OPTIMIZERS, SCHEDULES
-
-    for path, minimum in (
-        ("batch_size", 1),
-        ("num_steps", 0),
-        ("num_epochs", 0),
-        ("log_every", 1),
-        ("eval_every", 0),
-        ("checkpoint_every", 0),
-        ("keep_checkpoints", 1),
-        ("seed", 0),
-        ("optimizer.warmup_steps", 0),
-    ):
-        _number(cfg, path, int, minimum)
-    if cfg["num_steps"] == 0 and cfg["num_epochs"] == 0:
-        raise ConfigError(f"{flag('num_steps')} or {flag('num_epochs')} must be >= 1 (both are 0)")
-    for path, minimum in (
-        ("optimizer.learning_rate", 0),
-        ("optimizer.weight_decay", 0),
-        ("optimizer.mask_lr_factor", 0),
-        ("optimizer.grad_clip_norm", 0),
-        ("optimizer.end_learning_rate_factor", 0),
-        ("optimizer.momentum", 0),
-        ("optimizer.b1", 0),
-        ("optimizer.b2", 0),
-        ("padding_optimizer.learning_rate", 0),
-        ("padding_optimizer.weight_decay", 0),
-        ("padding_optimizer.momentum", 0),
-        ("padding_optimizer.b1", 0),
-        ("padding_optimizer.b2", 0),
-        ("aliasing_weight", 0),
-    ):
-        _number(cfg, path, float, minimum)
-    _choice(cfg, "model", tuple(available_models()))
-    _choice(cfg, "padding", PADDING_MODES)
-    _choice(cfg, "pool", POOL_TYPES)
-    _choice(cfg, "norm", NORM_TYPES)
-    _choice(cfg, "conv", ("",) + CONV_TYPES)
-    _choice(cfg, "dtype", DTYPE_NAMES)
-    _choice(cfg, "parallel", BACKENDS)
-    _choice(cfg, "optimizer.name", OPTIMIZERS)
-    _choice(cfg, "optimizer.schedule", SCHEDULES)
-    _choice(cfg, "padding_optimizer.name", OPTIMIZERS)
-    for path in ("resume", "tensorboard", "progress", "stop_on_nonfinite", "optimizer.nesterov"):
-        node: Any = cfg
-        for part in path.split("."):
-            node = node[part]
-        if not isinstance(node, bool):
-            raise ConfigError(f"{flag(path)} must be True or False, got {node!r}")
-    if not isinstance(cfg["workdir"], str) or not cfg["workdir"]:
-        raise ConfigError(f"{flag('workdir')} must be a non-empty path, got {cfg['workdir']!r}")
+    TrainSpec.from_config(cfg)
 
 
 def config_to_json(config: Any) -> dict:
@@ -286,14 +242,12 @@ def compare_configs(stored: Mapping, new: Any) -> tuple[dict, dict]:
 
     Example:
       >>> old = config_to_json(resolve_config({"num_steps": 10}))
-      >>> compare_configs(old, resolve_config({"num_steps": 20, "model": "resnet20"}))
+      >>> compare_configs(old, resolve_spec({"num_steps": 20, "model": "resnet20"}))
       ({'num_steps': (10, 20)}, {'model': ('digits_cnn', 'resnet20')})
     """
     base = config_to_json(base_config())
-    stored = json.loads(json.dumps(stored))
-    if "dataset" in stored and "name" in stored.get("data", {}):
-        # Runs stored before ``dataset`` and ``data.name`` were reconciled kept the default in one.
-        _reconcile_dataset(stored, base)
+    # Runs stored before ``dataset`` was one field also hold ``data.name``.
+    stored = dataset_alias(json.loads(json.dumps(stored)))
     a, b = _flatten(stored), _flatten(config_to_json(new))
     defaults = _flatten(base)
     accepted, blocking = {}, {}
@@ -322,8 +276,11 @@ __all__ = [
     "check_config",
     "compare_configs",
     "config_to_json",
+    "dataset_alias",
     "describe_changes",
     "flag",
+    "merge_config",
     "resolve_block",
     "resolve_config",
+    "resolve_spec",
 ]

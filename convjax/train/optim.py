@@ -13,6 +13,8 @@ pytrees that checkpoint and replicate without Flax-specific nodes.
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
 from typing import Any
 
 import jax
@@ -20,7 +22,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from convjax._checks import check_choice
+from convjax._spec import ConfigError, check_bool, check_float, check_int, check_str, flag, plain
 from convjax.nnx import MaskParam
 
 #: Optimizer names accepted by :func:`make_task_optimizer` and :func:`make_padding_optimizer`.
@@ -33,11 +35,115 @@ DEFAULT_GROUP = "default"
 MASK_GROUP = "mask"
 
 
-def _options(config: Any, block: str) -> dict[str, Any]:
-    """The ``block`` fields of ``config`` merged onto their defaults (``base_config``)."""
-    from convjax.train.config import resolve_block
+@dataclasses.dataclass(frozen=True)
+class OptimizerSpec:
+    """The task optimizer (``--config.optimizer.<field>``), checked.
 
-    return resolve_block(block, config)
+    Attributes:
+      name: one of :data:`OPTIMIZERS`. learning_rate: peak learning rate.
+      warmup_steps: linear warm-up steps. schedule: one of :data:`SCHEDULES`.
+      end_learning_rate_factor: cosine end value as a fraction of the peak.
+      weight_decay: on kernels (ndim >= 2, not mask parameters); coupled L2 for SGD/Adam,
+        decoupled for AdamW. momentum / nesterov: SGD. b1 / b2: Adam.
+      mask_lr_factor: learning-rate factor of FlexConv's mask parameters.
+      grad_clip_norm: global-norm clipping when > 0.
+
+    Example:
+      >>> OptimizerSpec(name="sgd", learning_rate=0.1).momentum
+      0.9
+    """
+
+    name: str = "adam"
+    learning_rate: float = 3e-3
+    warmup_steps: int = 20
+    schedule: str = "cosine"
+    end_learning_rate_factor: float = 0.0
+    weight_decay: float = 0.0
+    momentum: float = 0.9
+    nesterov: bool = False
+    b1: float = 0.9
+    b2: float = 0.999
+    mask_lr_factor: float = 0.1
+    grad_clip_norm: float = 0.0
+
+    #: The config block this spec is read from (error messages name ``--config.<block>.x``).
+    block = "optimizer"
+
+    def __post_init__(self) -> None:
+        _check_fields(self)
+
+    @classmethod
+    def from_config(cls, block: Any) -> Any:
+        """This spec from its config block (a complete or partial mapping; missing fields
+        take the defaults above, unknown ones are a :class:`ConfigError`)."""
+        if isinstance(block, cls):
+            return block
+        block = plain(block) if block is not None else {}
+        if not isinstance(block, Mapping):
+            raise ConfigError(f"{flag(cls.block)} must be a block of fields, got {block!r}")
+        known = list(cls.config_fields())
+        for key in block:
+            if key not in known:
+                raise ConfigError(f"unknown field {flag(cls.block + '.' + key)}; fields: {known}")
+        return cls(**block)
+
+    @classmethod
+    def config_fields(cls) -> tuple[str, ...]:
+        """The fields of this spec's config block."""
+        return tuple(f.name for f in dataclasses.fields(cls))
+
+    def to_config(self) -> dict[str, Any]:
+        """The config block of this spec (inverse of :meth:`from_config`)."""
+        return {k: getattr(self, k) for k in self.config_fields()}
+
+
+@dataclasses.dataclass(frozen=True)
+class PaddingOptimizerSpec(OptimizerSpec):
+    """The Padding Module's optimizer (``--config.padding_optimizer.<field>``): constant
+    learning rate; ``name``, ``learning_rate``, ``momentum`` (SGD), ``weight_decay``,
+    ``b1`` / ``b2`` (Adam).
+
+    Example:
+      >>> PaddingOptimizerSpec().learning_rate
+      0.001
+    """
+
+    name: str = "adam"
+    learning_rate: float = 1e-3
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    b1: float = 0.9
+    b2: float = 0.999
+
+    block = "padding_optimizer"
+
+    @classmethod
+    def config_fields(cls) -> tuple[str, ...]:
+        """The fields of this spec's config block (the others keep their defaults)."""
+        return _PADDING_FIELDS
+
+
+_PADDING_FIELDS = ("name", "learning_rate", "momentum", "weight_decay", "b1", "b2")
+
+
+def _check_fields(spec: OptimizerSpec) -> None:
+    b = spec.block
+    check_str(spec.name, f"{b}.name", OPTIMIZERS)
+    check_str(spec.schedule, f"{b}.schedule", SCHEDULES)
+    check_int(spec.warmup_steps, f"{b}.warmup_steps", 0)
+    check_bool(spec.nesterov, f"{b}.nesterov")
+    for key in (
+        "learning_rate",
+        "end_learning_rate_factor",
+        "weight_decay",
+        "momentum",
+        "b1",
+        "b2",
+        "mask_lr_factor",
+        "grad_clip_norm",
+    ):
+        object.__setattr__(spec, key, check_float(getattr(spec, key), f"{b}.{key}", 0))
+    object.__setattr__(spec, "warmup_steps", int(spec.warmup_steps))
 
 
 def param_labels(params_state: nnx.State, mask_type: type | None = None) -> dict:
@@ -80,22 +186,17 @@ def make_schedule(config: Any, num_steps: int) -> optax.Schedule:
     Example:
       >>> sched = make_schedule(ml_collections.ConfigDict(dict(learning_rate=0.1)), 100)
     """
-    config = _options(config, "optimizer")
-    peak = float(config["learning_rate"])
-    warmup = int(config["warmup_steps"])
-    kind = config["schedule"]
-    check_choice(kind, SCHEDULES, "optimizer.schedule")
+    spec = OptimizerSpec.from_config(config)
+    peak, warmup, kind = spec.learning_rate, spec.warmup_steps, spec.schedule
     if num_steps < 1:
         raise ValueError(f"`num_steps` must be >= 1, got {num_steps}.")
-    if warmup < 0:
-        raise ValueError(f"`optimizer.warmup_steps` must be >= 0, got {warmup}.")
     if kind == "constant":
         if warmup == 0:
             return optax.constant_schedule(peak)
         return optax.join_schedules(
             [optax.linear_schedule(0.0, peak, warmup), optax.constant_schedule(peak)], [warmup]
         )
-    end = peak * float(config["end_learning_rate_factor"])
+    end = peak * spec.end_learning_rate_factor
     return optax.warmup_cosine_decay_schedule(
         init_value=0.0,
         peak_value=peak,
@@ -110,13 +211,9 @@ def _scaled(schedule: optax.Schedule, factor: float) -> optax.Schedule:
 
 
 def _base_optimizer(
-    name: str, learning_rate: optax.ScalarOrSchedule, config: Any, decay_mask: Any
+    name: str, learning_rate: optax.ScalarOrSchedule, spec: OptimizerSpec, decay_mask: Any
 ) -> optax.GradientTransformation:
-    weight_decay = float(config["weight_decay"])
-    if weight_decay < 0:
-        raise ValueError(f"`optimizer.weight_decay` must be >= 0, got {weight_decay}.")
-    b1 = float(config["b1"])
-    b2 = float(config["b2"])
+    weight_decay, b1, b2 = spec.weight_decay, spec.b1, spec.b2
     if name == "adamw":
         return optax.adamw(learning_rate, b1=b1, b2=b2, weight_decay=weight_decay, mask=decay_mask)
     parts = []
@@ -124,8 +221,7 @@ def _base_optimizer(
         # Coupled (L2) weight decay: added to the gradient before momentum / Adam scaling.
         parts.append(optax.add_decayed_weights(weight_decay, mask=decay_mask))
     if name == "sgd":
-        momentum = float(config["momentum"])
-        nesterov = bool(config.get("nesterov", False))
+        momentum, nesterov = spec.momentum, spec.nesterov
         parts.append(optax.sgd(learning_rate, momentum=momentum or None, nesterov=nesterov))
     else:
         parts.append(optax.adam(learning_rate, b1=b1, b2=b2))
@@ -155,24 +251,21 @@ def make_task_optimizer(
     Example:
       >>> tx, sched = make_task_optimizer(config.optimizer, param_labels(params), 1000)
     """
-    config = _options(config, "optimizer")
-    name = config["name"]
-    check_choice(name, OPTIMIZERS, "optimizer.name")
-    schedule = make_schedule(config, num_steps)
-    mask_factor = float(config["mask_lr_factor"])
-    if mask_factor < 0:
-        raise ValueError(f"`optimizer.mask_lr_factor` must be >= 0, got {mask_factor}.")
+    spec = OptimizerSpec.from_config(config)
+    name = spec.name
+    schedule = make_schedule(spec, num_steps)
+    mask_factor = spec.mask_lr_factor
 
     def decay_mask(params: Any) -> Any:
         return jax.tree.map(lambda p: jnp.ndim(p) >= 2, params)
 
     transforms = {
-        DEFAULT_GROUP: _base_optimizer(name, schedule, config, decay_mask),
+        DEFAULT_GROUP: _base_optimizer(name, schedule, spec, decay_mask),
         # Mask parameters (mu, sigma of the Gaussian mask): reduced lr, no weight decay.
-        MASK_GROUP: _base_optimizer(name, _scaled(schedule, mask_factor), config, lambda p: False),
+        MASK_GROUP: _base_optimizer(name, _scaled(schedule, mask_factor), spec, lambda p: False),
     }
     tx: optax.GradientTransformation = optax.multi_transform(transforms, labels)
-    clip = float(config["grad_clip_norm"])
+    clip = spec.grad_clip_norm
     if clip > 0:
         tx = optax.chain(optax.clip_by_global_norm(clip), tx)
     return tx, schedule
@@ -191,13 +284,10 @@ def make_padding_optimizer(config: Any) -> optax.GradientTransformation:
     Example:
       >>> tx_pad = make_padding_optimizer(ml_collections.ConfigDict(dict(name="adam")))
     """
-    config = _options(config, "padding_optimizer")
-    name = config["name"]
-    check_choice(name, OPTIMIZERS, "padding_optimizer.name")
-    lr = float(config["learning_rate"])
-    if lr < 0:
-        raise ValueError(f"`padding_optimizer.learning_rate` must be >= 0, got {lr}.")
-    return _flattened(_base_optimizer(name, lr, config, lambda p: jax.tree.map(lambda _: True, p)))
+    spec = PaddingOptimizerSpec.from_config(config)
+    lr = spec.learning_rate
+    decay_all = lambda p: jax.tree.map(lambda _: True, p)  # noqa: E731
+    return _flattened(_base_optimizer(spec.name, lr, spec, decay_all))
 
 
 def _flattened(tx: optax.GradientTransformation) -> optax.GradientTransformation:
@@ -222,6 +312,8 @@ __all__ = [
     "MASK_GROUP",
     "OPTIMIZERS",
     "SCHEDULES",
+    "OptimizerSpec",
+    "PaddingOptimizerSpec",
     "make_padding_optimizer",
     "make_schedule",
     "make_task_optimizer",
