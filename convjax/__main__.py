@@ -14,24 +14,44 @@ A trained workdir is used with ``convjax eval --workdir=DIR [--split=test]``,
 dataset to ArrayRecord (see :mod:`convjax.data.tfds_files`), ``convjax launch`` runs local
 multi-process jobs. ``convjax <command> --help`` lists each command's flags.
 Bad flags and values give one line on stderr and exit status 2.
+
+Why a small parser of its own rather than absl flags (what flax/examples use with
+``ml_collections.config_flags``): one binary with subcommands, each with its own flags; no
+global flag state, so :func:`main` can be called many times in one process (tests,
+notebooks); the same ``--config=<file> --config.<field>=<value>`` spelling as absl.
 """
 
 from __future__ import annotations
 
 import argparse
-import ast
 import dataclasses
 import difflib
-import importlib.util
+import json
 import os
 import pathlib
 import sys
 from collections.abc import Sequence
 from typing import Any
 
+from convjax import __version__
+from convjax.configs import ConfigFileError, load_config_module
+from convjax.train.config import (
+    ConfigError,
+    _flatten,
+    base_config,
+    deep_update,
+    merge_config,
+    parse_overrides,
+    resolve_spec,
+)
+from convjax.train.spec import TrainSpec
+
 #: Directory of the configs shipped with convjax.
 CONFIG_DIR = pathlib.Path(__file__).resolve().parent / "configs"
 COMMANDS = ("train", "eval", "predict", "export", "configs", "models", "launch", "data", "compare")
+#: Fields that change the model's parameters: fixed by a workdir's checkpoint, so
+#: ``eval`` / ``predict`` / ``export`` do not take them as overrides.
+MODEL_FIELDS = ("model", "model_kwargs", "padding", "pool", "norm", "conv")
 
 #: Exit status of an interrupted run (128 + SIGINT, as shells report it).
 EXIT_INTERRUPTED = 130
@@ -41,20 +61,27 @@ USAGE = """usage: convjax <command> [flags]      (convjax <command> --help: its 
 commands:
   train     --config=<file or shipped name> [--config.<field>=<value> ...] [--workdir=<dir>]
             [--print_config]   run or resume a training job
-  eval      --workdir=<dir> [--split=test|train] [--step=N]
+  eval      --workdir=<dir> [--split=test|train] [--step=N] [--config.<field>=<value> ...]
             evaluate the run's checkpoint; prints and writes <dir>/eval_<split>.json
-  predict   --workdir=<dir> [--top_k=3] <image files, IDX or .npy files>
+  predict   --workdir=<dir> [--top_k=3] [--config.<field>=<v>] <image, IDX or .npy files>
             print the top-k classes of each image
-  export    --workdir=<dir> [--out=<file>] [--platforms=cpu,cuda]
+  export    --workdir=<dir> [--out=<file>] [--platforms=cpu,cuda] [--config.<field>=<v>]
             write a serialized jax.export of the eval function
   configs   list the configs shipped in convjax/configs
-  models    list the model names accepted by --config.model
+  models    the models of --config.model: parameters, description, switches honoured
   launch    [--processes N] [--devices-per-process D] [--port P] -- <command>
             run a command as N local JAX processes (multi-host on one machine)
   data convert <tfds name> [--data_dir=<dir>] [--out_root=<dir>]
             convert a TFRecord-prepared TFDS dataset to ArrayRecord (no TensorFlow)
   compare   <padding|pooling|norm|conv|file> [--quick] [--seeds=0,1,2] [--workdir=<dir>]
+            [--config.<field>=<value> ...]
             train arms that differ in one switch over seeds; writes table.md and curves.png
+  --version print the convjax version
+
+--config.<field>=<value> overrides a config field (train: of the config file; eval, predict,
+export: of the run's stored config.json, except the model's fields; compare: of every run).
+One parser with subcommands instead of absl flags: no global flag state, so it runs inside
+notebooks and tests; the flags are spelled as absl's config_flags spells them.
 
 example:
   convjax train --config=convjax/configs/default.py --config.num_epochs=5
@@ -72,7 +99,8 @@ flags:
   --config.<field>=<v>    override a field (nested: --config.optimizer.learning_rate=0.1;
                           model keywords: --config.model_kwargs.widths="(16, 32)")
   --workdir=<dir>         output directory (default: --config.workdir)
-  --print_config          print the merged config and exit
+  --print_config          print the resolved config (as --config.<field>=<value> lines)
+                          and exit
   --coordinator_address=<host:port> --num_processes=<N> --process_id=<i>
                           multi-host setup (default: the JAX_COORDINATOR_ADDRESS,
                           JAX_NUM_PROCESSES and JAX_PROCESS_ID environment variables)
@@ -93,6 +121,8 @@ flags:
   --workdir=<dir>   a training run's directory (config.json, data_info.json, checkpoints/)
   --split=<name>    test (the run's evaluation split, default), train, or a TFDS split name
   --step=<N>        checkpoint step (default: the newest)
+  --config.<field>=<value>  override a stored field (not the model's), e.g.
+                    --config.data.data_dir=<dir> or --config.data.eval_batch_size=256
 """
 
 PREDICT_HELP = """usage: convjax predict --workdir=<dir> [--top_k=3] <file> [<file> ...]
@@ -104,6 +134,7 @@ JPEG, ...; converted to the dataset's channels and size), NumPy .npy/.npz or IDX
 flags:
   --workdir=<dir>   a training run's directory
   --top_k=<k>       classes per image (default 3)
+  --config.<field>=<value>  override a stored field (not the model's)
 """
 
 EXPORT_HELP = """usage: convjax export --workdir=<dir> [--out=<file>] [--platforms=cpu,cuda]
@@ -117,6 +148,7 @@ flags:
   --workdir=<dir>          a training run's directory
   --out=<file>             output file (default <dir>/export/eval_fn.jax)
   --platforms=<p1,p2>      lowering platforms (default: the current backend)
+  --config.<field>=<value> override a stored field (not the model's), e.g. --config.dtype
 """
 
 
@@ -135,113 +167,37 @@ def _config_path(value: str) -> tuple[str, str | None]:
     if not os.path.exists(path):
         shipped = CONFIG_DIR / (path if path.endswith(".py") else f"{path}.py")
         if not shipped.exists():
+            close = difflib.get_close_matches(path.removesuffix(".py"), shipped_configs(), n=1)
+            hint = f"did you mean --config={close[0]}? " if close else ""
             raise UsageError(
-                f"--config={value}: no such file, and not a shipped config; shipped configs "
-                f"are {shipped_configs()}"
+                f"--config={value}: no such file, and not a shipped config; {hint}shipped "
+                f"configs are {shipped_configs()}"
             )
         path = str(shipped)
     return path, (extra if sep else None)
 
 
 def load_config_file(value: str) -> Any:
-    """Run ``get_config()`` (or ``get_config(arg)`` for ``file:arg``) of a config file."""
+    """Run ``get_config()`` (or ``get_config(arg)`` for ``file:arg``) of a config file.
+
+    Raises:
+      UsageError: no such file or shipped config (with a "did you mean").
+      ConfigFileError: the file does not run (``file:line: message`` for a syntax error).
+    """
     path, arg = _config_path(value)
-    spec = importlib.util.spec_from_file_location(f"_convjax_config_{abs(hash(path))}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    if not hasattr(module, "get_config"):
-        raise UsageError(f"--config={value}: {path} defines no get_config()")
+    module = load_config_module(path)
     return module.get_config() if arg is None else module.get_config(arg)
 
 
-def _parse_value(path: str, text: str, current: Any) -> Any:
-    """Parse ``--config.<path>=text`` with the type of the field's current value."""
-    from convjax.train.config import ConfigError, flag
-
-    def literal() -> Any:
-        try:
-            return ast.literal_eval(text)
-        except (ValueError, SyntaxError):
-            return text
-
-    if isinstance(current, bool):
-        lowered = text.strip().lower()
-        if lowered in ("true", "1", "yes"):
-            return True
-        if lowered in ("false", "0", "no"):
-            return False
-        raise ConfigError(f"{flag(path)} must be True or False, got {text!r}")
-    if isinstance(current, int):
-        try:
-            return int(text)
-        except ValueError:
-            raise ConfigError(f"{flag(path)} must be an integer, got {text!r}") from None
-    if isinstance(current, float):
-        try:
-            return float(text)
-        except ValueError:
-            raise ConfigError(f"{flag(path)} must be a number, got {text!r}") from None
-    if isinstance(current, str):
-        return text
-    value = literal()
-    if isinstance(current, (tuple, list)) and not isinstance(value, (tuple, list)):
-        raise ConfigError(f"{flag(path)} must be a tuple like (1, 2), got {text!r}")
-    return value
-
-
-def apply_overrides(config: Any, overrides: Sequence[tuple[str, str]]) -> Any:
-    """Apply ``--config.<path>=<value>`` pairs to ``config`` merged onto the defaults.
+def apply_overrides(config: Any, overrides: Sequence[tuple[str, str]]) -> TrainSpec:
+    """``config`` merged onto the defaults, the ``--config.<path>=<value>`` pairs applied
+    (the command line wins over the file), resolved once into a :class:`TrainSpec`.
 
     Unknown fields raise ``ConfigError`` with a "did you mean"; fields under
     ``model_kwargs`` may be new (their values are Python literals, else strings).
     """
-    from convjax.train.config import FREE_FORM_FIELDS, _unknown_message, resolve_config
-
-    tree = resolve_config(config).to_dict()
-    for path, text in overrides:
-        parts = path.split(".")
-        node = tree
-        for i, part in enumerate(parts[:-1]):
-            prefix = ".".join(parts[: i + 1])
-            if not isinstance(node, dict) or part not in node:
-                raise _config_error(_unknown_message(path, _all_paths(tree)))
-            node = node[part]
-            if prefix in FREE_FORM_FIELDS:
-                node = _descend_free(node, parts[i + 1 : -1])
-                break
-        free = any(path.startswith(f + ".") for f in FREE_FORM_FIELDS)
-        if not isinstance(node, dict) or (parts[-1] not in node and not free):
-            raise _config_error(_unknown_message(path, _all_paths(tree)))
-        current = node.get(parts[-1])
-        if isinstance(current, dict) and path not in FREE_FORM_FIELDS:
-            raise _config_error(
-                f"--config.{path} is a block of fields; set one of them, e.g. "
-                f"--config.{path}.{'name' if 'name' in current else next(iter(current))}=..."
-            )
-        node[parts[-1]] = _parse_value(path, text, current)
-    return resolve_config(tree)
-
-
-def _descend_free(node: dict, parts: Sequence[str]) -> dict:
-    for part in parts:
-        node = node.setdefault(part, {})
-    return node
-
-
-def _config_error(message: str) -> Exception:
-    from convjax.train.config import ConfigError
-
-    return ConfigError(message)
-
-
-def _all_paths(tree: dict, prefix: str = "") -> list[str]:
-    out = []
-    for key, value in tree.items():
-        path = f"{prefix}{key}"
-        out.append(path)
-        if isinstance(value, dict):
-            out.extend(_all_paths(value, f"{path}."))
-    return out
+    tree = merge_config(config)
+    return resolve_spec(deep_update(tree, parse_overrides(overrides, tree)))
 
 
 class _Parser(argparse.ArgumentParser):
@@ -259,6 +215,7 @@ class CommandLine:
     config: Any = None
     workdir: str | None = None
     print_config: bool = False
+    overrides: list[tuple[str, str]] = dataclasses.field(default_factory=list)
     split: str = "test"
     step: int | None = None
     top_k: int = 3
@@ -303,6 +260,12 @@ def _parser(command: str) -> _Parser:
 
 def _unknown_flag(arg: str, command: str) -> UsageError:
     name = arg.split("=", 1)[0]
+    field = name.lstrip("-")
+    takes_config = command in ("train", "eval", "predict", "export")
+    if takes_config and field in _flatten(base_config().to_dict()):
+        return UsageError(
+            f"unknown flag {name} for `convjax {command}`; did you mean --config.{field}?"
+        )
     known = [f"--{n}" for n in _FLAGS[command]] + (["--config"] if command == "train" else [])
     close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
     hint = f"; did you mean {close[0]}?" if close else f"; see `convjax {command} --help`"
@@ -331,14 +294,22 @@ def parse_command_line(argv: Sequence[str]) -> CommandLine:
     config_value = None
     overrides: list[tuple[str, str]] = []
     others: list[str] = []
-    for arg in rest:
+    takes_config = command in ("train", "eval", "predict", "export")
+    for i, arg in enumerate(rest):
+        if command == "train" and arg == "--config":
+            after = rest[i + 1] if i + 1 < len(rest) else "<file>"
+            raise UsageError(f"--config needs `=`: did you mean --config={after}?")
         if command == "train" and arg.startswith("--config="):
             config_value = arg[len("--config=") :]
-        elif command == "train" and arg.startswith("--config."):
+        elif takes_config and arg.startswith("--config."):
             path, sep, value = arg[len("--config.") :].partition("=")
             if not sep:
-                raise UsageError(f"{arg} needs a value: --config.{path}=<value>")
+                raise UsageError(f"{arg} needs `=`: did you mean --config.{path}=<value>?")
             overrides.append((path, value))
+        elif takes_config and arg.startswith("--config"):
+            raise UsageError(
+                f"`convjax {command}` takes no --config=<file>; it reads the run's config.json"
+            )
         else:
             others.append(arg)
     namespace, unknown = _parser(command).parse_known_args(others)
@@ -349,6 +320,7 @@ def parse_command_line(argv: Sequence[str]) -> CommandLine:
         raise UsageError(f"unexpected argument {unknown[0]!r} for `convjax {command}`")
     line = CommandLine(
         command=command,
+        overrides=overrides,
         **{
             k: v
             for k, v in vars(namespace).items()
@@ -366,12 +338,35 @@ def parse_command_line(argv: Sequence[str]) -> CommandLine:
     if command == "train":
         if config_value is None:
             raise UsageError("`convjax train` needs --config=<file or shipped name>")
-        config = apply_overrides(load_config_file(config_value), overrides)
+        tree = merge_config(load_config_file(config_value))
+        tree = deep_update(tree, parse_overrides(overrides, tree))
+        if line.workdir:
+            tree["workdir"] = line.workdir
         _apply_distributed_flags(
-            config, namespace.coordinator_address, namespace.num_processes, namespace.process_id
+            tree, namespace.coordinator_address, namespace.num_processes, namespace.process_id
         )
-        line.config = config
+        line.config = resolve_spec(tree)  # the one resolution of this process
+    elif command in ("eval", "predict", "export") and overrides:
+        line.config = workdir_overrides(line.workdir, overrides)
     return line
+
+
+def workdir_overrides(workdir: str, overrides: Sequence[tuple[str, str]]) -> TrainSpec:
+    """The stored ``config.json`` of a workdir with ``--config.<field>=<value>`` applied;
+    fields of the model (:data:`MODEL_FIELDS`) are fixed by the checkpoint and refused."""
+    path = os.path.join(workdir, "config.json")
+    if not os.path.exists(path):
+        raise UsageError(f"--workdir={workdir} holds no config.json (not a training run)")
+    with open(path, encoding="utf-8") as f:
+        tree = merge_config(json.load(f))
+    partial = parse_overrides(overrides, tree)
+    fixed = [k for k in partial if k in MODEL_FIELDS]
+    if fixed:
+        raise UsageError(
+            f"--config.{fixed[0]} is fixed by the run's checkpoint; eval, predict and export "
+            f"take only fields that leave the model as trained (not {', '.join(MODEL_FIELDS)})"
+        )
+    return resolve_spec(deep_update(tree, partial))
 
 
 def parse_args(argv: Sequence[str]) -> tuple[str, Any, str | None]:
@@ -388,21 +383,19 @@ def parse_args(argv: Sequence[str]) -> tuple[str, Any, str | None]:
 
 
 def _apply_distributed_flags(
-    config: Any, address: str | None, num_processes: int | None, process_id: int | None
+    tree: dict, address: str | None, num_processes: int | None, process_id: int | None
 ) -> None:
-    """Copy ``--coordinator_address/--num_processes/--process_id`` into config.distributed."""
+    """Copy ``--coordinator_address/--num_processes/--process_id`` into the merged config's
+    ``distributed`` block (in place)."""
     given = {
         "coordinator_address": address,
         "num_processes": num_processes,
         "process_id": process_id,
     }
     given = {k: v for k, v in given.items() if v is not None}
-    if config is None or not given:
+    if not given:
         return
-    with config.unlocked():
-        config.distributed.initialize = True
-        for key, value in given.items():
-            config.distributed[key] = value
+    tree["distributed"] = {**tree["distributed"], "initialize": True, **given}
 
 
 def _exit_now_if_multiprocess(print_traceback: bool = True) -> None:
@@ -429,12 +422,43 @@ def _exit_now_if_multiprocess(print_traceback: bool = True) -> None:
         os._exit(1)
 
 
-def _field_lines() -> str:
-    from convjax.train.config import _flatten, base_config
-
-    flat = _flatten(base_config().to_dict())
+def _field_lines(tree: dict | None = None, indent: str = "  ") -> str:
+    """``--config.<field>=<value>`` lines of a config tree (default: the base config); tuples
+    print as ``(1, 2)``, empty strings as ``''``."""
+    flat = _flatten(base_config().to_dict() if tree is None else tree)
     show = lambda v: (v or "''") if isinstance(v, str) else v  # noqa: E731
-    return "\n".join(f"  --config.{k}={show(v)}" for k, v in flat.items())
+    return "\n".join(f"{indent}--config.{k}={show(v)}" for k, v in flat.items())
+
+
+#: ``(in_features, num_classes)`` each model's parameter count is given at in
+#: ``convjax models`` (the input it is made for).
+_MODEL_INPUT = {"digits_cnn": (1, 10), "flextcn": (1, 10)}
+
+
+def models_table() -> str:
+    """``convjax models``: name, parameters, description and honoured switches per model."""
+    from flax import nnx
+
+    from convjax.models import available_models, model_info
+    from convjax.models.spec import ModelSpec
+
+    rows = []
+    for name in available_models():
+        imagenet = name.endswith("_imagenet") or name in ("resnet18", "resnet50")
+        in_features, classes = _MODEL_INPUT.get(name, (3, 1000 if imagenet else 10))
+        spec = ModelSpec(name)
+        abstract = nnx.eval_shape(
+            lambda spec=spec, f=in_features, c=classes: spec.build(num_classes=c, in_features=f)
+        )
+        params = sum(
+            int(x.size) for x in __import__("jax").tree.leaves(nnx.state(abstract, nnx.Param))
+        )
+        info = model_info(name)
+        rows.append(
+            f"{name:<16} {params:>12,} params ({classes} classes, {in_features} channels)  "
+            f"switches: {', '.join(info.switches)}\n{'':<17}{info.description}"
+        )
+    return "\n".join(rows)
 
 
 def command_help(command: str) -> str:
@@ -455,6 +479,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if len(argv) < 2 or argv[1] in ("-h", "--help", "help"):
         print(USAGE)
         return 0 if len(argv) >= 2 else 2
+    if argv[1] in ("--version", "-V", "version"):
+        print(f"convjax {__version__}")
+        return 0
     if argv[1] == "launch":
         from convjax.train.launch import main as launch_main
 
@@ -473,22 +500,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     if any(a in ("-h", "--help", "--helpfull") for a in argv[2:]) and argv[1] in _FLAGS:
         print(command_help(argv[1]))
         return 0
-    from convjax.train.config import ConfigError
-
     try:
         line = parse_command_line(argv)
-    except (UsageError, ConfigError) as err:
+    except (UsageError, ConfigError, ConfigFileError) as err:
         return _error(str(err))
     if line.command == "configs":
         print("\n".join(shipped_configs()))
         return 0
     if line.command == "models":
-        from convjax.models import available_models
-
-        print("\n".join(available_models()))
+        print(models_table())
         return 0
     if line.command == "train" and line.print_config:
-        print(line.config)
+        print(_field_lines(line.config.to_config(), indent=""))
         return 0
     try:
         return _run(line)
@@ -500,7 +523,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(line: CommandLine) -> int:
     from convjax.data import DataError
-    from convjax.train.config import ConfigError
     from convjax.train.distributed import DistributedError
 
     try:
@@ -508,14 +530,14 @@ def _run(line: CommandLine) -> int:
             from convjax.train.loop import NonFiniteError, train
 
             try:
-                summary = train(line.config, line.workdir)
+                summary = train(line.config)
             except NonFiniteError as err:
                 return _error(str(err), 1)
             return 0 if summary["test_examples"] > 0 else 1
         if line.command == "eval":
             from convjax.train.inference import evaluate_workdir
 
-            r = evaluate_workdir(line.workdir, line.split, step=line.step)
+            r = evaluate_workdir(line.workdir, line.split, step=line.step, config=line.config)
             print(
                 f"convjax: {line.split} split at step {r['step']}: accuracy "
                 f"{r['accuracy']:.4f}, loss {r['loss']:.4f} ({r['count']} examples); wrote "
@@ -527,7 +549,9 @@ def _run(line: CommandLine) -> int:
             from convjax.train.inference import predict
 
             names: list[str] = []
-            results = predict(line.workdir, line.files, top_k=line.top_k, names=names)
+            results = predict(
+                line.workdir, line.files, top_k=line.top_k, names=names, config=line.config
+            )
             for name, top in zip(names, results, strict=True):
                 ranked = ", ".join(f"{c} ({p:.3f})" for c, p in top)
                 print(f"{name}: {ranked}", flush=True)
@@ -535,7 +559,9 @@ def _run(line: CommandLine) -> int:
         if line.command == "export":
             from convjax.train.inference import export_model
 
-            path = export_model(line.workdir, line.out, platforms=line.platforms)
+            path = export_model(
+                line.workdir, line.out, platforms=line.platforms, config=line.config
+            )
             print(f"convjax: wrote {path} (and signature.json next to it)", flush=True)
             return 0
     except DataError as err:  # bad or missing data: one line, no traceback

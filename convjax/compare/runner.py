@@ -40,7 +40,6 @@ import argparse
 import copy
 import dataclasses
 import datetime
-import importlib.util
 import json
 import math
 import os
@@ -50,7 +49,20 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import jax
 import numpy as np
+from flax import nnx
+from tqdm import tqdm
+
+from convjax.configs import ConfigFileError, load_config_module
+from convjax.data import DataError
+from convjax.nnx import FlexConv
+from convjax.ops.gaussian_mask import mask_crop_size
+from convjax.train.config import ConfigError, resolve_spec
+from convjax.train.distributed import DataParallel, xla_compiler_options
+from convjax.train.factory import compute_dtype, make_train_setup
+from convjax.train.loop import evaluate, make_data, versions
+from convjax.train.spec import TrainSpec
 
 #: Directory of the shipped experiments (``convjax compare <name>``).
 EXPERIMENT_DIR = pathlib.Path(__file__).resolve().parent.parent / "configs" / "compare"
@@ -101,11 +113,7 @@ def load_experiment(name: str, *, quick: bool = False) -> dict[str, Any]:
                 f"`experiment` {name!r} is neither a file nor a shipped experiment; shipped "
                 f"experiments are {shipped_experiments()}."
             )
-    spec = importlib.util.spec_from_file_location(f"_convjax_compare_{path.stem}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    if not hasattr(module, "get_config"):
-        raise ValueError(f"`experiment` file {path} defines no get_config(quick).")
+    module = load_config_module(path, flag="experiment")
     return check_experiment(_plain(module.get_config(quick)))
 
 
@@ -186,21 +194,19 @@ def _deep_update(base: dict, update: Mapping) -> dict:
     return out
 
 
-def arm_config(exp: Mapping, group: str, arm: str, seed: int, overrides: Mapping = ()) -> Any:
-    """The resolved trainer config of one run: base <- group <- arm <- overrides <- seed.
+def arm_config(exp: Mapping, group: str, arm: str, seed: int, overrides: Mapping = ()) -> TrainSpec:
+    """The resolved spec of one run: base <- group <- arm <- overrides <- seed.
 
     Example:
       >>> exp = load_experiment("pooling", quick=True)
-      >>> arm_config(exp, "VGG-style", "soft", 2).pool
+      >>> arm_config(exp, "VGG-style", "soft", 2).model.pool
       'soft'
     """
-    from convjax.train.config import resolve_config
-
     cfg = _deep_update(exp["base"], exp["groups"][group])
     cfg = _deep_update(cfg, exp["arms"][arm])
     cfg = _deep_update(cfg, dict(overrides))
     cfg["seed"] = int(seed)
-    return resolve_config(cfg)
+    return resolve_spec(cfg)
 
 
 # ------------------------------------------------------------------------------ one arm
@@ -225,12 +231,9 @@ class ArmProgram:
     traces: list
 
 
-def _new_state(config: Any, info: Any, program: ArmProgram | None, num_steps: int) -> tuple:
-    """(program, host TrainState, num_params) for ``config.seed``; builds the program once."""
-    from convjax.train.distributed import DataParallel, xla_compiler_options
-    from convjax.train.factory import compute_dtype, make_train_setup
-
-    dp = program.dp if program is not None else DataParallel(config.parallel)
+def _new_state(config: TrainSpec, info: Any, program: ArmProgram | None, num_steps: int) -> tuple:
+    """(program, host TrainState, num_params) for ``config.run.seed``; builds the program once."""
+    dp = program.dp if program is not None else DataParallel(config.run.parallel)
     setup = make_train_setup(
         config,
         num_classes=int(info.num_classes),
@@ -245,7 +248,7 @@ def _new_state(config: Any, info: Any, program: ArmProgram | None, num_steps: in
             traces.append(1)  # runs once per trace, never per call
             return setup.train_step(state, batch)
 
-        options = xla_compiler_options(compute_dtype(config.dtype))
+        options = xla_compiler_options(compute_dtype(config.run.dtype))
         program = ArmProgram(
             dp=dp,
             model_def=setup.model_def,
@@ -280,11 +283,6 @@ def flex_kernel_sizes(model_def: Any, state: Any, *, continuous: bool = False) -
       >>> sizes  # doctest: +SKIP
       {'stem/conv': 5.0, 'blocks/0/conv1/conv': 5.0, ...}
     """
-    from flax import nnx
-
-    from convjax.nnx import FlexConv
-    from convjax.ops.gaussian_mask import mask_crop_size
-
     model = model_def.merge(state.params, state.pad_params, state.stats, train=False)
     out: dict[str, float] = {}
     for path, node in nnx.iter_graph(model):
@@ -312,19 +310,15 @@ def _run_seed(
     record_kernel_sizes: bool,
     loaders: Any = None,
 ) -> tuple[ArmProgram, dict[str, Any]]:
-    """Train one seed of an arm for ``config.num_epochs`` epochs, evaluating after each."""
-    import jax
-
-    from convjax.train.loop import evaluate, make_data
-
+    """Train one seed of an arm for ``config.run.num_epochs`` epochs, evaluating after each."""
     train_iter, eval_batches, info = loaders if loaders is not None else make_data(config)
     spe = int(info.steps_per_epoch)
-    num_steps = int(config.num_epochs) * spe
+    num_steps = config.run.num_epochs * spe
     program, state, (num_params, num_pad) = _new_state(config, info, program, num_steps)
     first_call = len(program.traces) == 0
     dp = program.dp
     record: dict[str, Any] = {
-        "seed": int(config.seed),
+        "seed": config.run.seed,
         "num_params": num_params,
         "num_padding_params": num_pad,
         "steps_per_epoch": spe,
@@ -338,7 +332,7 @@ def _run_seed(
         record["kernel_sizes"] = [flex_kernel_sizes(program.model_def, state)]
         record["kernel_extent"] = [flex_kernel_sizes(program.model_def, state, continuous=True)]
     dstate = dp.replicate(state)
-    for epoch in range(int(config.num_epochs)):
+    for epoch in range(config.run.num_epochs):
         losses = []
         t0 = time.perf_counter()
         timed_steps = spe
@@ -362,7 +356,7 @@ def _run_seed(
         record["test_loss"].append(float(result["loss"]))
         if not (math.isfinite(loss) and math.isfinite(result["loss"])):
             raise FloatingPointError(
-                f"seed {config.seed}: non-finite loss at epoch {epoch + 1} (train {loss}, "
+                f"seed {config.run.seed}: non-finite loss at epoch {epoch + 1} (train {loss}, "
                 f"test {result['loss']}); lower the learning rate of this experiment."
             )
         if record_kernel_sizes:
@@ -580,16 +574,14 @@ class _NoBar:
 
 def _total_steps(exp: Mapping, overrides: Mapping) -> tuple[int, dict]:
     """Total train steps of the experiment (for the one progress bar) and the data infos."""
-    from convjax.train.loop import make_data
-
     total, infos = 0, {}
     for group in exp["groups"]:
         cfg = arm_config(exp, group, next(iter(exp["arms"])), exp["seeds"][0], overrides)
-        key = (cfg.dataset, int(cfg.batch_size))
+        key = (cfg.data, cfg.run.batch_size)
         if key not in infos:
             infos[key] = make_data(cfg).info
         spe = int(infos[key].steps_per_epoch)
-        total += spe * int(cfg.num_epochs) * len(exp["arms"]) * len(exp["seeds"])
+        total += spe * cfg.run.num_epochs * len(exp["arms"]) * len(exp["seeds"])
     return total, infos
 
 
@@ -649,8 +641,6 @@ def run_experiment(
 
     total, _ = _total_steps(exp, overrides)
     if progress and sys.stderr.isatty():
-        from tqdm import tqdm
-
         bar: Any = tqdm(total=total, desc=name, unit="step", dynamic_ncols=True)
     else:
         bar = _NoBar()
@@ -670,7 +660,9 @@ def run_experiment(
                     program, record = _run_seed(
                         config, program, bar=bar, record_kernel_sizes=bool(exp["kernel_sizes"])
                     )
-                    record.update(group=group, arm=arm, model=config.model, dataset=config.dataset)
+                    record.update(
+                        group=group, arm=arm, model=config.model.name, dataset=config.data.name
+                    )
                     runs.append(record)
                     with runs_path.open("a", encoding="utf-8") as f:
                         f.write(json.dumps(record) + "\n")
@@ -685,16 +677,15 @@ def run_experiment(
 
     rows = summarize(runs)
     table = markdown_table(rows, switch=exp["switch"])
-    from convjax.train.loop import versions
 
     sample = arm_config(exp, next(iter(exp["groups"])), next(iter(exp["arms"])), 0, overrides)
     results = {
         "experiment": {k: v for k, v in exp.items()},
         "quick": bool(quick),
         "overrides": overrides,
-        "dataset": sample.dataset,
+        "dataset": sample.data.name,
         "num_epochs": {
-            g: int(arm_config(exp, g, arm, 0, overrides).num_epochs) for g in exp["groups"]
+            g: arm_config(exp, g, arm, 0, overrides).run.num_epochs for g in exp["groups"]
         },
         "rows": rows,
         "table": table,
@@ -708,7 +699,7 @@ def run_experiment(
     header = (
         f"# {exp['title']}\n\n"
         f"`convjax compare {exp['name']}{' --quick' if quick else ''}`: dataset "
-        f"`{sample.dataset}`, seeds {list(exp['seeds'])}, epochs {results['num_epochs']}, "
+        f"`{sample.data.name}`, seeds {list(exp['seeds'])}, epochs {results['num_epochs']}, "
         f"{results['versions']['devices']['count']} x {results['versions']['devices']['kind']}"
         f", {results['written']}.\n\n"
     )
@@ -767,9 +758,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         overrides["batch_size"] = args.batch_size
     if args.dtype:
         overrides["dtype"] = args.dtype
-    from convjax.data import DataError
-    from convjax.train.config import ConfigError
-
     try:
         results = run_experiment(
             args.experiment,
@@ -780,7 +768,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             arms=args.arms.split(",") if args.arms else None,
             progress=not args.no_progress,
         )
-    except (ValueError, TypeError, ConfigError, DataError, FileNotFoundError) as err:
+    except (
+        ValueError,
+        TypeError,
+        ConfigError,
+        ConfigFileError,
+        DataError,
+        FileNotFoundError,
+    ) as err:
         hint = ""
         if "fashion-mnist" in str(err) and not os.path.isdir("/usr/share/datasets/fashion-mnist"):
             hint = (

@@ -20,9 +20,10 @@ change the model, the data or the optimisation (everything else), which stop the
 
 from __future__ import annotations
 
+import ast
 import difflib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import ml_collections
@@ -191,6 +192,109 @@ def resolve_config(config: Any = None, **overrides: Any) -> ml_collections.Confi
     return resolved
 
 
+def _parse_value(path: str, text: str, current: Any) -> Any:
+    """Parse ``--config.<path>=text`` with the type of the field's current value."""
+    if isinstance(current, bool):
+        lowered = text.strip().lower()
+        if lowered in ("true", "1", "yes"):
+            return True
+        if lowered in ("false", "0", "no"):
+            return False
+        raise ConfigError(f"{flag(path)} must be True or False, got {text!r}")
+    if isinstance(current, int):
+        try:
+            return int(text)
+        except ValueError:
+            raise ConfigError(f"{flag(path)} must be an integer, got {text!r}") from None
+    if isinstance(current, float):
+        try:
+            return float(text)
+        except ValueError:
+            raise ConfigError(f"{flag(path)} must be a number, got {text!r}") from None
+    if isinstance(current, str):
+        return text
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        value = text
+    if isinstance(current, (tuple, list)) and not isinstance(value, (tuple, list)):
+        raise ConfigError(f"{flag(path)} must be a tuple like (1, 2), got {text!r}")
+    return value
+
+
+def all_paths(tree: Mapping, prefix: str = "") -> list[str]:
+    """Every field path of a nested config dict (blocks and leaves)."""
+    out = []
+    for key, value in tree.items():
+        path = f"{prefix}{key}"
+        out.append(path)
+        if isinstance(value, Mapping):
+            out.extend(all_paths(value, f"{path}."))
+    return out
+
+
+def parse_overrides(pairs: Sequence[tuple[str, str]], tree: Mapping | None = None) -> dict:
+    """``--config.<path>=<text>`` pairs -> a partial nested config, each value parsed with
+    the type of the field in ``tree`` (a merged config; default the base config).
+
+    ``data.name`` is read as ``dataset`` (its alias); fields under ``model_kwargs`` may be new
+    (Python literals, else strings). Later pairs win over earlier ones.
+
+    Raises:
+      ConfigError: an unknown field (with a "did you mean"), a block given a value, or a
+        value of the wrong type.
+
+    Example:
+      >>> parse_overrides([("num_steps", "3"), ("data.name", "tfds:mnist")])
+      {'num_steps': 3, 'dataset': 'tfds:mnist'}
+    """
+    tree = base_config().to_dict() if tree is None else tree
+    out: dict = {}
+    for path, text in pairs:
+        path = "dataset" if path == "data.name" else path
+        parts = path.split(".")
+        node: Any = tree
+        free = any(path.startswith(f + ".") for f in FREE_FORM_FIELDS)
+        for i, part in enumerate(parts[:-1]):
+            if ".".join(parts[: i + 1]) in FREE_FORM_FIELDS:
+                node = {}
+                break
+            if not isinstance(node, Mapping) or part not in node:
+                raise ConfigError(_unknown_message(path, all_paths(tree)))
+            node = node[part]
+        if not isinstance(node, Mapping) or (parts[-1] not in node and not free):
+            raise ConfigError(_unknown_message(path, all_paths(tree)))
+        current = node.get(parts[-1])
+        if isinstance(current, Mapping) and path not in FREE_FORM_FIELDS:
+            example = "name" if "name" in current else next(iter(current), "name")
+            raise ConfigError(
+                f"{flag(path)} is a block of fields; set one of them, e.g. "
+                f"{flag(path + '.' + example)}=..."
+            )
+        target = out
+        for part in parts[:-1]:
+            target = target.setdefault(part, {})
+        target[parts[-1]] = _parse_value(path, text, current)
+    return out
+
+
+def deep_update(tree: Mapping, partial: Mapping) -> dict:
+    """``tree`` with the fields of ``partial`` set (nested blocks, ``model_kwargs`` too, are
+    updated key by key, not replaced).
+
+    Example:
+      >>> deep_update({"a": {"b": 1, "c": 2}}, {"a": {"c": 3}})
+      {'a': {'b': 1, 'c': 3}}
+    """
+    out = dict(tree)
+    for key, value in partial.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = deep_update(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
 def resolve_block(name: str, block: Any) -> dict[str, Any]:
     """One block of the config (``"optimizer"``, ``"padding_optimizer"``) merged onto its
     defaults from the base config; unknown fields raise :class:`ConfigError`.
@@ -277,9 +381,11 @@ __all__ = [
     "compare_configs",
     "config_to_json",
     "dataset_alias",
+    "deep_update",
     "describe_changes",
     "flag",
     "merge_config",
+    "parse_overrides",
     "resolve_block",
     "resolve_config",
     "resolve_spec",

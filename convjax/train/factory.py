@@ -10,10 +10,9 @@ backward pass). Benchmarks and tests use it to run exactly the step users train 
 result is compiled with :class:`convjax.train.distributed.DataParallel` like the trainer does.
 
 Example:
-  >>> from convjax.configs.default import base_config
   >>> from convjax.train.distributed import DataParallel
-  >>> config = base_config()
-  >>> setup = make_train_setup(config, num_classes=10, in_features=1, num_steps=100)
+  >>> spec = resolve_spec({"model": "digits_cnn"})
+  >>> setup = make_train_setup(spec, num_classes=10, in_features=1, num_steps=100)
   >>> dp = DataParallel("pmap")
   >>> step = dp.compile(setup.train_step, donate_state=True)
   >>> state, metrics = step(dp.replicate(setup.state), dp.shard_batch(batch))  # doctest: +SKIP
@@ -31,8 +30,9 @@ import numpy as np
 import optax
 from flax import nnx
 
-from convjax.train.config import resolve_config
+from convjax.train.config import resolve_spec
 from convjax.train.optim import make_padding_optimizer, make_task_optimizer, param_labels
+from convjax.train.spec import TrainSpec
 from convjax.train.state import ModelDef, TrainState, create_train_state, split_model
 from convjax.train.step import make_eval_step, make_train_step
 
@@ -41,7 +41,7 @@ DTYPES = {"float32": None, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
 
 def compute_dtype(name: str) -> Any:
-    """``config.dtype`` name -> compute dtype (``None`` for float32: the input dtype)."""
+    """``spec.run.dtype`` name -> compute dtype (``None`` for float32: the input dtype)."""
     if name not in DTYPES:
         raise ValueError(f"`config.dtype` must be one of {list(DTYPES)}, got {name!r}.")
     return DTYPES[name]
@@ -53,34 +53,27 @@ def count_params(tree: Any) -> int:
 
 
 def build_model(
-    config: Any, *, num_classes: int, in_features: int, axis_name: str | None = "batch"
+    spec: TrainSpec, *, num_classes: int, in_features: int, axis_name: str | None = "batch"
 ) -> nnx.Module:
-    """``convjax.models.build`` from a resolved config's model name, switches, ``model_kwargs``.
+    """The model of ``spec`` (:meth:`convjax.models.spec.ModelSpec.build`), seeded by
+    ``spec.run.seed``, computing in ``spec.run.dtype``.
 
     Example:
-      >>> model = build_model(resolve_config(), num_classes=10, in_features=1)
+      >>> model = build_model(resolve_spec(), num_classes=10, in_features=1)
     """
-    from convjax.models import build
-
-    return build(
-        config.model,
+    return spec.model.build(
         num_classes=num_classes,
         in_features=in_features,
-        padding=config.padding,
-        pool=config.pool,
-        norm=config.norm,
-        conv=config.conv or None,
+        seed=spec.run.seed,
         axis_name=axis_name,
-        dtype=compute_dtype(config.dtype),
-        rngs=nnx.Rngs(params=int(config.seed), dropout=int(config.seed) + 1),
-        **dict(config.model_kwargs),
+        dtype=compute_dtype(spec.run.dtype),
     )
 
 
-def make_optimizers(config: Any, param_state: Any, num_steps: int) -> tuple[Any, Any, Any]:
-    """``(tx_task, schedule, tx_pad)`` from ``config.optimizer`` / ``config.padding_optimizer``."""
-    tx_task, schedule = make_task_optimizer(config.optimizer, param_labels(param_state), num_steps)
-    tx_pad = make_padding_optimizer(config.padding_optimizer)
+def make_optimizers(spec: TrainSpec, param_state: Any, num_steps: int) -> tuple[Any, Any, Any]:
+    """``(tx_task, schedule, tx_pad)`` from ``spec.optimizer`` / ``spec.padding_optimizer``."""
+    tx_task, schedule = make_task_optimizer(spec.optimizer, param_labels(param_state), num_steps)
+    tx_pad = make_padding_optimizer(spec.padding_optimizer)
     return tx_task, schedule, tx_pad
 
 
@@ -113,27 +106,25 @@ class TrainSetup:
 
 
 def make_train_setup(
-    config: Any,
+    spec: TrainSpec | Any,
     *,
     num_classes: int,
     in_features: int,
     num_steps: int,
     axis_name: str | None = "batch",
 ) -> TrainSetup:
-    """Model, initial state, both optimizers and the per-device steps of ``config``.
+    """Model, initial state, both optimizers and the per-device steps of ``spec``.
 
     The same construction as the trainer (``convjax.train.loop.train``): the model is
-    ``convjax.models.build(config.model, padding=config.padding, pool=config.pool,
-    norm=config.norm, conv=config.conv or None, dtype=config.dtype, **config.model_kwargs)``
-    seeded by ``config.seed``; the task optimizer is ``make_task_optimizer(config.optimizer,
-    ..., num_steps)`` (``num_steps`` sets the cosine decay), the padding optimizer
-    ``make_padding_optimizer(config.padding_optimizer)``; the train step is
-    :func:`convjax.train.step.make_train_step` with ``config.aliasing_weight``. Which fields
-    are read and their meaning: ``convjax/configs/default.py``.
+    ``spec.model.build(...)`` seeded by ``spec.run.seed``; the task optimizer is
+    ``make_task_optimizer(spec.optimizer, ..., num_steps)`` (``num_steps`` sets the cosine
+    decay), the padding optimizer ``make_padding_optimizer(spec.padding_optimizer)``; the
+    train step is :func:`convjax.train.step.make_train_step` with
+    ``spec.run.aliasing_weight``. The fields and their meaning: ``convjax/configs/default.py``.
 
     Args:
-      config: an ml_collections config or a (partial) mapping; merged onto the defaults
-        (:func:`convjax.train.config.resolve_config`).
+      spec: a :class:`~convjax.train.spec.TrainSpec`, or an ml_collections config / (partial)
+        mapping, resolved here (:func:`convjax.train.config.resolve_spec`).
       num_classes: number of logits of the model.
       in_features: input channels (the last dim of the images).
       num_steps: total train steps the learning-rate schedule spans (>= 1).
@@ -148,21 +139,19 @@ def make_train_setup(
         combination the model rejects, or ``num_steps < 1``.
 
     Example:
-      >>> setup = make_train_setup(resolve_config(), num_classes=10, in_features=1, num_steps=10)
+      >>> setup = make_train_setup(resolve_spec(), num_classes=10, in_features=1, num_steps=10)
       >>> setup.state.step
       Array(0, dtype=int32)
     """
     if not isinstance(num_steps, int) or num_steps < 1:
         raise ValueError(f"`num_steps` must be an int >= 1, got {num_steps!r}.")
-    config = resolve_config(config)  # the defaults of configs/default.py, checked
-    model = build_model(
-        config, num_classes=num_classes, in_features=in_features, axis_name=axis_name
-    )
+    spec = resolve_spec(spec)  # a TrainSpec comes back as is; a mapping is resolved here
+    model = build_model(spec, num_classes=num_classes, in_features=in_features, axis_name=axis_name)
     model_def, params, pad_params, stats, param_state = split_model(model)
     del model
-    tx_task, schedule, tx_pad = make_optimizers(config, param_state, num_steps)
-    state = create_train_state(params, pad_params, stats, tx_task, tx_pad, int(config.seed))
-    dtype = compute_dtype(config.dtype)
+    tx_task, schedule, tx_pad = make_optimizers(spec, param_state, num_steps)
+    state = create_train_state(params, pad_params, stats, tx_task, tx_pad, spec.run.seed)
+    dtype = compute_dtype(spec.run.dtype)
     train_step = make_train_step(
         model_def,
         tx_task,
@@ -170,7 +159,7 @@ def make_train_setup(
         schedule=schedule,
         axis_name=axis_name,
         compute_dtype=dtype,
-        aliasing_weight=float(config.aliasing_weight),
+        aliasing_weight=spec.run.aliasing_weight,
     )
     eval_step = make_eval_step(model_def, axis_name=axis_name, compute_dtype=dtype)
     return TrainSetup(

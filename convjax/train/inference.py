@@ -4,7 +4,7 @@ A workdir written by :func:`convjax.train.loop.train` describes itself: ``config
 resolved config), ``data_info.json`` (classes, input shape, normalisation) and
 ``checkpoints/``. From those alone:
 
-* :func:`load_model` -- ``(model, config)``: the NNX model with the checkpoint's parameters
+* :func:`load_model` -- ``(model, spec)``: the NNX model with the checkpoint's parameters
   and statistics, in eval mode, ready for ``model(x)``;
 * :func:`evaluate_workdir` -- loss / accuracy of the checkpoint on a split (``convjax eval``);
 * :func:`predict` -- top-k classes of images, IDX or NumPy files (``convjax predict``);
@@ -14,9 +14,10 @@ resolved config), ``data_info.json`` (classes, input shape, normalisation) and
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jax
@@ -24,17 +25,20 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from convjax.data import DatasetInfo, ImageTransform, eval_loader, load_dataset, read_idx
 from convjax.train.checkpoint import Checkpointer
-from convjax.train.config import resolve_config
+from convjax.train.config import resolve_spec
 from convjax.train.distributed import xla_compiler_options
 from convjax.train.loop import (
     CONFIG_FILE,
     DATA_INFO_FILE,
     build_model,
     compute_dtype,
+    eval_totals,
     make_data,
     make_optimizers,
 )
+from convjax.train.spec import TrainSpec
 from convjax.train.state import ModelDef, TrainState, create_train_state, split_model
 from convjax.train.step import make_eval_step
 
@@ -58,12 +62,26 @@ def _read(workdir: str, name: str) -> Any:
         return json.load(f)
 
 
-def restore_run(
-    workdir: str, step: int | None = None
-) -> tuple[Any, dict, ModelDef, TrainState, int]:
-    """``(config, data_info, model_def, state, step)`` of a workdir's checkpoint.
+def workdir_spec(workdir: str, config: TrainSpec | Mapping | None = None) -> TrainSpec:
+    """The :class:`~convjax.train.spec.TrainSpec` of a workdir: its stored ``config.json``
+    resolved (or ``config``, e.g. the stored config with command-line overrides).
 
-    The model is rebuilt from ``config.json`` without a collective axis (single device).
+    Example:
+      >>> workdir_spec("runs/default").model.name
+      'digits_cnn'
+    """
+    if config is None:
+        config = _read(os.path.abspath(workdir), CONFIG_FILE)
+    return resolve_spec(config)
+
+
+def restore_run(
+    workdir: str, step: int | None = None, *, config: TrainSpec | Mapping | None = None
+) -> tuple[TrainSpec, dict, ModelDef, TrainState, int]:
+    """``(spec, data_info, model_def, state, step)`` of a workdir's checkpoint.
+
+    The model is rebuilt from ``config.json`` (or ``config``, see :func:`workdir_spec`)
+    without a collective axis (single device).
 
     Raises:
       FileNotFoundError: not a training workdir, or no checkpoint in it.
@@ -72,17 +90,17 @@ def restore_run(
       >>> config, info, model_def, state, step = restore_run("runs/default")
     """
     workdir = os.path.abspath(workdir)
-    config = resolve_config(_read(workdir, CONFIG_FILE))
+    spec = workdir_spec(workdir, config)
     info = _read(workdir, DATA_INFO_FILE)
     model = build_model(
-        config,
+        spec,
         num_classes=int(info["num_classes"]),
         in_features=int(info["input_shape"][-1]),
         axis_name=None,
     )
     model_def, params, pad_params, stats, param_state = split_model(model)
-    tx_task, _, tx_pad = make_optimizers(config, param_state, max(int(config.num_steps), 1))
-    template = create_train_state(params, pad_params, stats, tx_task, tx_pad, int(config.seed))
+    tx_task, _, tx_pad = make_optimizers(spec, param_state, max(spec.run.num_steps, 1))
+    template = create_train_state(params, pad_params, stats, tx_task, tx_pad, spec.run.seed)
     checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), enabled=False)
     try:
         restored = checkpointer.restore(template, step)
@@ -91,39 +109,43 @@ def restore_run(
     if restored is None:
         raise FileNotFoundError(f"no checkpoint in {os.path.join(workdir, 'checkpoints')}.")
     state = jax.tree.map(jnp.asarray, restored[0])
-    return config, info, model_def, state, int(state.step)
+    return spec, info, model_def, state, int(state.step)
 
 
-def load_model(workdir: str, step: int | None = None) -> tuple[nnx.Module, Any]:
-    """The trained model of a workdir and its resolved config: ``(model, config)``.
+def load_model(
+    workdir: str, step: int | None = None, *, config: TrainSpec | Mapping | None = None
+) -> tuple[nnx.Module, TrainSpec]:
+    """The trained model of a workdir and its resolved spec: ``(model, spec)``.
 
     The model has the checkpoint's parameters, padding parameters and statistics, is in eval
     mode and maps normalised inputs ``(N, *data_info["input_shape"])`` (what the data
-    pipeline yields) to logits ``(N, num_classes)``. With ``config.dtype="bfloat16"`` on CPU,
+    pipeline yields) to logits ``(N, num_classes)``. With ``spec.run.dtype="bfloat16"`` on CPU,
     compile calls with :func:`logits_fn` (it passes the XLA workaround options).
 
     Args:
       workdir: a training run's directory.
       step: the checkpoint step (default: the newest).
+      config: the run's config instead of the stored ``config.json`` (see
+        :func:`workdir_spec`).
 
     Example:
-      >>> model, config = load_model("runs/default")
+      >>> model, spec = load_model("runs/default")
       >>> logits = model(images)  # images: float32 (N, 8, 8, 1), normalised
     """
-    config, _, model_def, state, _ = restore_run(workdir, step)
+    spec, _, model_def, state, _ = restore_run(workdir, step, config=config)
     model = model_def.merge(state.params, state.pad_params, state.stats, train=False)
-    return model, config
+    return model, spec
 
 
-def logits_fn(model: nnx.Module, config: Any) -> Any:
-    """A jitted ``images -> logits`` of an eval-mode ``model`` (compute dtype of ``config``,
+def logits_fn(model: nnx.Module, spec: TrainSpec) -> Any:
+    """A jitted ``images -> logits`` of an eval-mode ``model`` (compute dtype of ``spec``,
     float32 logits), compiled with the options :func:`xla_compiler_options` gives.
 
     Example:
-      >>> model, config = load_model("runs/default")
-      >>> logits = logits_fn(model, config)(images)
+      >>> model, spec = load_model("runs/default")
+      >>> logits = logits_fn(model, spec)(images)
     """
-    dtype = compute_dtype(config.dtype)
+    dtype = compute_dtype(spec.run.dtype)
     graph, state = nnx.split(model)
 
     def apply(state: Any, images: jax.Array) -> jax.Array:
@@ -134,42 +156,49 @@ def logits_fn(model: nnx.Module, config: Any) -> Any:
     return lambda images: jitted(state, jnp.asarray(images))
 
 
-def split_loader(config: Any, split: str) -> Any:
+def split_loader(spec: TrainSpec, split: str) -> Any:
     """The evaluation loader of ``split``: ``"test"`` (the run's eval split), ``"train"``
     (the train split, without augmentation), or a TFDS split name (``tfds:`` datasets)."""
-    from convjax.data import ImageTransform, eval_loader, load_dataset
-
+    data = spec.data
     if split in ("test", ""):
-        return make_data(config).eval
+        return make_data(spec).eval
     if split != "train":
-        if not str(config.dataset).startswith("tfds:"):
+        if not data.name.startswith("tfds:"):
             raise ValueError(
-                f"--split must be 'test' or 'train' for dataset {config.dataset!r}, got {split!r}."
+                f"--split must be 'test' or 'train' for dataset {data.name!r}, got {split!r}."
             )
-        with config.unlocked():
-            config.data.eval_split = split
-        return make_data(config).eval
+        return make_data(
+            dataclasses.replace(spec, data=dataclasses.replace(data, eval_split=split))
+        ).eval
     loaded = load_dataset(
-        config.data.name,
-        data_dir=config.data.data_dir or None,
-        train_split=config.data.train_split,
-        num_classes=int(config.data.num_classes),
+        data.name,
+        data_dir=data.data_dir or None,
+        train_split=data.train_split,
+        num_classes=data.num_classes,
     )
     transform = ImageTransform(
         loaded.info,
         train=False,
-        image_size=int(config.data.image_size),
-        sequence=config.data.sequence,
-        permutation_seed=int(config.data.permutation_seed),
+        image_size=data.image_size,
+        sequence=data.sequence,
+        permutation_seed=data.permutation_seed,
     )
-    batch = int(config.data.eval_batch_size) or int(config.batch_size)
+    batch = data.eval_batch_size or spec.run.batch_size
     return eval_loader(loaded.train, transform, batch_size=batch)
 
 
 def evaluate_workdir(
-    workdir: str, split: str = "test", *, step: int | None = None, write: bool = True
+    workdir: str,
+    split: str = "test",
+    *,
+    step: int | None = None,
+    write: bool = True,
+    config: TrainSpec | Mapping | None = None,
 ) -> dict[str, Any]:
     """Evaluate a workdir's checkpoint on ``split``; optionally write ``eval_<split>.json``.
+
+    ``config`` replaces the stored ``config.json`` (e.g. with ``--config.data.data_dir``
+    overridden; see :func:`workdir_spec`).
 
     Returns ``{"split", "step", "loss", "accuracy", "count"}`` (means over every example).
 
@@ -177,25 +206,15 @@ def evaluate_workdir(
       >>> evaluate_workdir("runs/default")["accuracy"] > 0.9
       True
     """
-    config, _, model_def, state, ckpt_step = restore_run(workdir, step)
-    dtype = compute_dtype(config.dtype)
+    spec, _, model_def, state, ckpt_step = restore_run(workdir, step, config=config)
+    dtype = compute_dtype(spec.run.dtype)
     eval_step = jax.jit(
         make_eval_step(model_def, axis_name=None, compute_dtype=dtype),
         compiler_options=xla_compiler_options(dtype) or None,
     )
-    totals: dict[str, float] = {"loss_sum": 0.0, "correct": 0.0, "count": 0.0}
-    for batch in split_loader(config, split):
-        sums = eval_step(state, {k: jnp.asarray(v) for k, v in batch.items()})
-        for key in totals:
-            totals[key] += float(sums[key])
-    count = max(totals["count"], 1.0)
-    result = {
-        "split": split,
-        "step": ckpt_step,
-        "loss": totals["loss_sum"] / count,
-        "accuracy": totals["correct"] / count,
-        "count": int(totals["count"]),
-    }
+    batches = ({k: jnp.asarray(v) for k, v in b.items()} for b in split_loader(spec, split))
+    totals = eval_totals(eval_step, state, batches)
+    result = {"split": split, "step": ckpt_step, **totals, "count": int(totals["count"])}
     if write:
         path = os.path.join(os.path.abspath(workdir), f"eval_{split}.json")
         with open(path, "w", encoding="utf-8") as f:
@@ -238,8 +257,6 @@ def load_inputs(
       >>> load_inputs(["digits.npy"], (8, 8, 1)).shape
       (5, 8, 8, 1)
     """
-    from convjax.data import read_idx
-
     if not paths:
         raise ValueError("predict needs at least one image, IDX or NumPy file.")
     h, w, c = image_shape
@@ -271,7 +288,12 @@ def load_inputs(
 
 
 def predict(
-    workdir: str, paths: Sequence[str], *, top_k: int = 3, names: list[str] | None = None
+    workdir: str,
+    paths: Sequence[str],
+    *,
+    top_k: int = 3,
+    names: list[str] | None = None,
+    config: TrainSpec | Mapping | None = None,
 ) -> list[list[tuple[int, float]]]:
     """Top-``k`` ``(class, probability)`` of every image in ``paths`` (see :func:`load_inputs`).
 
@@ -282,11 +304,9 @@ def predict(
       >>> predict("runs/default", ["digit.png"], top_k=2)
       [[(3, 0.98), (5, 0.01)]]
     """
-    from convjax.data import DatasetInfo, ImageTransform
-
     if not isinstance(top_k, int) or top_k < 1:
         raise ValueError(f"--top_k must be an integer >= 1, got {top_k!r}.")
-    model, config = load_model(workdir)
+    model, spec = load_model(workdir, config=config)
     info_dict = _read(os.path.abspath(workdir), DATA_INFO_FILE)
     fields = {k: tuple(v) if isinstance(v, list) else v for k, v in info_dict.items()}
     info = DatasetInfo(**fields)
@@ -294,11 +314,11 @@ def predict(
     transform = ImageTransform(
         info,
         train=False,
-        image_size=int(config.data.image_size),
-        sequence=config.data.sequence,
-        permutation_seed=int(config.data.permutation_seed),
+        image_size=spec.data.image_size,
+        sequence=spec.data.sequence,
+        permutation_seed=spec.data.permutation_seed,
     )
-    logits = np.asarray(logits_fn(model, config)(transform(images, None)), np.float64)
+    logits = np.asarray(logits_fn(model, spec)(transform(images, None)), np.float64)
     probs = np.exp(logits - logits.max(-1, keepdims=True))
     probs /= probs.sum(-1, keepdims=True)
     k = min(top_k, probs.shape[-1])
@@ -307,7 +327,11 @@ def predict(
 
 
 def export_model(
-    workdir: str, out: str | None = None, *, platforms: Sequence[str] | None = None
+    workdir: str,
+    out: str | None = None,
+    *,
+    platforms: Sequence[str] | None = None,
+    config: TrainSpec | Mapping | None = None,
 ) -> str:
     """Serialize ``images -> logits`` (eval mode, parameters baked in) with ``jax.export``.
 
@@ -331,9 +355,9 @@ def export_model(
       >>> exported = jax.export.deserialize(open(path, "rb").read())
       >>> logits = exported.call(images)
     """
-    model, config = load_model(workdir)
+    model, spec = load_model(workdir, config=config)
     info = _read(os.path.abspath(workdir), DATA_INFO_FILE)
-    dtype = compute_dtype(config.dtype)
+    dtype = compute_dtype(spec.run.dtype)
     graph, state = nnx.split(model)
 
     def eval_fn(images: jax.Array) -> jax.Array:
@@ -354,8 +378,8 @@ def export_model(
         "output_shape": ["b", int(info["num_classes"])],
         "mean": info.get("mean"),
         "std": info.get("std"),
-        "model": config.model,
-        "dtype": config.dtype,
+        "model": spec.model.name,
+        "dtype": spec.run.dtype,
         "platforms": list(exported.platforms),
         "cpu_compiler_options": xla_compiler_options(dtype, "cpu"),
     }
@@ -373,4 +397,5 @@ __all__ = [
     "predict",
     "restore_run",
     "split_loader",
+    "workdir_spec",
 ]

@@ -2,8 +2,9 @@
 
 :func:`train` is three steps, each usable on its own:
 
-1. :func:`setup` -- merge the config onto the defaults once (:func:`convjax.train.config.
-   resolve_config`), build the data (``convjax.data.make_loaders``), then
+1. :func:`setup` -- take the run's :class:`~convjax.train.spec.TrainSpec` (a config or
+   mapping is resolved once here, :func:`convjax.train.config.resolve_spec`), build the data
+   (``convjax.data.make_loaders``), then
    (:func:`convjax.train.factory.make_train_setup`) the model (``convjax.models.build`` with
    the padding / pool / norm / conv switches, split into a functional train state), two
    optimizers (task over ``nnx.Param``, padding over ``PadParam``) and the per-device steps,
@@ -33,19 +34,24 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
+from importlib.metadata import version
 from typing import Any
 
+import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
+from tqdm import tqdm
 
+from convjax.data import describe_data, make_loaders
 from convjax.train.checkpoint import Checkpointer
 from convjax.train.config import (
     ConfigError,
     compare_configs,
     config_to_json,
     describe_changes,
-    resolve_config,
+    resolve_spec,
 )
 from convjax.train.distributed import (
     DataParallel,
@@ -62,6 +68,7 @@ from convjax.train.factory import (
     make_train_setup,
 )
 from convjax.train.metrics import Averager, MetricsWriter
+from convjax.train.spec import TrainSpec
 from convjax.train.state import ModelDef, TrainState
 
 #: ``hook(step, train_loop_state)`` called after every train step (e.g. to stop early).
@@ -96,20 +103,30 @@ class TrainingInterrupted(KeyboardInterrupt):
         return str(self.args[0])
 
 
-def evaluate(
-    dp: DataParallel, eval_step: Callable, state: Any, batches: Iterable[dict]
+def eval_totals(
+    eval_step: Callable, state: Any, batches: Iterable[dict], to_host: Callable = jax.device_get
 ) -> dict[str, float]:
-    """Loss and accuracy over every real example of ``batches`` (all processes together).
+    """Loss and accuracy over every real example of ``batches``: the one evaluation total
+    of the trainer, ``convjax eval`` and ``compare``.
 
-    Returns ``{"loss", "accuracy", "count"}``; padded examples (``mask == 0``) are ignored.
+    ``eval_step(state, batch)`` returns the sums ``{"loss_sum", "correct", "count"}`` of a
+    batch (padded examples, ``mask == 0``, count zero); ``to_host`` brings the summed totals
+    to host floats (``DataParallel.metrics_to_host`` across devices and processes).
+
+    Returns:
+      ``{"loss", "accuracy", "count"}`` (means over the counted examples).
+
+    Example:
+      >>> eval_totals(lambda s, b: b, None, [{"loss_sum": 2.0, "correct": 1.0, "count": 2.0}])
+      {'loss': 1.0, 'accuracy': 0.5, 'count': 2.0}
     """
     totals: dict[str, Any] | None = None
     for batch in batches:
-        sums = eval_step(state, dp.shard_batch(batch))
+        sums = eval_step(state, batch)
         totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
     if totals is None:
         raise ValueError("the evaluation split produced no batches.")
-    host = dp.metrics_to_host(totals)
+    host = {k: float(np.sum(v)) for k, v in to_host(totals).items()}
     count = max(host["count"], 1.0)
     return {
         "loss": host["loss_sum"] / count,
@@ -118,16 +135,23 @@ def evaluate(
     }
 
 
-def make_data(config: Any) -> Any:
-    """This process's ``Loaders(train, eval, info)`` from a resolved config's ``config.data``
-    (:func:`convjax.train.config.resolve_config` keeps ``config.dataset`` equal to
-    ``config.data.name``)."""
-    from convjax.data import make_loaders
+def evaluate(
+    dp: DataParallel, eval_step: Callable, state: Any, batches: Iterable[dict]
+) -> dict[str, float]:
+    """Loss and accuracy over every real example of ``batches`` (all processes together).
 
+    Returns ``{"loss", "accuracy", "count"}`` (:func:`eval_totals` over the sharded batches).
+    """
+    sharded = (dp.shard_batch(batch) for batch in batches)
+    return eval_totals(eval_step, state, sharded, dp.metrics_to_host)
+
+
+def make_data(spec: TrainSpec) -> Any:
+    """This process's ``Loaders(train, eval, info)`` of ``spec.data``."""
     return make_loaders(
-        config.data,
-        seed=int(config.seed),
-        global_batch_size=int(config.batch_size),
+        spec.data,
+        seed=spec.run.seed,
+        global_batch_size=spec.run.batch_size,
         process_index=jax.process_index(),
         process_count=jax.process_count(),
     )
@@ -135,9 +159,6 @@ def make_data(config: Any) -> Any:
 
 def versions() -> dict[str, Any]:
     """Versions of python, jax, jaxlib, flax, optax, orbax, convjax and the devices in use."""
-    import flax
-    import optax
-
     out: dict[str, Any] = {
         "python": platform.python_version(),
         "jax": jax.__version__,
@@ -151,8 +172,6 @@ def versions() -> dict[str, Any]:
         except ImportError:
             out[name] = None
     try:
-        from importlib.metadata import version
-
         out["convjax"] = version("convjax")
     except Exception:  # noqa: BLE001 - not installed as a distribution (source checkout)
         out["convjax"] = "source"
@@ -192,7 +211,7 @@ def _read_json(path: str) -> Any:
 class Run:
     """Everything :func:`setup` builds, read by :func:`run_loop` and :func:`finish`."""
 
-    config: Any
+    spec: TrainSpec
     workdir: str
     primary: bool
     dp: DataParallel
@@ -225,15 +244,15 @@ class Run:
         self.checkpointer.close()
 
 
-def _check_resume(config: Any, workdir: str, checkpointer: Checkpointer) -> dict:
-    """Compare the stored config with ``config``; raise on blocking differences.
+def _check_resume(spec: TrainSpec, workdir: str, checkpointer: Checkpointer) -> dict:
+    """Compare the stored config with ``spec``; raise on blocking differences.
 
     Returns the accepted (resumable) changes, ``{}`` if there is nothing to compare.
     """
     path = os.path.join(workdir, CONFIG_FILE)
-    if not config.resume or checkpointer.latest_step() is None or not os.path.exists(path):
+    if not spec.run.resume or checkpointer.latest_step() is None or not os.path.exists(path):
         return {}
-    accepted, blocking = compare_configs(_read_json(path), config)
+    accepted, blocking = compare_configs(_read_json(path), spec)
     if blocking:
         raise ConfigMismatchError(
             f"{workdir} holds a run (checkpoint at step {checkpointer.latest_step()}) with a "
@@ -243,12 +262,15 @@ def _check_resume(config: Any, workdir: str, checkpointer: Checkpointer) -> dict
     return accepted
 
 
-def setup(config: Any, workdir: str | None = None, *, loaders: Sequence[Any] | None = None) -> Run:
+def setup(
+    spec: TrainSpec | Any, workdir: str | None = None, *, loaders: Sequence[Any] | None = None
+) -> Run:
     """Build everything a run needs; restore the newest checkpoint (see module docstring).
 
     Args:
-      config: a (possibly partial) config; merged onto the defaults and checked here.
-      workdir: output directory (default ``config.workdir``).
+      spec: the run's :class:`~convjax.train.spec.TrainSpec`, or a (possibly partial)
+        config / mapping, resolved here once (:func:`convjax.train.config.resolve_spec`).
+      workdir: output directory (default ``spec.run.workdir``).
       loaders: ``(train_iterator, eval_iterable, info)`` instead of ``make_loaders``.
 
     Raises:
@@ -259,32 +281,33 @@ def setup(config: Any, workdir: str | None = None, *, loaders: Sequence[Any] | N
       >>> run = setup({"num_steps": 10}, "runs/x")  # doctest: +SKIP
     """
     t_start = time.perf_counter()
-    config = resolve_config(config)
-    # Multi-process if config.distributed or JAX_COORDINATOR_ADDRESS/... ask for it.
-    setup_distributed(config.distributed)
-    workdir = os.path.abspath(workdir or config.workdir)
+    spec = resolve_spec(spec)
+    r = spec.run
+    # Multi-process if spec.run.distributed or JAX_COORDINATOR_ADDRESS/... ask for it.
+    setup_distributed(r.distributed.to_config())
+    workdir = os.path.abspath(workdir or r.workdir)
     primary = is_primary()
-    dp = DataParallel(config.parallel)
-    dtype = compute_dtype(config.dtype)
+    dp = DataParallel(r.parallel)
+    dtype = compute_dtype(r.dtype)
     checkpointer = Checkpointer(
         os.path.join(workdir, "checkpoints"),
-        max_to_keep=int(config.keep_checkpoints),
+        max_to_keep=r.keep_checkpoints,
         enabled=primary,
     )
-    accepted = _check_resume(config, workdir, checkpointer) if primary else {}
+    accepted = _check_resume(spec, workdir, checkpointer) if primary else {}
 
-    train_iter, eval_batches, info = loaders if loaders is not None else make_data(config)
-    local_batch = int(config.batch_size) // jax.process_count()
+    train_iter, eval_batches, info = loaders if loaders is not None else make_data(spec)
+    local_batch = r.batch_size // jax.process_count()
     dp.check_batch_size(local_batch, "batch size (--config.batch_size / process_count)")
-    num_steps = int(config.num_steps) or int(config.num_epochs) * int(info.steps_per_epoch)
+    num_steps = r.num_steps or r.num_epochs * int(info.steps_per_epoch)
     if num_steps <= 0:
         raise ConfigError(
-            f"--config.num_epochs={config.num_epochs} x {info.steps_per_epoch} steps per "
+            f"--config.num_epochs={r.num_epochs} x {info.steps_per_epoch} steps per "
             "epoch gives no step; set --config.num_steps >= 1"
         )
 
     built = make_train_setup(
-        config,
+        spec,
         num_classes=int(info.num_classes),
         in_features=int(info.input_shape[-1]),
         num_steps=num_steps,
@@ -293,7 +316,7 @@ def setup(config: Any, workdir: str | None = None, *, loaders: Sequence[Any] | N
     state = built.state
 
     resumed_from = None
-    if config.resume:
+    if r.resume:
         restored = checkpointer.restore(state)
         if restored is not None:
             state, data_state = restored
@@ -305,11 +328,9 @@ def setup(config: Any, workdir: str | None = None, *, loaders: Sequence[Any] | N
     options = xla_compiler_options(dtype)
     train_step = dp.compile(built.train_step, donate_state=True, compiler_options=options)
     eval_step = dp.compile(built.eval_step, compiler_options=options)
-    writer = MetricsWriter(
-        workdir, enabled=primary, tensorboard=bool(config.tensorboard), keep_until=start
-    )
+    writer = MetricsWriter(workdir, enabled=primary, tensorboard=r.tensorboard, keep_until=start)
     run = Run(
-        config=config,
+        spec=spec,
         workdir=workdir,
         primary=primary,
         dp=dp,
@@ -338,7 +359,7 @@ def setup(config: Any, workdir: str | None = None, *, loaders: Sequence[Any] | N
 
 def _write_workdir_files(run: Run) -> None:
     os.makedirs(run.workdir, exist_ok=True)
-    _write_json(os.path.join(run.workdir, CONFIG_FILE), config_to_json(run.config))
+    _write_json(os.path.join(run.workdir, CONFIG_FILE), config_to_json(run.spec))
     _write_json(os.path.join(run.workdir, VERSIONS_FILE), versions())
     info = run.info
     payload = (
@@ -350,18 +371,17 @@ def _write_workdir_files(run: Run) -> None:
 
 
 def _print_header(run: Run, accepted: dict) -> None:
-    c = run.config
+    m, r = run.spec.model, run.spec.run
     pad = f" + {run.num_pad_params:,} padding params" if run.num_pad_params else ""
+    switches = ", ".join(f"{s}={getattr(m, s) or 'default'}" for s in m.honoured_switches)
     run.say(
-        f"model {c.model} ({run.num_params:,} params{pad}, padding={c.padding}, pool={c.pool}, "
-        f"norm={c.norm}, conv={c.conv or 'default'}, dtype={c.dtype}), {run.dp.num_devices} x "
-        f"{jax.devices()[0].platform} device(s) via {run.dp.backend}, batch {c.batch_size}, "
+        f"model {m.name} ({run.num_params:,} params{pad}, {switches}, dtype={r.dtype}), "
+        f"{run.dp.num_devices} x "
+        f"{jax.devices()[0].platform} device(s) via {run.dp.backend}, batch {r.batch_size}, "
         f"{run.num_steps} steps"
         + (f", resumed at step {run.resumed_from}" if run.resumed_from is not None else "")
     )
-    from convjax.data import describe_data  # the dataset line: source, flip, statistics
-
-    run.say(describe_data(run.info))
+    run.say(describe_data(run.info))  # the dataset line: source, flip, statistics
     if accepted:
         run.say(f"resuming with changed fields: {describe_changes(accepted)}")
     run.say(f"workdir {run.workdir} (config.json, versions.json, metrics.jsonl, checkpoints/)")
@@ -396,8 +416,6 @@ class _Bar:
     """tqdm bar (terminals): postfix with loss / acc / lr; eval lines written above it."""
 
     def __init__(self, run: Run) -> None:
-        from tqdm import tqdm
-
         self.bar = tqdm(
             total=run.num_steps, initial=run.start, desc="train", unit="step", dynamic_ncols=True
         )
@@ -436,7 +454,7 @@ class _Quiet:
 def _reporter(run: Run) -> Any:
     if not run.primary:
         return _Quiet()
-    if run.config.progress and sys.stdout.isatty():
+    if run.spec.run.progress and sys.stdout.isatty():
         return _Bar(run)
     return _LogLines(run)
 
@@ -449,7 +467,7 @@ def _nonfinite_message(run: Run, what: str, step: int, value: float) -> str:
         else "no checkpoint was written yet"
     )
     hints = "a lower --config.optimizer.learning_rate, --config.optimizer.grad_clip_norm=1.0"
-    if run.config.dtype != "float32":
+    if run.spec.run.dtype != "float32":
         hints += ", --config.dtype=float32"
     return (
         f"{what} is {value} at step {step}; the run stopped and {kept}. Try {hints} "
@@ -478,10 +496,10 @@ def run_loop(run: Run, hooks: Sequence[Hook] = ()) -> Any:
         ``config.stop_on_nonfinite``.
       TrainingInterrupted: Ctrl-C (``KeyboardInterrupt``) during the loop.
     """
-    config, dp = run.config, run.dp
+    r, dp = run.spec.run, run.dp
     dstate = dp.replicate(run.state)
-    log_every, eval_every, ckpt_every = config.log_every, config.eval_every, config.checkpoint_every
-    check = bool(config.stop_on_nonfinite)
+    log_every, eval_every, ckpt_every = r.log_every, r.eval_every, r.checkpoint_every
+    check = r.stop_on_nonfinite
     averager = Averager()
     pending: list[tuple[int, Any]] = []
     report = _reporter(run)
@@ -573,7 +591,7 @@ def _sigint_deferred() -> Any:
 
 
 def _check_eval(run: Run, result: dict, step: int) -> None:
-    if not run.config.stop_on_nonfinite:
+    if not run.spec.run.stop_on_nonfinite:
         return
     for key in ("loss", "accuracy"):
         if not math.isfinite(result[key]):
@@ -588,10 +606,10 @@ def finish(run: Run, dstate: Any) -> dict[str, Any]:
     _check_eval(run, final, run.num_steps)
     host_state: TrainState = run.dp.unreplicate(dstate)
     steps_run = run.num_steps - run.start
-    c = run.config
+    spec = run.spec
     summary: dict[str, Any] = {
-        "model": c.model,
-        "dataset": c.dataset,
+        "model": spec.model.name,
+        "dataset": spec.data.name,
         "steps": run.num_steps,
         "steps_this_run": steps_run,
         "resumed_from": run.resumed_from,
@@ -601,7 +619,7 @@ def finish(run: Run, dstate: Any) -> dict[str, Any]:
         "test_loss": final["loss"],
         "test_examples": int(final["count"]),
         "train_time_s": run.train_time,
-        "examples_per_s": steps_run * int(c.batch_size) / max(run.train_time, 1e-9),
+        "examples_per_s": steps_run * spec.run.batch_size / max(run.train_time, 1e-9),
         "total_time_s": time.perf_counter() - run.t_start,
         "devices": run.dp.num_devices,
         "backend": run.dp.backend,
@@ -619,7 +637,7 @@ def finish(run: Run, dstate: Any) -> dict[str, Any]:
 
 
 def train(
-    config: Any,
+    config: TrainSpec | Any,
     workdir: str | None = None,
     *,
     loaders: Sequence[Any] | None = None,
@@ -628,8 +646,9 @@ def train(
     """Train ``config`` to completion (resuming from ``<workdir>/checkpoints`` if present).
 
     Args:
-      config: an ml_collections config or a (partial) mapping; missing fields take the
-        defaults of ``convjax/configs/default.py`` (merged once here).
+      config: a :class:`~convjax.train.spec.TrainSpec`, or an ml_collections config or a
+        (partial) mapping; missing fields take the defaults of ``convjax/configs/default.py``
+        (resolved once here, :func:`convjax.train.config.resolve_spec`).
       workdir: output directory; default ``config.workdir``. Holds ``config.json``,
         ``versions.json``, ``data_info.json``, ``metrics.jsonl``, ``summary.json``,
         ``checkpoints/`` and (optionally) ``tb/``.
@@ -668,6 +687,7 @@ __all__ = [
     "build_model",
     "compute_dtype",
     "count_params",
+    "eval_totals",
     "evaluate",
     "finish",
     "make_data",
