@@ -494,7 +494,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if argv[2:3] != ["convert"]:
             print("convjax: error: usage: convjax data convert <tfds name> ...", file=sys.stderr)
             return 2
-        from convjax.data.tfds_files import main as convert_main
+        from convjax.data.cli import main as convert_main
 
         return convert_main(argv[3:])
     if any(a in ("-h", "--help", "--helpfull") for a in argv[2:]) and argv[1] in _FLAGS:

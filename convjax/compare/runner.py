@@ -58,7 +58,7 @@ from convjax.configs import ConfigFileError, load_config_module
 from convjax.data import DataError
 from convjax.nnx import FlexConv
 from convjax.ops.gaussian_mask import mask_crop_size
-from convjax.train.config import ConfigError, resolve_spec
+from convjax.train.config import ConfigError, parse_overrides, resolve_spec
 from convjax.train.distributed import DataParallel, xla_compiler_options
 from convjax.train.factory import compute_dtype, make_train_setup
 from convjax.train.loop import evaluate, make_data, versions
@@ -731,7 +731,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="convjax compare",
         description="Train arms that differ in one switch over seeds; write table.md, "
-        "curves.png, results.json and runs.jsonl to the workdir.",
+        "curves.png, results.json and runs.jsonl to the workdir. --config.<field>=<value> "
+        "overrides a trainer config field of every run (e.g. --config.data.data_dir=DIR).",
     )
     parser.add_argument(
         "experiment", help=f"a shipped experiment {shipped_experiments()} or a config file"
@@ -746,12 +747,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--batch_size", type=int, default=None)
     parser.add_argument("--dtype", default=None, choices=("float32", "bfloat16", "float16"))
     parser.add_argument("--no_progress", action="store_true", help="no progress bar")
-    args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
-    overrides: dict[str, Any] = {}
+    argv = list(sys.argv[1:] if argv is None else argv)
+    pairs = [a[len("--config.") :].partition("=")[::2] for a in argv if a.startswith("--config.")]
+    args = parser.parse_args([a for a in argv if not a.startswith("--config.")])
+    try:
+        overrides: dict[str, Any] = parse_overrides(pairs)
+    except ConfigError as err:
+        print(f"convjax compare: error: {err}", file=sys.stderr, flush=True)
+        return 2
     if args.dataset:
         overrides["dataset"] = args.dataset
     if args.data_dir:
-        overrides["data"] = {"data_dir": args.data_dir}
+        overrides["data"] = {**overrides.get("data", {}), "data_dir": args.data_dir}
     if args.num_epochs is not None:
         overrides["num_epochs"] = args.num_epochs
     if args.batch_size is not None:

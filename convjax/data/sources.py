@@ -29,6 +29,15 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from convjax.data.errors import DataError
+from convjax.data.tfds_files import (
+    _read_info,
+    closest_prepared,
+    convert_to_array_record,
+    default_cache_dir,
+    prepared_datasets,
+)
+
 __all__ = [
     "DEFAULT_STATS_IMAGES",
     "ArraySource",
@@ -73,10 +82,6 @@ IDX_FILE_STEMS: dict[str, tuple[str, str]] = {
 #: Default number of train images (evenly spaced) from which the normalisation statistics of a
 #: TFDS dataset are computed when the config gives none (``data.stats_images``; 0 = all).
 DEFAULT_STATS_IMAGES = 10_000
-
-
-class DataError(ValueError):
-    """Bad or missing data: the message names the dataset and the file or record."""
 
 
 class RecordSource(Protocol):
@@ -643,7 +648,6 @@ def tfds_data_dir(data_dir: str | None = None) -> str:
 
 
 def _prepared_hint(tfds_name: str, data_dir: str) -> str:
-    from convjax.data.tfds_files import closest_prepared, prepared_datasets
 
     if "://" not in data_dir and not os.path.isdir(data_dir):
         return "that directory does not exist; set data.data_dir"
@@ -725,8 +729,6 @@ def _file_formats(version_dir: str) -> list[str]:
     """File formats listed in ``dataset_info.json``: the main one first, then alternatives."""
     from etils import epath
 
-    from convjax.data.tfds_files import _read_info
-
     info = _read_info(epath.Path(version_dir))
     return [info.get("fileFormat") or "tfrecord", *info.get("alternativeFileFormats", [])]
 
@@ -794,7 +796,6 @@ def tfds_dataset(
                 f"--data_dir={tfds_data_dir(data_dir)}` (no TensorFlow needed) or set "
                 "data.convert_tfrecord=True"
             )
-        from convjax.data.tfds_files import convert_to_array_record
 
         version_dir, _ = convert_to_array_record(version_dir, array_record_dir)
         origin = f"array_record files in {version_dir} (converted once from tfrecord)"
@@ -935,7 +936,6 @@ def _cached_stats(
 
     if version_dir is None:
         return compute()
-    from convjax.data.tfds_files import default_cache_dir
 
     try:
         with open(os.path.join(version_dir, "dataset_info.json"), "rb") as f:

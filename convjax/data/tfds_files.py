@@ -41,7 +41,7 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from convjax.data.sources import DataError
+from convjax.data.errors import DataError
 
 __all__ = [
     "ARRAY_RECORD_OPTIONS",
@@ -51,7 +51,6 @@ __all__ = [
     "crc32c",
     "default_cache_dir",
     "has_array_record",
-    "main",
     "masked_crc32c",
     "prepared_datasets",
     "read_tfrecord",
@@ -534,42 +533,3 @@ def _write_metadata(info: dict[str, Any], in_dir: Any, out_dir: Any, in_place: b
     tmp = out_dir / f".dataset_info.json.tmp-{_unique()}"
     tmp.write_text(json.dumps(info, indent=2, sort_keys=True))
     tmp.replace(out_dir / "dataset_info.json")
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``convjax data convert [--out_root DIR] [--no-verify|--verify] NAME [--data_dir DIR]``:
-    convert a TFRecord-prepared dataset to ArrayRecord ahead of training (what the trainer
-    otherwise does on first use). Returns the exit status.
-
-    Example:
-      >>> main(["mnist", "--data_dir", "/data"])  # doctest: +SKIP
-    """
-    import argparse
-
-    parser = argparse.ArgumentParser(
-        prog="convjax data convert",
-        description="Convert a TFRecord-prepared TFDS dataset to ArrayRecord (no TensorFlow).",
-    )
-    parser.add_argument("name", help="TFDS name[/config][:version], with or without 'tfds:'")
-    parser.add_argument("--data_dir", default=None, help="TFDS data_dir (default: TFDS's)")
-    parser.add_argument("--out_root", default=None, help="write a mirror here instead")
-    check = parser.add_mutually_exclusive_group()
-    check.add_argument("--verify", dest="verify", action="store_true", default=None)
-    check.add_argument("--no-verify", dest="verify", action="store_false")
-    args = parser.parse_args(argv)
-    from convjax.data.sources import find_tfds_version_dir
-
-    name = args.name.removeprefix("tfds:")
-    try:
-        version_dir = find_tfds_version_dir(name, args.data_dir)
-        if has_array_record(version_dir) and args.out_root is None:
-            print(f"convjax: {version_dir} already has ArrayRecord files")
-            return 0
-        out, read_dir = convert_to_array_record(
-            version_dir, args.out_root, verify_checksums=args.verify
-        )
-    except DataError as e:
-        print(f"convjax: error: {e}", file=sys.stderr)
-        return 1
-    print(f"convjax: ArrayRecord dataset in {out}; read it with --config.data.data_dir={read_dir}")
-    return 0
