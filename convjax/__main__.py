@@ -30,11 +30,20 @@ import json
 import os
 import pathlib
 import sys
-from collections.abc import Sequence
+import traceback
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from convjax import __version__
+import jax
+from flax import nnx
+
+from convjax import __version__, compare
 from convjax.configs import ConfigFileError, load_config_module
+from convjax.data import DataError
+from convjax.data import cli as data_cli
+from convjax.models import available_models, model_info
+from convjax.models.spec import ModelSpec
+from convjax.train import launch
 from convjax.train.config import (
     ConfigError,
     _flatten,
@@ -44,6 +53,9 @@ from convjax.train.config import (
     parse_overrides,
     resolve_spec,
 )
+from convjax.train.distributed import DistributedError
+from convjax.train.inference import evaluate_workdir, export_model, predict
+from convjax.train.loop import NonFiniteError, train
 from convjax.train.spec import TrainSpec
 
 #: Directory of the configs shipped with convjax.
@@ -405,11 +417,7 @@ def _exit_now_if_multiprocess(print_traceback: bool = True) -> None:
     other processes (up to minutes); exiting at once lets the coordinator's heartbeat check
     (or ``convjax launch``) stop the peers promptly.
     """
-    import jax
-
     if jax.distributed.is_initialized():
-        import traceback
-
         if print_traceback:
             traceback.print_exc()
         print(
@@ -425,9 +433,20 @@ def _exit_now_if_multiprocess(print_traceback: bool = True) -> None:
 def _field_lines(tree: dict | None = None, indent: str = "  ") -> str:
     """``--config.<field>=<value>`` lines of a config tree (default: the base config); tuples
     print as ``(1, 2)``, empty strings as ``''``."""
-    flat = _flatten(base_config().to_dict() if tree is None else tree)
+    flat = _flat_fields(base_config().to_dict() if tree is None else tree)
     show = lambda v: (v or "''") if isinstance(v, str) else v  # noqa: E731
     return "\n".join(f"{indent}--config.{k}={show(v)}" for k, v in flat.items())
+
+
+def _flat_fields(tree: Mapping, prefix: str = "") -> dict[str, Any]:
+    """``{"a.b": value}`` of a nested config (``model_kwargs`` entries too)."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, Mapping) and value:
+            out.update(_flat_fields(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
 
 
 #: ``(in_features, num_classes)`` each model's parameter count is given at in
@@ -437,11 +456,6 @@ _MODEL_INPUT = {"digits_cnn": (1, 10), "flextcn": (1, 10)}
 
 def models_table() -> str:
     """``convjax models``: name, parameters, description and honoured switches per model."""
-    from flax import nnx
-
-    from convjax.models import available_models, model_info
-    from convjax.models.spec import ModelSpec
-
     rows = []
     for name in available_models():
         imagenet = name.endswith("_imagenet") or name in ("resnet18", "resnet50")
@@ -450,9 +464,7 @@ def models_table() -> str:
         abstract = nnx.eval_shape(
             lambda spec=spec, f=in_features, c=classes: spec.build(num_classes=c, in_features=f)
         )
-        params = sum(
-            int(x.size) for x in __import__("jax").tree.leaves(nnx.state(abstract, nnx.Param))
-        )
+        params = sum(int(x.size) for x in jax.tree.leaves(nnx.state(abstract, nnx.Param)))
         info = model_info(name)
         rows.append(
             f"{name:<16} {params:>12,} params ({classes} classes, {in_features} channels)  "
@@ -483,20 +495,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"convjax {__version__}")
         return 0
     if argv[1] == "launch":
-        from convjax.train.launch import main as launch_main
-
-        return launch_main(argv[2:])
+        return launch.main(argv[2:])
     if argv[1] == "compare":
-        from convjax.compare import main as compare_main
-
-        return compare_main(argv[2:])
+        return compare.main(argv[2:])
     if argv[1] == "data":
         if argv[2:3] != ["convert"]:
             print("convjax: error: usage: convjax data convert <tfds name> ...", file=sys.stderr)
             return 2
-        from convjax.data.cli import main as convert_main
-
-        return convert_main(argv[3:])
+        return data_cli.main(argv[3:])
     if any(a in ("-h", "--help", "--helpfull") for a in argv[2:]) and argv[1] in _FLAGS:
         print(command_help(argv[1]))
         return 0
@@ -522,21 +528,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(line: CommandLine) -> int:
-    from convjax.data import DataError
-    from convjax.train.distributed import DistributedError
-
     try:
         if line.command == "train":
-            from convjax.train.loop import NonFiniteError, train
-
             try:
                 summary = train(line.config)
             except NonFiniteError as err:
                 return _error(str(err), 1)
             return 0 if summary["test_examples"] > 0 else 1
         if line.command == "eval":
-            from convjax.train.inference import evaluate_workdir
-
             r = evaluate_workdir(line.workdir, line.split, step=line.step, config=line.config)
             print(
                 f"convjax: {line.split} split at step {r['step']}: accuracy "
@@ -546,8 +545,6 @@ def _run(line: CommandLine) -> int:
             )
             return 0
         if line.command == "predict":
-            from convjax.train.inference import predict
-
             names: list[str] = []
             results = predict(
                 line.workdir, line.files, top_k=line.top_k, names=names, config=line.config
@@ -557,8 +554,6 @@ def _run(line: CommandLine) -> int:
                 print(f"{name}: {ranked}", flush=True)
             return 0
         if line.command == "export":
-            from convjax.train.inference import export_model
-
             path = export_model(
                 line.workdir, line.out, platforms=line.platforms, config=line.config
             )

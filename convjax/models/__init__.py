@@ -4,7 +4,9 @@
 conv=None, axis_name=None, dtype=None, rngs, **kwargs)`` looks a model up by name;
 ``available_models()`` lists the names (VGG-11/16 with CIFAR and ImageNet heads, CIFAR
 ResNet-20/56, ImageNet ResNet-18/50, FlexNet-7, a tiny FlexNet, FlexTCN and a small CNN for
-8x8 digits). See :mod:`convjax.models.blocks` for the switches and their valid combinations.
+8x8 digits). See :mod:`convjax.models.blocks` for the switches and their valid combinations;
+``model_info(name)`` says which switches a model honours and which keywords it accepts, and
+:class:`convjax.models.spec.ModelSpec` is the checked model part of a run.
 """
 
 from convjax.models.blocks import (
@@ -19,7 +21,14 @@ from convjax.models.blocks import (
 )
 from convjax.models.flexnet import FLEXNET7_WIDTHS, FlexBlock, FlexNet
 from convjax.models.flextcn import FlexTCN
-from convjax.models.registry import available_models, build, register
+from convjax.models.registry import (
+    SWITCHES,
+    ModelInfo,
+    available_models,
+    build,
+    model_info,
+    register,
+)
 from convjax.models.resnet import BasicBlock, Bottleneck, CifarResNet, ResNet
 from convjax.models.small import SmallCNN
 from convjax.models.vgg import VGG, VGG_STAGES
@@ -30,6 +39,7 @@ __all__ = [
     "NORM_TYPES",
     "PADDING_MODES",
     "POOL_TYPES",
+    "SWITCHES",
     "VGG",
     "VGG_STAGES",
     "BasicBlock",
@@ -41,10 +51,12 @@ __all__ = [
     "FlexNet",
     "FlexTCN",
     "LayerConfig",
+    "ModelInfo",
     "Pool",
     "ResNet",
     "SmallCNN",
     "available_models",
     "build",
+    "model_info",
     "register",
 ]

@@ -117,7 +117,7 @@ def register(
             raise ValueError(f"`switches` must be a subset of {SWITCHES}, got {switches!r}.")
         _REGISTRY[name] = fn
         _DEFAULT_CONV[name] = default_conv
-        doc = (description or (fn.__doc__ or "").strip().split("\n")[0]).strip()
+        doc = (description or (fn.__doc__ or "").strip().split("\n")[0]).strip().replace("``", "")
         _INFO[name] = ModelInfo(
             name=name,
             description=doc,

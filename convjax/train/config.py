@@ -134,8 +134,8 @@ def dataset_alias(user: Mapping) -> dict:
         out["dataset"] = name
     elif name != _DEFAULT_DATASET:
         raise ConfigError(
-            f"{flag('dataset')}={dataset!r} and {flag('data.name')}={name!r} (an alias of "
-            f"{flag('dataset')}) name different datasets; set {flag('dataset')} only"
+            f"{flag('dataset')}={dataset!r} and {flag('data.name')}={name!r} name different "
+            f"datasets; {flag('data.name')} is an alias of {flag('dataset')}: set that one only"
         )
     return out
 

@@ -53,14 +53,16 @@ def count_params(tree: Any) -> int:
 
 
 def build_model(
-    spec: TrainSpec, *, num_classes: int, in_features: int, axis_name: str | None = "batch"
+    spec: TrainSpec | Any, *, num_classes: int, in_features: int, axis_name: str | None = "batch"
 ) -> nnx.Module:
     """The model of ``spec`` (:meth:`convjax.models.spec.ModelSpec.build`), seeded by
-    ``spec.run.seed``, computing in ``spec.run.dtype``.
+    ``spec.run.seed``, computing in ``spec.run.dtype`` (a config or mapping is resolved
+    first, :func:`convjax.train.config.resolve_spec`).
 
     Example:
       >>> model = build_model(resolve_spec(), num_classes=10, in_features=1)
     """
+    spec = resolve_spec(spec)
     return spec.model.build(
         num_classes=num_classes,
         in_features=in_features,
@@ -70,8 +72,11 @@ def build_model(
     )
 
 
-def make_optimizers(spec: TrainSpec, param_state: Any, num_steps: int) -> tuple[Any, Any, Any]:
+def make_optimizers(
+    spec: TrainSpec | Any, param_state: Any, num_steps: int
+) -> tuple[Any, Any, Any]:
     """``(tx_task, schedule, tx_pad)`` from ``spec.optimizer`` / ``spec.padding_optimizer``."""
+    spec = resolve_spec(spec)
     tx_task, schedule = make_task_optimizer(spec.optimizer, param_labels(param_state), num_steps)
     tx_pad = make_padding_optimizer(spec.padding_optimizer)
     return tx_task, schedule, tx_pad

@@ -76,10 +76,12 @@ def test_print_config_prints_the_merged_config():
         "--print_config",
     )
     assert result.returncode == 0, result.stderr
-    assert "num_steps: 7" in result.stdout and "stop_on_nonfinite: true" in result.stdout
-    assert "widths" in result.stdout
-    # --config.data.name alone selects the dataset (the top-level spelling follows it).
-    assert "\ndataset: idx:/data/fashion\n" in result.stdout
+    lines = result.stdout.splitlines()
+    assert "--config.num_steps=7" in lines and "--config.stop_on_nonfinite=True" in lines
+    assert "--config.model_kwargs.widths=(4,)" in lines  # a tuple, readable
+    assert "!!python" not in result.stdout
+    # --config.data.name alone selects the dataset (an alias of --config.dataset).
+    assert "--config.dataset=idx:/data/fashion" in lines
 
 
 def test_ctrl_c_prints_where_to_resume_and_no_traceback(tmp_path):

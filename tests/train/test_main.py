@@ -36,15 +36,16 @@ def test_parse_config_file_and_overrides():
         ]
     )
     assert command == "train" and workdir == "/tmp/somewhere"
-    assert config.num_steps == 7 and config.padding == "learned"
+    assert config.run.num_steps == 7 and config.model.padding == "learned"
     assert config.optimizer.name == "sgd" and config.optimizer.learning_rate == 0.25
     assert config.data.crop_padding == 2
-    assert config.num_epochs == default.get_config().num_epochs  # untouched fields stay
+    assert config.run.num_epochs == default.get_config().num_epochs  # untouched fields stay
+    assert config.run.workdir == "/tmp/somewhere"  # --workdir is the run's workdir
 
 
 def test_shipped_config_by_name():
     _, config, workdir = parse_args(["convjax", "train", "--config=cifar10_resnet_deconv"])
-    assert config.norm == "deconv" and config.model == "resnet20" and workdir is None
+    assert config.model.norm == "deconv" and config.model.name == "resnet20" and workdir is None
 
 
 @pytest.mark.parametrize(

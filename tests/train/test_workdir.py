@@ -75,11 +75,11 @@ def test_resolve_config_merges_once_and_names_flags():
 
 
 def test_dataset_and_data_name_are_one_field():
-    # Either spelling selects the dataset, and the resolved config carries it in both.
+    # Either spelling selects the dataset; the resolved config has the one field `dataset`.
     for user in ({"data": {"name": "idx:/d"}}, {"dataset": "idx:/d"}, {"dataset": ""}):
         config = resolve_config(user)
         want = "digits" if user == {"dataset": ""} else "idx:/d"
-        assert config.dataset == config.data.name == want
+        assert config.dataset == want and "name" not in config.data
     agree = resolve_config({"dataset": "idx:/d", "data": {"name": "idx:/d"}})
     assert agree.dataset == "idx:/d"
     with pytest.raises(
@@ -249,8 +249,8 @@ def _test_images(n=6):
 
 def test_load_model_round_trip(trained):
     workdir, summary = trained
-    model, config = load_model(workdir)
-    assert config.padding == "learned" and config.num_steps == 4
+    model, spec = load_model(workdir)
+    assert spec.model.padding == "learned" and spec.run.num_steps == 4
     from flax import nnx
 
     from convjax.nnx import PadParam
@@ -259,7 +259,7 @@ def test_load_model_round_trip(trained):
     assert trees_equal(nnx.to_pure_dict(nnx.state(model, nnx.Param)), host.params)
     assert trees_equal(nnx.to_pure_dict(nnx.state(model, PadParam)), host.pad_params)
     x = np.random.RandomState(0).randn(3, 8, 8, 1).astype(np.float32)
-    np.testing.assert_allclose(np.asarray(model(x)), np.asarray(logits_fn(model, config)(x)), 1e-6)
+    np.testing.assert_allclose(np.asarray(model(x)), np.asarray(logits_fn(model, spec)(x)), 1e-6)
 
 
 def test_eval_matches_the_run_and_writes_json(trained, capsys):
