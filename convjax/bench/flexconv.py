@@ -22,12 +22,17 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 
 from convjax.bench.timing import environment_header, time_fn
+from convjax.configs.smnist_flextcn import SEQUENCE_LENGTH
+from convjax.models import build
+from convjax.nnx import FlexConv
 from convjax.ops.fft_conv import DEFAULT_FFT_THRESHOLD, fft_conv, spatial_conv
 from convjax.ops.flex_conv import active_bucket, flex_conv, flex_conv_init, sample_kernel
 from convjax.ops.gaussian_mask import default_buckets, threshold_radius
@@ -135,14 +140,6 @@ def sequence_steps(batch: int, length: int, repeats: int) -> list[tuple[str, int
     (the baseline). After warm-up the settings are timed interleaved, one call each per
     round, and the median per setting is returned.
     """
-    import time
-
-    from flax import nnx
-
-    from convjax.configs.smnist_flextcn import SEQUENCE_LENGTH
-    from convjax.models import build
-    from convjax.nnx import FlexConv
-
     x = jax.random.normal(jax.random.key(0), (batch, length, 1), jnp.float32)
     labels = jnp.arange(batch) % 10
     cases = []  # (name, size, jitted grad, params)

@@ -33,8 +33,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from flax import nnx
 
 from convjax.bench.timing import environment_header
+from convjax.models import build
+from convjax.nnx import PadParam, pop_padding_losses
 from convjax.ops.learned_pad import init_padding_params, learned_pad, padding_loss
 from convjax.ops.pad import pad
 
@@ -127,11 +130,6 @@ def vgg_overhead(width: float, batch: int, size: int, repeats: int) -> dict[str,
     two modes (zero, learned, zero, ...) so that load changes on a shared machine hit both
     alike. Each call is synchronised with ``block_until_ready``.
     """
-    from flax import nnx
-
-    from convjax.models import build
-    from convjax.nnx import PadParam, pop_padding_losses
-
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.normal(size=(batch, size, size, 3)), jnp.float32)
     y = jnp.asarray(rng.integers(0, 10, size=(batch,)), jnp.int32)

@@ -42,6 +42,7 @@ import json
 import os
 import re
 import statistics
+import sys
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -50,6 +51,10 @@ import jax
 import numpy as np
 
 from convjax.bench.timing import environment_header, time_interleaved
+from convjax.configs.default import base_config
+from convjax.models import available_models
+from convjax.train.distributed import DataParallel
+from convjax.train.factory import make_train_setup
 
 #: Switch name -> the values swept by default (the first one is the baseline).
 SWITCHES: dict[str, tuple[str, ...]] = {
@@ -218,8 +223,6 @@ def _program_fingerprint(hlo_text: str) -> str:
 # --------------------------------------------------------------------------- one variant
 def _config(model: str, switches: Switches, *, batch: int, dtype: str, model_kwargs: dict) -> Any:
     """The trainer's default config with this model, switches, batch and dtype."""
-    from convjax.configs.default import base_config
-
     config = base_config()
     config.model = model
     config.padding = switches["padding"]
@@ -276,9 +279,6 @@ def prepare_variant(
       >>> res["status"], len(res["convs_before_xla"])
       ('ok', 11)
     """
-    from convjax.train.distributed import DataParallel
-    from convjax.train.factory import make_train_setup
-
     result: dict[str, Any] = {"name": variant_name(switches), "switches": dict(switches)}
     config = _config(
         model, switches, batch=len(batch["label"]), dtype=dtype, model_kwargs=model_kwargs
@@ -682,8 +682,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
             parser.error(f"--{key.replace('_', '-')} must be >= 1, got {getattr(args, key)}")
     if args.width_multiplier <= 0:
         parser.error(f"--width-multiplier must be > 0, got {args.width_multiplier}")
-    from convjax.models import available_models
-
     unknown = [m for m in args.models if m not in available_models()]
     if unknown or not args.models:
         parser.error(f"--models must name models from {available_models()}, got {unknown}")
@@ -700,8 +698,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     Example:
       >>> main(["--quick", "--models", "resnet20", "--switches", "padding=zero,learned"])
     """
-    import sys
-
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     return run(args, "python -m convjax.bench.train_step " + " ".join(argv))
