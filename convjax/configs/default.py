@@ -18,8 +18,11 @@ from convjax.data import default_config as default_data_config
 def base_config() -> ml_collections.ConfigDict:
     """Every field the trainer (:func:`convjax.train.loop.train`) reads, with defaults.
 
-    The one place the trainer's defaults live: ``convjax.train.config.resolve_config`` merges
-    a user's (partial) config onto this once, at the entry point.
+    The one place the trainer's defaults live: ``convjax.train.config.resolve_spec`` merges
+    a user's (partial) config onto this once, at the entry point, into a typed
+    ``convjax.train.spec.TrainSpec``. A new field is added here and in the ``from_config`` /
+    ``to_config`` of the spec that owns it (``ModelSpec``, ``DataSpec``, ``OptimizerSpec``,
+    ``RunSpec``).
 
     Fields:
       seed: model init, data order/augmentation and dropout RNG.

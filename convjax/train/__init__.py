@@ -6,9 +6,12 @@ launcher stays light):
 * :mod:`convjax.train.loop` -- ``train(config, workdir)``: the whole job (data, model, two
   optimizers, pmap/shard_map step, eval, checkpoints, metrics, summary), split into
   ``setup`` / ``run_loop`` / ``finish``;
-* :mod:`convjax.train.config` -- ``resolve_config``: the defaults merged once, checked values,
-  the resume comparison;
-* :mod:`convjax.train.inference` -- ``load_model(workdir) -> (model, config)``,
+* :mod:`convjax.train.config` -- ``resolve_spec``: the config (file + ``--config.x=y``) merged
+  onto the defaults once into a typed :class:`~convjax.train.spec.TrainSpec`; the resume
+  comparison;
+* :mod:`convjax.train.spec` -- ``TrainSpec`` (model, data, optimizers, run) and ``RunSpec``:
+  what ``train``, ``make_train_setup`` and ``load_model`` take and return;
+* :mod:`convjax.train.inference` -- ``load_model(workdir) -> (model, spec)``,
   ``evaluate_workdir``, ``predict``, ``export_model`` (``convjax eval/predict/export``);
 * :mod:`convjax.train.state` -- ``split_model``, ``TrainState``, ``create_train_state``:
   an NNX model as pure pytrees (params / pad_params / stats);

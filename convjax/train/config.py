@@ -123,6 +123,8 @@ def dataset_alias(user: Mapping) -> dict:
       {'data': {}, 'dataset': 'tfds:mnist'}
     """
     out = dict(user)
+    if out.get("dataset") == "":
+        del out["dataset"]  # an empty dataset means the default (or data.name, if given)
     data = out.get("data")
     if not isinstance(data, Mapping) or "name" not in data:
         return out

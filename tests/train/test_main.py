@@ -69,7 +69,8 @@ def test_cli_lists_configs_and_models(capsys):
     assert main(["convjax", "configs"]) == 0
     assert set(capsys.readouterr().out.split()) == set(shipped_configs())
     assert main(["convjax", "models"]) == 0
-    assert set(capsys.readouterr().out.split()) == set(available_models())
+    out = capsys.readouterr().out.splitlines()
+    assert {line.split()[0] for line in out if not line.startswith(" ")} == set(available_models())
 
 
 # (num_classes, input channels) of the datasets the shipped configs name.
