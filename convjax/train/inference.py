@@ -365,9 +365,9 @@ def export_model(
         return nnx.merge(graph, state)(x).astype(jnp.float32)
 
     (batch,) = jax.export.symbolic_shape("b")
-    spec = jax.ShapeDtypeStruct((batch, *info["input_shape"]), jnp.float32)
+    input_spec = jax.ShapeDtypeStruct((batch, *info["input_shape"]), jnp.float32)
     kwargs = {} if platforms is None else {"platforms": tuple(platforms)}
-    exported = jax.export.export(jax.jit(eval_fn), **kwargs)(spec)
+    exported = jax.export.export(jax.jit(eval_fn), **kwargs)(input_spec)
     out = out or os.path.join(os.path.abspath(workdir), EXPORT_DIR, EXPORT_FILE)
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     with open(out, "wb") as f:
