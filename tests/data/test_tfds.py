@@ -22,6 +22,7 @@ from convjax.data import (
     tfds_files,
 )
 from convjax.data import sources as sources_module
+from convjax.data.cli import main as convert_main
 from convjax.data.tfds_files import (
     closest_prepared,
     convert_to_array_record,
@@ -31,9 +32,6 @@ from convjax.data.tfds_files import (
     prepared_datasets,
     read_tfrecord,
     write_tfrecord,
-)
-from convjax.data.tfds_files import (
-    main as convert_main,
 )
 
 pytest.importorskip("tensorflow_datasets")
