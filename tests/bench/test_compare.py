@@ -129,10 +129,10 @@ def test_shipped_experiments_resolve(name):
         assert len(exp["seeds"]) >= 3 and len(exp["arms"]) >= 2
         for group in exp["groups"]:
             for arm in exp["arms"]:
-                config = compare.arm_config(exp, group, arm, 0)
-                assert config.dataset == ("digits" if quick else
+                spec = compare.arm_config(exp, group, arm, 0)
+                assert spec.data.name == ("digits" if quick else
                                           "idx:/usr/share/datasets/fashion-mnist")  # fmt: skip
-                assert config[exp["switch"]] == exp["arms"][arm][exp["switch"]]
+                assert spec.to_config()[exp["switch"]] == exp["arms"][arm][exp["switch"]]
 
 
 def test_bad_input_is_named():
