@@ -117,7 +117,9 @@ flags:
                           multi-host setup (default: the JAX_COORDINATOR_ADDRESS,
                           JAX_NUM_PROCESSES and JAX_PROCESS_ID environment variables)
 
-config fields (defaults of convjax/configs/default.py; see its docstring):
+config fields (defaults of convjax/configs/default.py; see its docstring; a flag always
+wins over the file; --config.data.name is an alias of --config.dataset; a switch the model
+does not honour, see `convjax models`, is an error):
 {fields}
 
 exit status: 0 done; 1 stopped (non-finite loss/metric, config mismatch on resume, data
