@@ -1,0 +1,1 @@
+"""``convert`` for Flax Linen modules (filled in below)."""
