@@ -445,6 +445,8 @@ def convert_nnx(model: nnx.Module, plan: Plan, inputs: Any, call_kwargs: dict | 
                 if plan.conv == "flex" and plan.padding is None:
                     after = "kept: 1x1 conv (FlexConv replaces spatial kernels only)"
                     new_m = None
+            elif plan.norm == "none":
+                new_m, after = None, "kept: no BatchNorm after it"
             else:
                 continue
             if new_m is not None:
