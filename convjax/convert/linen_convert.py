@@ -90,6 +90,7 @@ class _Session:
         self.pairs: dict[str, str] = {}
         self.outputs: dict[str, Any] = {}
         self.own: set[int] = set()
+        self.keep_alive: list[Any] = []  # own layers stay referenced, so their ids stay unique
         self.pools: list[PoolCall] = []
 
     def note(self, path: str, before: str, after: str) -> None:
@@ -197,6 +198,7 @@ class _Session:
                 y = next_fun(*args, **kwargs)
             else:
                 self.own.add(id(layer))
+                self.keep_alive.append(layer)
                 y = layer(*a, **k)
             self.outputs[path] = y
             return y
@@ -229,6 +231,7 @@ class _Session:
                 parent=mod.scope,
             )
             self.own.add(id(layer))
+            self.keep_alive.append(layer)
             self.note(path, "nn.Dense", "DeconvDense(bias)")
             return layer(args[0] if args else kwargs["inputs"])
         if isinstance(mod, nn.ConvTranspose) and touch_convs:
