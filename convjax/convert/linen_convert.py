@@ -25,7 +25,7 @@ from flax.linen import module as linen_module
 
 import convjax.linen as cjl
 from convjax.convert.common import ConversionError, ConvSpec, Plan, conv_spec
-from convjax.convert.pools import PoolCall, intercept_pools
+from convjax.convert.pools import PoolCall, intercept_pools, pool_by_kind
 from convjax.convert.report import Change, ConversionReport
 from convjax.linen.padding import LOSSES_COLLECTION, PADDING_COLLECTION
 
@@ -234,6 +234,14 @@ class _Session:
             self.keep_alive.append(layer)
             self.note(path, "nn.Dense", "DeconvDense(bias)")
             return layer(args[0] if args else kwargs["inputs"])
+        if isinstance(mod, cjl.SoftPool) and plan.pool not in (None, "soft"):
+            self.note(_path(mod), "convjax SoftPool", plan.pool)
+            x = args[0] if args else kwargs["x"]
+            return pool_by_kind(plan.pool, x, mod.window_shape, mod.strides, mod.padding)
+        if isinstance(mod, (cjl.DeconvConv, cjl.FlexConv)) and touch_convs:
+            reason = f"already a convjax {type(mod).__name__} (build it with the switches instead)"
+            self.note(_path(mod), type(mod).__name__, f"kept: {reason}")
+            return next_fun(*args, **kwargs)
         if isinstance(mod, nn.ConvTranspose) and touch_convs:
             raise ConversionError(f"{_path(mod)}: nn.ConvTranspose is not supported by convert.")
         return next_fun(*args, **kwargs)

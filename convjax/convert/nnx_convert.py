@@ -17,6 +17,7 @@ import convjax.nnx as cnn
 from convjax.convert.common import ConversionError, ConvSpec, Plan, conv_spec
 from convjax.convert.pools import PoolCall, intercept_pools
 from convjax.convert.report import Change, ConversionReport
+from convjax.models.blocks import Pool
 
 #: Conv layer types a conversion replaces.
 CONV_TYPES = (nnx.Conv, cnn.Conv)
@@ -466,6 +467,15 @@ def convert_nnx(model: nnx.Module, plan: Plan, inputs: Any, call_kwargs: dict | 
             new_m, after = _to_dense(path, m, plan, rngs)
             mapping[id(m)] = new_m
             changes.append(Change(path, "nnx.Linear", after))
+        elif isinstance(m, cnn.SoftPool) and plan.pool not in (None, "soft"):
+            # convjax's own SoftPool module: becomes a pooling call of the requested kind
+            mapping[id(m)] = Pool(plan.pool, m.window_shape, m.strides, m.padding)
+            changes.append(Change(path, "convjax SoftPool", plan.pool))
+        elif isinstance(m, (cnn.DeconvConv, cnn.FlexConv)) and (
+            plan.padding or plan.norm or plan.conv
+        ):
+            reason = f"already a convjax {type(m).__name__} (build it with the switches instead)"
+            changes.append(Change(path, type(m).__name__, f"kept: {reason}"))
         elif isinstance(m, (nnx.ConvTranspose,)) and (plan.padding or plan.norm or plan.conv):
             raise ConversionError(f"{path}: nnx.ConvTranspose is not supported by convert.")
     if plan.pool is not None:

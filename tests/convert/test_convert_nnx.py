@@ -236,3 +236,16 @@ def test_sequential_partial_and_report_text():
     np.testing.assert_allclose(again(X), new(X), atol=0)
     p = functools.partial(nnx.max_pool, window_shape=(2, 2))
     assert p(jnp.ones((1, 4, 4, 1))).shape == (1, 3, 3, 1)  # outside a converted call: Flax's
+
+
+def test_zoo_model_soft_pool_module_becomes_max_like_the_zoo_max_model():
+    from convjax.models import build
+
+    kw = dict(num_classes=10, in_features=1, padding="zero", norm="batch", rngs=nnx.Rngs(0))
+    soft, hard = build("digits_cnn", pool="soft", **kw), build("digits_cnn", pool="max", **kw)
+    nnx.update(hard, nnx.state(soft))
+    soft.eval(), hard.eval()
+    x = jax.random.normal(jax.random.key(6), (2, 8, 8, 1))
+    new, report = convjax.convert(soft, pool="max", inputs=x, return_report=True)
+    assert any(c.before == "convjax SoftPool" and c.after == "max" for c in report.changes)
+    np.testing.assert_allclose(new(x), hard(x), atol=1e-6)
