@@ -349,7 +349,9 @@ def _diff(a: dict, b: dict) -> dict[str, int]:
 # ------------------------------------------------------------------------------ the model class
 
 
-def _converted_class(cls: type, pool: str | None, report: ConversionReport) -> type:
+def _converted_class(
+    cls: type, pool: str | None, report: ConversionReport, has_padding: bool
+) -> type:
     """A subclass of ``cls`` whose ``__call__`` runs under the pooling interception (if
     ``pool``) and warns about padding losses recorded but never collected; it carries the
     conversion's report as ``convert_report``."""
@@ -360,7 +362,8 @@ def _converted_class(cls: type, pool: str | None, report: ConversionReport) -> t
 
     @functools.wraps(original)
     def __call__(self, *args, **kwargs):
-        _warn_uncollected(self)
+        if has_padding:
+            _warn_uncollected(self)
         if pool is None:
             return original(self, *args, **kwargs)
         with intercept_pools(handler):
@@ -492,5 +495,6 @@ def convert_nnx(model: nnx.Module, plan: Plan, inputs: Any, call_kwargs: dict | 
     base = type(model)
     if plan.pool is not None and "convert_report" in vars(base):
         base = base.__mro__[1]  # the new pooling switch replaces an earlier conversion's
-    new.__class__ = _converted_class(base, plan.pool, report)
+    has_padding = any(isinstance(v, cnn.PaddingLoss) for _, v in nnx.iter_graph(new))
+    new.__class__ = _converted_class(base, plan.pool, report, has_padding)
     return new, report
