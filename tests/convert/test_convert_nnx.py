@@ -249,3 +249,17 @@ def test_zoo_model_soft_pool_module_becomes_max_like_the_zoo_max_model():
     new, report = convjax.convert(soft, pool="max", inputs=x, return_report=True)
     assert any(c.before == "convjax SoftPool" and c.after == "max" for c in report.changes)
     np.testing.assert_allclose(new(x), hard(x), atol=1e-6)
+
+
+def test_converted_model_splits_like_a_zoo_model_for_the_trainer():
+    from convjax.train.state import split_model
+
+    model = _model()
+    new = convjax.convert(model, padding="learned", pool="soft", norm="deconv", inputs=X)
+    model_def, params, pad_params, stats, _ = split_model(new)
+    assert jax.tree.leaves(pad_params) and "kernel" in params["features"]["layers"][0]
+    assert "mean" in stats["features"]["layers"][0]  # the DeconvStat running statistics
+    rebuilt = model_def.merge(params, pad_params, stats, train=False)
+    new.eval()
+    np.testing.assert_allclose(rebuilt(X), new(X), atol=0)
+    assert "reduce_window_max" not in nnx_primitives(rebuilt, X)
