@@ -71,7 +71,14 @@ def convert(
     convjax's Linen layers use: ``padding`` (filters), ``losses`` (padding losses; stripped
     from the variables ``apply`` receives) and ``batch_stats`` (deconvolution statistics).
     A converted deconvolution layer trains (batch statistics, updated) when ``batch_stats``
-    is mutable in ``apply`` and uses the stored statistics otherwise.
+    is mutable in ``apply`` and uses the stored statistics otherwise. The swap is active in the
+    converted module's own ``init`` / ``apply``: to use it inside a larger Linen model,
+    convert the outer model.
+
+    Trainer use: ``convert(factory(rngs=...), **switches, inputs=sample_batch)`` is
+    deterministic, so a checkpointed run can be rebuilt by calling the factory and ``convert``
+    again; a converted NNX model goes through ``convjax.train.state.split_model`` like a zoo
+    model (``Param`` / ``PadParam`` / statistics groups).
 
     Args:
       model: an ``nnx.Module`` instance or a Linen ``nn.Module``.
