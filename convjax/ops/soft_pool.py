@@ -95,10 +95,14 @@ def _resolve(
     """Validate the arguments (trace-time only) and build the static configuration."""
     check_floating(x, "x")
     if isinstance(window_shape, (tuple, list)):
-        n_expected = _window_dims(window_shape)
-        n = check_spatial_rank(x, "x", min_spatial=n_expected, max_spatial=n_expected)
-    else:
-        n = check_spatial_rank(x, "x")
+        _window_dims(window_shape)
+    n = check_spatial_rank(x, "x")
+    if isinstance(window_shape, (tuple, list)) and len(window_shape) != n:
+        # The window names the wrong number of dims: blame the window, not ``x``.
+        raise ValueError(
+            f"`window_shape` must have length {n} (one entry per spatial dim of `x` with "
+            f"shape {tuple(x.shape)}), got {tuple(window_shape)!r} (length {len(window_shape)})."
+        )
     window = normalize_tuple(window_shape, n, "window_shape")
     stride = normalize_tuple(strides, n, "strides", default=(1,) * n)
     spatial = tuple(int(s) for s in x.shape[1:-1])
