@@ -524,13 +524,13 @@ def _run(line: CommandLine) -> int:
             )
             return 0
         if line.command == "predict":
-            from convjax.train.inference import predict
+            from convjax.train.inference import class_names, format_prediction, predict
 
             names: list[str] = []
             results = predict(line.workdir, line.files, top_k=line.top_k, names=names)
+            labels = class_names(line.workdir)
             for name, top in zip(names, results, strict=True):
-                ranked = ", ".join(f"{c} ({p:.3f})" for c, p in top)
-                print(f"{name}: {ranked}", flush=True)
+                print(f"{name}: {format_prediction(top, labels)}", flush=True)
             return 0
         if line.command == "export":
             from convjax.train.inference import export_model
