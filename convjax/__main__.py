@@ -97,9 +97,12 @@ flags:
 
 PREDICT_HELP = """usage: convjax predict --workdir=<dir> [--top_k=3] <file> [<file> ...]
 
-Print the top-k classes (with probabilities) of every image in the files: image files (PNG,
-JPEG, ...; converted to the dataset's channels and size), NumPy .npy/.npz or IDX files
-(*-ubyte, *.idx) with one (H, W[, C]) or many (N, H, W[, C]) images, uint8 or floats in [0, 1].
+Print the top-k classes (with probabilities, and names where data_info.json has them) of
+every image in the files: image files (PNG, JPEG, ...; converted to the dataset's channels and
+size), NumPy .npy/.npz or IDX files (*-ubyte, *.idx) with one (H, W[, C]) or many
+(N, H, W[, C]) images: uint8 or numbers in 0..255 (a file all in [0, 1] is scaled by 255),
+resized like image files. NaN/inf or values outside 0..255 are refused; pixels far from the
+training data's statistics get a warning.
 
 flags:
   --workdir=<dir>   a training run's directory
