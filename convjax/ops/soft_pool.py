@@ -64,7 +64,7 @@ from convjax._checks import (
 )
 from convjax.ops.pad import PaddingLike
 
-__all__ = ["soft_pool", "soft_pool_output_shape", "check_soft_pool_args"]
+__all__ = ["soft_pool", "soft_pool_output_shape", "check_soft_pool_args", "check_layer_input"]
 
 
 class _Config(NamedTuple):
@@ -120,6 +120,22 @@ def _resolve(
                 f"per window. Use less padding."
             )
     return _Config(window, stride, pads, spatial, out)
+
+
+def check_layer_input(x: jax.Array, window_shape: int | Sequence[int]) -> None:
+    """A pooling *layer*'s input check: its window is fixed, so a rank mismatch is the input's.
+
+    :func:`soft_pool` itself blames ``window_shape`` when the two disagree (the window is the
+    argument given with ``x``); a layer built with a ``k``-D window blames ``x`` instead.
+
+    Example:
+      >>> check_layer_input(jnp.zeros((2, 6, 3)), (2, 2))
+      Traceback (most recent call last):
+      ValueError: `x` must have shape (batch, *spatial, features) with 2 spatial dims ...
+    """
+    if isinstance(window_shape, (tuple, list)):
+        n = len(window_shape)
+        check_spatial_rank(x, "x", min_spatial=n, max_spatial=n)
 
 
 def check_soft_pool_args(
