@@ -98,10 +98,14 @@ def test_out_of_range_pixels_are_refused_not_clipped(workdir, tmp_path, capsys):
         load_inputs([str(tmp_path / "int.npy")], (8, 8, 1))
 
 
-@pytest.mark.parametrize("kind", ["empty.npy", "empty.png", "corrupt.npy", "corrupt.png", "dir"])
+@pytest.mark.parametrize(
+    "kind", ["empty.npy", "empty.png", "corrupt.npy", "corrupt.png", "dir", "missing.png"]
+)
 def test_unreadable_inputs_give_one_line(workdir, tmp_path, capsys, kind):
     path = tmp_path / kind
-    if kind == "dir":
+    if kind == "missing.png":
+        want = f"no such input file: {path}"
+    elif kind == "dir":
         path.mkdir()
         want = f"{path} is a directory; predict takes image, IDX or .npy/.npz files"
     elif kind.startswith("empty"):
