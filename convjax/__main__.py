@@ -54,7 +54,13 @@ from convjax.train.config import (
     resolve_spec,
 )
 from convjax.train.distributed import DistributedError
-from convjax.train.inference import evaluate_workdir, export_model, predict
+from convjax.train.inference import (
+    class_names,
+    evaluate_workdir,
+    export_model,
+    format_prediction,
+    predict,
+)
 from convjax.train.loop import NonFiniteError, train
 from convjax.train.spec import TrainSpec
 
@@ -141,9 +147,12 @@ flags:
 
 PREDICT_HELP = """usage: convjax predict --workdir=<dir> [--top_k=3] <file> [<file> ...]
 
-Print the top-k classes (with probabilities) of every image in the files: image files (PNG,
-JPEG, ...; converted to the dataset's channels and size), NumPy .npy/.npz or IDX files
-(*-ubyte, *.idx) with one (H, W[, C]) or many (N, H, W[, C]) images, uint8 or floats in [0, 1].
+Print the top-k classes (with probabilities, and names where data_info.json has them) of
+every image in the files: image files (PNG, JPEG, ...; converted to the dataset's channels and
+size), NumPy .npy/.npz or IDX files (*-ubyte, *.idx) with one (H, W[, C]) or many
+(N, H, W[, C]) images: uint8 or numbers in 0..255 (a file all in [0, 1] is scaled by 255),
+resized like image files. NaN/inf or values outside 0..255 are refused; pixels far from the
+training data's statistics get a warning.
 
 flags:
   --workdir=<dir>   a training run's directory
@@ -551,9 +560,9 @@ def _run(line: CommandLine) -> int:
             results = predict(
                 line.workdir, line.files, top_k=line.top_k, names=names, config=line.config
             )
+            labels = class_names(line.workdir)
             for name, top in zip(names, results, strict=True):
-                ranked = ", ".join(f"{c} ({p:.3f})" for c, p in top)
-                print(f"{name}: {ranked}", flush=True)
+                print(f"{name}: {format_prediction(top, labels)}", flush=True)
             return 0
         if line.command == "export":
             path = export_model(

@@ -45,6 +45,9 @@ def base_config() -> ml_collections.ConfigDict:
         non-finite train loss or evaluation metric.
       distributed: multi-host setup (initialize=True calls jax.distributed.initialize with
         coordinator_address / num_processes / process_id; empty / 0 / -1 = auto-detect).
+        coordinator_bind_address: where process 0's coordinator listens ("host:port"; empty
+        = JAX_COORDINATOR_BIND_ADDRESS, else coordinator_address itself, never every
+        interface unless asked with "0.0.0.0:<port>" / "[::]:<port>").
     """
     c = ml_collections.ConfigDict()
     c.seed = 0
@@ -92,7 +95,13 @@ def base_config() -> ml_collections.ConfigDict:
     c.progress = True
     c.stop_on_nonfinite = True
     c.distributed = ml_collections.ConfigDict(
-        dict(initialize=False, coordinator_address="", num_processes=0, process_id=-1)
+        dict(
+            initialize=False,
+            coordinator_address="",
+            coordinator_bind_address="",
+            num_processes=0,
+            process_id=-1,
+        )
     )
     return c
 

@@ -9,7 +9,7 @@ import flax.linen as nn
 import jax
 
 from convjax.ops.pad import PaddingLike
-from convjax.ops.soft_pool import check_soft_pool_args, soft_pool
+from convjax.ops.soft_pool import check_layer_input, check_soft_pool_args, soft_pool
 
 __all__ = ["SoftPool"]
 
@@ -57,4 +57,5 @@ class SoftPool(nn.Module):
         """Pool ``x`` of shape ``(N, *spatial, C)``; see the class docstring."""
         if self.dtype is not None:
             x = x.astype(self.dtype)
+        check_layer_input(x, self.window_shape)
         return soft_pool(x, self.window_shape, self.strides, self.padding)

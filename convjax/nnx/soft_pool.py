@@ -9,7 +9,7 @@ import jax
 from flax import nnx
 
 from convjax.ops.pad import PaddingLike
-from convjax.ops.soft_pool import check_soft_pool_args, soft_pool
+from convjax.ops.soft_pool import check_layer_input, check_soft_pool_args, soft_pool
 
 __all__ = ["SoftPool"]
 
@@ -59,4 +59,5 @@ class SoftPool(nnx.Module):
         """Pool ``x`` of shape ``(N, *spatial, C)``; see the class docstring."""
         if self.dtype is not None:
             x = x.astype(self.dtype)
+        check_layer_input(x, self.window_shape)
         return soft_pool(x, self.window_shape, self.strides, self.padding)

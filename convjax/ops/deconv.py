@@ -135,6 +135,17 @@ def _check_int(value: object, name: str, minimum: int) -> int:
     return int(value)
 
 
+def _check_has_samples(x: jax.Array, what: str) -> None:
+    """Training-mode statistics need samples: refuse an empty batch (or empty spatial dims)."""
+    if x.size == 0 and x.shape[-1] != 0:
+        why = f"batch {x.shape[0]}" if x.shape[0] == 0 else "an empty dimension"
+        raise ValueError(
+            f"`x` of shape {tuple(x.shape)} has no {what} to compute deconvolution statistics "
+            f"from ({why}); training mode needs at least 1 example (eval mode, with stored "
+            f"statistics, accepts an empty batch)."
+        )
+
+
 def _stat_dtype(*dtypes: jnp.dtype) -> jnp.dtype:
     """float32, or float64 when an input is float64: statistics are never below fp32."""
     return jnp.promote_types(jnp.result_type(*dtypes), jnp.float32)
@@ -382,6 +393,7 @@ def deconv_patches(
     check_floating(x, "x")
     _check_grouping(grouping)
     n = check_spatial_rank(x, "x")
+    _check_has_samples(x, "patches")
     window = normalize_tuple(window_shape, n, "window_shape")
     sampling_stride = _check_int(sampling_stride, "sampling_stride", 1)
     strides_t, pads = _conv_geometry(x, window, strides, padding)
@@ -434,6 +446,11 @@ def deconv_statistics(
     check_floating(rows, "rows")
     if rows.ndim != 3:
         raise ValueError(f"`rows` must have shape (nd, R, F), got {tuple(rows.shape)}.")
+    if rows.shape[1] == 0:
+        raise ValueError(
+            f"`rows` of shape {tuple(rows.shape)} holds no samples (R = 0): statistics need at "
+            f"least 1 row."
+        )
     check_positive(eps, "eps")
     dtype = _stat_dtype(rows.dtype)
     rows = rows.astype(dtype)
@@ -671,6 +688,7 @@ def deconv_conv(
       (1, 576, 576)
     """
     n, window = _check_conv_args(x, kernel, bias, feature_group_count)
+    _check_has_samples(x, "patches")
     strides_t, pads = _conv_geometry(x, window, strides, padding)
     _check_grouping(grouping)
     kk = int(np.prod(window, dtype=np.int64))
@@ -804,6 +822,7 @@ def deconv_dense(
       ((32, 10), (1, 8, 8))
     """
     _check_dense_args(x, kernel, bias)
+    _check_has_samples(x, "rows")
     _check_grouping(grouping)
     c = x.shape[-1]
     b = deconv_block_size(c, block)

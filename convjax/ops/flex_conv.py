@@ -439,6 +439,12 @@ def flex_conv(
             f"`x` has {n} spatial dims (shape {tuple(x.shape)}) but the kernel is {d}-D: "
             f"expected rank {d + 2}."
         )
+    empty = [i for i, size in enumerate(x.shape[1:-1]) if size == 0]
+    if empty:
+        raise ValueError(
+            f"`x` has spatial size {tuple(x.shape[1:-1])} (shape {tuple(x.shape)}): spatial dim "
+            f"{empty[0]} is empty; FlexConv needs at least 1 position per spatial dim."
+        )
     if causal and n != 1:
         raise ValueError(f"`causal=True` needs 1-D input (N, T, C), got shape {tuple(x.shape)}.")
     strides_t = normalize_tuple(strides, n, "strides")

@@ -64,7 +64,7 @@ from convjax._checks import (
 )
 from convjax.ops.pad import PaddingLike
 
-__all__ = ["soft_pool", "soft_pool_output_shape", "check_soft_pool_args"]
+__all__ = ["soft_pool", "soft_pool_output_shape", "check_soft_pool_args", "check_layer_input"]
 
 
 class _Config(NamedTuple):
@@ -95,10 +95,14 @@ def _resolve(
     """Validate the arguments (trace-time only) and build the static configuration."""
     check_floating(x, "x")
     if isinstance(window_shape, (tuple, list)):
-        n_expected = _window_dims(window_shape)
-        n = check_spatial_rank(x, "x", min_spatial=n_expected, max_spatial=n_expected)
-    else:
-        n = check_spatial_rank(x, "x")
+        _window_dims(window_shape)
+    n = check_spatial_rank(x, "x")
+    if isinstance(window_shape, (tuple, list)) and len(window_shape) != n:
+        # The window names the wrong number of dims: blame the window, not ``x``.
+        raise ValueError(
+            f"`window_shape` must have length {n} (one entry per spatial dim of `x` with "
+            f"shape {tuple(x.shape)}), got {tuple(window_shape)!r} (length {len(window_shape)})."
+        )
     window = normalize_tuple(window_shape, n, "window_shape")
     stride = normalize_tuple(strides, n, "strides", default=(1,) * n)
     spatial = tuple(int(s) for s in x.shape[1:-1])
@@ -116,6 +120,22 @@ def _resolve(
                 f"per window. Use less padding."
             )
     return _Config(window, stride, pads, spatial, out)
+
+
+def check_layer_input(x: jax.Array, window_shape: int | Sequence[int]) -> None:
+    """A pooling *layer*'s input check: its window is fixed, so a rank mismatch is the input's.
+
+    :func:`soft_pool` itself blames ``window_shape`` when the two disagree (the window is the
+    argument given with ``x``); a layer built with a ``k``-D window blames ``x`` instead.
+
+    Example:
+      >>> check_layer_input(jnp.zeros((2, 6, 3)), (2, 2))
+      Traceback (most recent call last):
+      ValueError: `x` must have shape (batch, *spatial, features) with 2 spatial dims ...
+    """
+    if isinstance(window_shape, (tuple, list)):
+        n = len(window_shape)
+        check_spatial_rank(x, "x", min_spatial=n, max_spatial=n)
 
 
 def check_soft_pool_args(

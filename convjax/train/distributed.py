@@ -44,6 +44,8 @@ BACKENDS = ("pmap", "shard_map")
 ENV_COORDINATOR_ADDRESS = "JAX_COORDINATOR_ADDRESS"
 ENV_NUM_PROCESSES = "JAX_NUM_PROCESSES"
 ENV_PROCESS_ID = "JAX_PROCESS_ID"
+#: Where process 0's coordinator service listens ("host:port"); JAX reads it too.
+ENV_COORDINATOR_BIND_ADDRESS = "JAX_COORDINATOR_BIND_ADDRESS"
 #: Seconds to wait for the coordinator / all processes at start-up (default 300).
 ENV_INITIALIZATION_TIMEOUT = "CONVJAX_INITIALIZATION_TIMEOUT"
 #: Seconds without heartbeats after which a process counts as dead (default 100).
@@ -73,10 +75,18 @@ def distributed_settings(dist: Mapping[str, Any] | None = None) -> dict[str, Any
     mode is on if ``dist["initialize"]`` is true or any of these is set; otherwise the run is
     a single host and ``jax.distributed`` is not touched.
 
+    ``coordinator_bind_address`` is where process 0's coordinator service listens: the config
+    field, else ``JAX_COORDINATOR_BIND_ADDRESS``, else the coordinator address itself (its
+    host and port), so the service is reachable on the interface the other processes are told
+    to use and on no other. (JAX's own default is every interface, ``[::]:<port>``, for an
+    unauthenticated service.) ``None`` when the coordinator address is auto-detected: JAX
+    then binds every interface. ``"[::]:<port>"`` / ``"0.0.0.0:<port>"`` ask for every
+    interface explicitly, e.g. when a host's own name resolves to a loopback address.
+
     Returns:
-      ``{"initialize", "coordinator_address", "num_processes", "process_id",
-      "initialization_timeout", "heartbeat_timeout"}`` (``None`` = let JAX auto-detect,
-      e.g. on TPU pods, SLURM or Open MPI).
+      ``{"initialize", "coordinator_address", "coordinator_bind_address", "num_processes",
+      "process_id", "initialization_timeout", "heartbeat_timeout"}`` (``None`` = let JAX
+      auto-detect, e.g. on TPU pods, SLURM or Open MPI).
 
     Example:
       >>> os.environ["JAX_NUM_PROCESSES"] = "2"
@@ -102,9 +112,17 @@ def distributed_settings(dist: Mapping[str, Any] | None = None) -> dict[str, Any
     enabled = bool(dist.get("initialize", False)) or bool(
         address or num_processes is not None or process_id is not None
     )
+    bind = (
+        str(dist.get("coordinator_bind_address") or "")
+        or os.environ.get(ENV_COORDINATOR_BIND_ADDRESS, "").strip()
+        or address
+    )
+    if bind:
+        _split_address(bind, "coordinator_bind_address")
     return {
         "initialize": enabled,
         "coordinator_address": address or None,
+        "coordinator_bind_address": bind or None,
         "num_processes": num_processes,
         "process_id": process_id,
         "initialization_timeout": int(
@@ -116,12 +134,10 @@ def distributed_settings(dist: Mapping[str, Any] | None = None) -> dict[str, Any
     }
 
 
-def _split_address(address: str) -> tuple[str, int]:
+def _split_address(address: str, name: str = "coordinator_address") -> tuple[str, int]:
     host, sep, port = address.rpartition(":")
     if not sep or not port.isdigit() or not host:
-        raise ValueError(
-            f"coordinator_address must be 'host:port', got {address!r} (e.g. '10.0.0.1:1234')."
-        )
+        raise ValueError(f"{name} must be 'host:port', got {address!r} (e.g. '10.0.0.1:1234').")
     return host.strip("[]"), int(port)
 
 
@@ -150,8 +166,9 @@ def wait_for_coordinator(address: str, timeout: float, *, interval: float = 0.25
         time.sleep(interval)
     raise DistributedError(
         f"could not reach the coordinator at {address} within {timeout:g} s ({last_error}). "
-        "Is process 0 running, and does coordinator_address / JAX_COORDINATOR_ADDRESS name "
-        "its host and a free, reachable port?"
+        "Is process 0 running, does coordinator_address / JAX_COORDINATOR_ADDRESS name "
+        "its host and a free, reachable port, and does process 0's coordinator_bind_address "
+        "accept connections from this host?"
     )
 
 
@@ -160,6 +177,7 @@ def initialize(
     num_processes: int | None = None,
     process_id: int | None = None,
     *,
+    coordinator_bind_address: str | None = None,
     initialization_timeout: int = 300,
     heartbeat_timeout: int = 100,
 ) -> None:
@@ -167,8 +185,11 @@ def initialize(
 
     Arguments left ``None`` are taken from ``JAX_COORDINATOR_ADDRESS`` / ``JAX_NUM_PROCESSES``
     / ``JAX_PROCESS_ID``, then from JAX's cluster auto-detection (TPU pods, SLURM, Open
-    MPI). CPU collectives use gloo (unless ``JAX_CPU_COLLECTIVES_IMPLEMENTATION`` says
-    otherwise), so N local CPU processes form one data-parallel job over loopback.
+    MPI). Process 0's coordinator service listens on ``coordinator_bind_address`` (default:
+    ``JAX_COORDINATOR_BIND_ADDRESS``, else the coordinator address; see
+    :func:`distributed_settings`). CPU collectives use gloo (unless
+    ``JAX_CPU_COLLECTIVES_IMPLEMENTATION`` says otherwise), so N local CPU processes form one
+    data-parallel job over loopback.
 
     Failure is bounded: a process other than 0 first checks that the coordinator accepts
     connections and raises :class:`DistributedError` after ``initialization_timeout``
@@ -183,9 +204,11 @@ def initialize(
             "coordinator_address": coordinator_address or "",
             "num_processes": num_processes or 0,
             "process_id": -1 if process_id is None else process_id,
+            "coordinator_bind_address": coordinator_bind_address or "",
         }
     )
     address = settings["coordinator_address"]
+    bind = settings["coordinator_bind_address"]
     num_processes, process_id = settings["num_processes"], settings["process_id"]
     if not os.environ.get("JAX_CPU_COLLECTIVES_IMPLEMENTATION"):
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
@@ -195,13 +218,16 @@ def initialize(
     }
     if address:
         kwargs["coordinator_address"] = address
+    if bind:
+        kwargs["coordinator_bind_address"] = bind
     if num_processes is not None:
         kwargs["num_processes"] = num_processes
     if process_id is not None:
         kwargs["process_id"] = process_id
     who = f"process {'?' if process_id is None else process_id}/{num_processes or '?'}"
+    serving = f", serving it on {bind or 'every interface'}" if process_id == 0 else ""
     print(
-        f"convjax: {who} joining coordinator {address or '(auto-detected)'} "
+        f"convjax: {who} joining coordinator {address or '(auto-detected)'}{serving} "
         f"(timeout {initialization_timeout} s)",
         flush=True,
     )
@@ -228,6 +254,7 @@ def setup_distributed(dist: Mapping[str, Any] | None = None) -> bool:
         settings["coordinator_address"],
         settings["num_processes"],
         settings["process_id"],
+        coordinator_bind_address=settings["coordinator_bind_address"],
         initialization_timeout=settings["initialization_timeout"],
         heartbeat_timeout=settings["heartbeat_timeout"],
     )

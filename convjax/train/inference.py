@@ -17,7 +17,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from collections.abc import Mapping, Sequence
+import sys
+import zipfile
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -25,7 +27,14 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from convjax.data import DatasetInfo, ImageTransform, eval_loader, load_dataset, read_idx
+from convjax.data import (
+    DataError,
+    DatasetInfo,
+    ImageTransform,
+    eval_loader,
+    load_dataset,
+    read_idx,
+)
 from convjax.train.checkpoint import Checkpointer
 from convjax.train.config import resolve_spec
 from convjax.train.distributed import xla_compiler_options
@@ -49,6 +58,20 @@ EXPORT_META = "signature.json"
 #: File suffixes read as arrays by :func:`load_inputs` (everything else: an image file).
 NUMPY_SUFFIXES = (".npy", ".npz")
 IDX_MARKERS = ("-ubyte", ".idx")
+#: :func:`load_inputs` warns when a file's pixels (on the 0..1 scale) have a standard deviation
+#: outside [1/4, 4] x the training images', or a mean more than 3 training stds from theirs.
+RANGE_STD_FACTOR = 4.0
+RANGE_MEAN_STDS = 3.0
+#: The splits ``convjax eval`` knows for datasets that are not ``tfds:``.
+EVAL_SPLITS = ("test", "train")
+
+
+class InputError(DataError):
+    """An input of ``predict`` or ``eval`` that cannot be used; the message names it."""
+
+
+def _warn(message: str) -> None:
+    print(f"convjax: warning: {message}", file=sys.stderr, flush=True)
 
 
 def _read(workdir: str, name: str) -> Any:
@@ -158,14 +181,22 @@ def logits_fn(model: nnx.Module, spec: TrainSpec) -> Any:
 
 def split_loader(spec: TrainSpec, split: str) -> Any:
     """The evaluation loader of ``split``: ``"test"`` (the run's eval split), ``"train"``
-    (the train split, without augmentation), or a TFDS split name (``tfds:`` datasets)."""
+    (the train split, without augmentation), or a TFDS split name (``tfds:`` datasets).
+
+    Raises :class:`InputError` (a ``DataError``) listing the splits for an unknown one (TFDS
+    datasets list their own).
+
+    Example:
+      >>> batches = split_loader(resolve_spec(json.load(open("runs/x/config.json"))), "train")
+    """
     data = spec.data
     if split in ("test", ""):
         return make_data(spec).eval
     if split != "train":
         if not data.name.startswith("tfds:"):
-            raise ValueError(
-                f"--split must be 'test' or 'train' for dataset {data.name!r}, got {split!r}."
+            raise InputError(
+                f"unknown split {split!r} for dataset {data.name!r}; its splits are "
+                f"{', '.join(EVAL_SPLITS)} (--split=test is the run's evaluation split)."
             )
         return make_data(
             dataclasses.replace(spec, data=dataclasses.replace(data, eval_split=split))
@@ -222,35 +253,170 @@ def evaluate_workdir(
     return result
 
 
-def _as_images(array: np.ndarray, image_shape: Sequence[int | None], name: str) -> np.ndarray:
-    """An array of one or several images -> uint8 ``(N, H, W, C)``."""
-    channels = int(image_shape[-1])
+def _images_array(array: np.ndarray, channels: int, path: str) -> np.ndarray:
+    """One or several images -> ``(N, H, W, C)`` (values untouched)."""
     a = np.asarray(array)
     if a.ndim == 2:
         a = a[None, ..., None]
     elif a.ndim == 3:
         a = a[None] if a.shape[-1] == channels and channels > 1 else a[..., None]
-    if a.ndim != 4 or a.shape[-1] != channels:
-        raise ValueError(
-            f"{name}: expected images (H, W), (N, H, W) or (N, H, W, {channels}), got shape "
+    if a.ndim != 4 or a.shape[-1] != channels or a.size == 0:
+        raise InputError(
+            f"{path}: expected images (H, W), (N, H, W) or (N, H, W, {channels}), got shape "
             f"{np.shape(array)}."
         )
-    if a.dtype != np.uint8:
-        a = a.astype(np.float64)
-        if a.size and a.max() <= 1.0:
-            a = a * 255.0  # floats in [0, 1]
-        a = np.clip(np.round(a), 0, 255).astype(np.uint8)
     return a
 
 
+def _to_uint8(a: np.ndarray, path: str) -> np.ndarray:
+    """Pixels -> uint8: uint8 as is; other numbers must be finite and in 0..255 (a file
+    whose maximum is <= 1 is read as 0..1 and scaled by 255), else :class:`InputError`."""
+    if a.dtype == np.uint8:
+        return a
+    if a.dtype.kind not in "iuf":
+        raise InputError(
+            f"{path}: pixels of dtype {a.dtype}; expected uint8, integers in 0..255 or floats."
+        )
+    x = a.astype(np.float64)
+    finite = np.isfinite(x)
+    if not finite.all():
+        bad_images = int(np.sum(~finite.reshape(len(x), -1).all(axis=1)))
+        raise InputError(
+            f"{path}: {int(np.sum(~finite))} non-finite pixel value(s) (NaN or inf) in "
+            f"{bad_images} of {len(x)} image(s); predict needs finite pixels."
+        )
+    lo, hi = float(x.min()), float(x.max())
+    if lo < 0.0 or hi > 255.0:
+        outside = int(np.sum((x < 0.0) | (x > 255.0)))
+        raise InputError(
+            f"{path}: {outside} pixel value(s) outside 0..255 (min {lo:g}, max {hi:g}); predict "
+            "reads uint8 or numbers in 0..255 (or 0..1), and does not clip."
+        )
+    if hi <= 1.0:
+        x = x * 255.0  # floats (or 0/1 integers) in [0, 1]
+    return np.round(x).astype(np.uint8)
+
+
+def _resize_images(a: np.ndarray, h: int, w: int) -> np.ndarray:
+    """uint8 ``(N, H', W', C)`` -> ``(N, h, w, C)``, bilinear, each channel as an image file
+    is resized (PIL)."""
+    from PIL import Image
+
+    return np.stack(
+        [
+            np.stack(
+                [
+                    np.asarray(Image.fromarray(img[..., c]).resize((w, h), Image.BILINEAR))
+                    for c in range(img.shape[-1])
+                ],
+                axis=-1,
+            )
+            for img in a
+        ]
+    )
+
+
+def _read_file(path: str, channels: int, size: tuple[int, int] | None) -> np.ndarray:
+    """The raw array of one input file (see :func:`load_inputs`); :class:`InputError` if it
+    cannot be read."""
+
+    if os.path.isdir(path):
+        raise InputError(
+            f"{path} is a directory; predict takes image, IDX or .npy/.npz files "
+            f"(e.g. {os.path.join(path, '*.png')})."
+        )
+    if not os.path.exists(path):
+        raise InputError(f"no such input file: {path}")
+    if os.path.getsize(path) == 0:
+        raise InputError(f"{path}: empty file (0 bytes).")
+    lower = path.lower()
+    if lower.endswith(NUMPY_SUFFIXES):
+        try:
+            with open(path, "rb") as f:
+                data = np.load(f, allow_pickle=False)
+                if isinstance(data, np.lib.npyio.NpzFile):
+                    if not data.files:
+                        raise InputError(f"{path}: the .npz file holds no arrays.")
+                    data = data[data.files[0]]
+            return data
+        except InputError:
+            raise
+        except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as err:
+            raise InputError(f"{path}: not a readable NumPy file ({err}).") from None
+    if any(marker in lower for marker in IDX_MARKERS):
+        try:
+            return read_idx(path, name="predict input")
+        except DataError as err:
+            raise InputError(str(err).removeprefix("dataset 'predict input': ")) from None
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            img = img.convert("L" if channels == 1 else "RGB")
+            if size is not None and img.size != (size[1], size[0]):
+                img = img.resize((size[1], size[0]), Image.BILINEAR)
+            return np.asarray(img)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
+        raise InputError(f"{path}: not a readable image file ({err}).") from None
+
+
+def check_value_range(
+    images: np.ndarray, mean: Sequence[float], std: Sequence[float]
+) -> str | None:
+    """Why uint8 ``images (N, H, W, C)`` look unlike the training images, or ``None``.
+
+    The training data is summarised by ``data_info.json``'s per-channel ``mean`` / ``std`` of
+    ``image / 255``. The images are suspicious when, in some channel, their pixels' standard
+    deviation is outside ``[1/4, 4]`` x the training std (e.g. digits saved on their own
+    0..16 scale: 1/16 of the contrast), or their mean is more than 3 training stds away.
+
+    Example:
+      >>> check_value_range(np.full((1, 8, 8, 1), 16, np.uint8), [0.305], [0.376])[:34]
+      'pixel mean 0.063, std 0.000 (on th'
+      >>> check_value_range(load_dataset("digits").test.images[:1], [0.305], [0.376]) is None
+      True
+    """
+    x = images.reshape(-1, images.shape[-1]).astype(np.float64) / 255.0
+    m, s = x.mean(axis=0), x.std(axis=0)
+    mean, std = np.asarray(mean, np.float64), np.asarray(std, np.float64)
+    far = (
+        (s < std / RANGE_STD_FACTOR)
+        | (s > std * RANGE_STD_FACTOR)
+        | (np.abs(m - mean) > RANGE_MEAN_STDS * std)
+    )
+    if not far.any():
+        return None
+    fmt = lambda v: "/".join(f"{float(u):.3f}" for u in v)  # noqa: E731
+    return (
+        f"pixel mean {fmt(m)}, std {fmt(s)} (on the 0..1 scale), far from the training images' "
+        f"mean {fmt(mean)}, std {fmt(std)}: are they on another scale (e.g. 0..16 instead of "
+        "0..255 or 0..1), blank or inverted? The predictions may mean nothing."
+    )
+
+
 def load_inputs(
-    paths: Sequence[str], image_shape: Sequence[int | None], names: list[str] | None = None
-) -> np.ndarray:
-    """Read images for :func:`predict`: uint8 ``(N, H, W, C)``.
+    paths: Sequence[str],
+    image_shape: Sequence[int | None],
+    names: list[str] | None = None,
+    *,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    warn: Callable[[str], None] | None = _warn,
+) -> np.ndarray | list[np.ndarray]:
+    """Read images for :func:`predict`: uint8 ``(N, H, W, C)`` (a list of ``(H, W, C)`` for
+    a dataset of varying image sizes, whose transform resizes them).
 
     ``paths`` are image files (PNG, JPEG...: converted to the dataset's channels and resized
     to its ``H x W``), NumPy ``.npy``/``.npz`` files or IDX files (``*-ubyte``, ``*.idx``)
-    holding one ``(H, W[, C])`` or many ``(N, H, W[, C])`` images, uint8 or floats in [0, 1].
+    holding one ``(H, W[, C])`` or many ``(N, H, W[, C])`` images: uint8, or numbers in
+    0..255; a file whose values all lie in [0, 1] is read as 0..1 and scaled by 255. Arrays
+    of another ``H x W`` are resized as image files are (bilinear, with a warning).
+
+    Refused with :class:`InputError` (one line naming the file): a directory, an empty,
+    corrupt or unreadable file, a wrong shape, non-finite values (with their count), values
+    outside 0..255 (nothing is clipped). With the training data's ``mean`` / ``std`` (as in
+    ``data_info.json``), a file whose pixels are far from them gets a warning (see
+    :func:`check_value_range`). Warnings go to ``warn`` (default: one line on stderr).
     If ``names`` is a list, one name per image is appended (``file`` or ``file[i]``).
 
     Example:
@@ -258,32 +424,31 @@ def load_inputs(
       (5, 8, 8, 1)
     """
     if not paths:
-        raise ValueError("predict needs at least one image, IDX or NumPy file.")
+        raise InputError("predict needs at least one image, IDX or NumPy file.")
     h, w, c = image_shape
+    size = (int(h), int(w)) if h is not None and w is not None else None
+    warn = warn or (lambda message: None)
     out = []
     for path in paths:
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"no such input file: {path}")
-        lower = path.lower()
-        if lower.endswith(NUMPY_SUFFIXES):
-            data = np.load(path)
-            if isinstance(data, np.lib.npyio.NpzFile):
-                data = data[data.files[0]]
-            out.append(_as_images(data, image_shape, path))
-        elif any(marker in lower for marker in IDX_MARKERS):
-            out.append(_as_images(read_idx(path), image_shape, path))
-        else:
-            from PIL import Image
-
-            with Image.open(path) as img:
-                img = img.convert("L" if c == 1 else "RGB")
-                if h is not None and w is not None and img.size != (w, h):
-                    img = img.resize((w, h), Image.BILINEAR)
-                out.append(_as_images(np.asarray(img), image_shape, path))
+        path = os.fspath(path)
+        images = _to_uint8(_images_array(_read_file(path, c, size), c, path), path)
+        if size is not None and images.shape[1:3] != size:
+            warn(
+                f"{path}: resized {len(images)} image(s) from {images.shape[1]}x"
+                f"{images.shape[2]} to {size[0]}x{size[1]} (bilinear, as image files are)."
+            )
+            images = _resize_images(images, *size)
+        if mean is not None and std is not None:
+            problem = check_value_range(images, mean, std)
+            if problem:
+                warn(f"{path}: {problem}")
+        out.append(images)
         if names is not None:
-            n = len(out[-1])
+            n = len(images)
             base = os.path.basename(path)
             names.extend([base] if n == 1 else [f"{base}[{i}]" for i in range(n)])
+    if size is None and len({x.shape[1:] for x in out}) > 1:
+        return [img for x in out for img in x]  # varying sizes: the transform resizes them
     return np.concatenate(out)
 
 
@@ -298,7 +463,9 @@ def predict(
     """Top-``k`` ``(class, probability)`` of every image in ``paths`` (see :func:`load_inputs`).
 
     Images go through the run's eval transform (normalisation, resize, sequence layout).
-    ``names`` (a list) receives one name per image (see :func:`load_inputs`).
+    ``names`` (a list) receives one name per image (see :func:`load_inputs`, which also says
+    which inputs are refused with one line and which get a warning). Class names, where the
+    dataset has them, are in ``data_info.json``: see :func:`format_prediction`.
 
     Example:
       >>> predict("runs/default", ["digit.png"], top_k=2)
@@ -310,7 +477,7 @@ def predict(
     info_dict = _read(os.path.abspath(workdir), DATA_INFO_FILE)
     fields = {k: tuple(v) if isinstance(v, list) else v for k, v in info_dict.items()}
     info = DatasetInfo(**fields)
-    images = load_inputs(paths, info.image_shape, names)
+    images = load_inputs(paths, info.image_shape, names, mean=info.mean, std=info.std)
     transform = ImageTransform(
         info,
         train=False,
@@ -324,6 +491,30 @@ def predict(
     k = min(top_k, probs.shape[-1])
     order = np.argsort(-probs, axis=-1)[:, :k]
     return [[(int(i), float(p[i])) for i in row] for row, p in zip(order, probs)]
+
+
+def class_names(workdir: str) -> list[str]:
+    """The class names a run's ``data_info.json`` lists (``[]`` when the dataset has none).
+
+    Example:
+      >>> class_names("runs/cifar10")[:2]
+      ['airplane', 'automobile']
+    """
+    return [str(n) for n in _read(os.path.abspath(workdir), DATA_INFO_FILE).get("class_names", [])]
+
+
+def format_prediction(top: Sequence[tuple[int, float]], names: Sequence[str] = ()) -> str:
+    """``"3 cat (0.981), 5 dog (0.012)"``: class index, its name if known, probability.
+
+    Example:
+      >>> format_prediction([(3, 0.98), (5, 0.01)], ["c0", "c1", "c2", "cat", "c4", "dog"])
+      '3 cat (0.980), 5 dog (0.010)'
+      >>> format_prediction([(3, 0.98)])
+      '3 (0.980)'
+    """
+    return ", ".join(
+        f"{c}{' ' + names[c] if 0 <= c < len(names) else ''} ({p:.3f})" for c, p in top
+    )
 
 
 def export_model(
@@ -389,7 +580,12 @@ def export_model(
 
 
 __all__ = [
+    "EVAL_SPLITS",
+    "InputError",
+    "check_value_range",
+    "class_names",
     "evaluate_workdir",
+    "format_prediction",
     "export_model",
     "load_inputs",
     "load_model",

@@ -3,7 +3,9 @@
 ``convjax launch --processes 2 --devices-per-process 4 -- train --config=default`` starts two
 ``python -m convjax train --config=default`` processes on this machine. Each gets
 
-* ``JAX_COORDINATOR_ADDRESS=127.0.0.1:<free port>`` (process 0 runs the coordinator),
+* ``JAX_COORDINATOR_ADDRESS=127.0.0.1:<free port>`` (process 0 runs the coordinator) and
+  ``JAX_COORDINATOR_BIND_ADDRESS`` set to the same address, so the coordinator service
+  listens on loopback only (JAX's default is every interface),
   ``JAX_NUM_PROCESSES=N`` and ``JAX_PROCESS_ID=i``, which ``convjax train`` passes to
   ``jax.distributed.initialize`` (see :mod:`convjax.train.distributed`);
 * ``JAX_PLATFORMS=cpu``, ``JAX_NUM_CPU_DEVICES=D`` and gloo CPU collectives, so the N x D
@@ -62,6 +64,9 @@ def child_env(
 ) -> dict[str, str]:
     """The environment of local process ``process_id``: coordinator, ids, CPU devices.
 
+    The coordinator is bound where it is advertised (``JAX_COORDINATOR_BIND_ADDRESS =
+    coordinator_address``), so a loopback address keeps it off the network.
+
     ``--xla_force_host_platform_device_count`` is removed from ``XLA_FLAGS`` (it would
     override ``JAX_NUM_CPU_DEVICES``); everything else in ``base`` is kept.
 
@@ -82,6 +87,9 @@ def child_env(
     env.update(
         {
             "JAX_COORDINATOR_ADDRESS": coordinator_address,
+            # The coordinator service listens where it is advertised (loopback), not on
+            # JAX's default of every interface.
+            "JAX_COORDINATOR_BIND_ADDRESS": coordinator_address,
             "JAX_NUM_PROCESSES": str(num_processes),
             "JAX_PROCESS_ID": str(process_id),
             "JAX_PLATFORMS": "cpu",

@@ -206,3 +206,9 @@ def test_errors_name_the_argument():
         FlexConv(2, 3, 9, num_spatial_dims=4, rngs=nnx.Rngs(0), **SMALL)
     with pytest.raises(ValueError, match="causal"):
         FlexConv(2, 3, 9, causal=True, num_spatial_dims=2, rngs=nnx.Rngs(0), **SMALL)
+
+
+def test_length_zero_input_is_one_clear_error():
+    layer = FlexConv(2, 3, 9, num_spatial_dims=1, rngs=nnx.Rngs(0), **SMALL)
+    with pytest.raises(ValueError, match=r"^`x` has spatial size \(0,\) \(shape \(2, 0, 2\)\)"):
+        layer(jnp.ones((2, 0, 2)))

@@ -367,6 +367,24 @@ def test_deconv_conv_errors():
         dc.deconv_conv_eval(x, k, None, dc.init_deconv_stats(4, (1, 1)))
 
 
+def test_empty_batch_is_refused_in_training_mode_only():
+    """Statistics of 0 examples do not exist: one ValueError naming `x` and the batch."""
+    k = jnp.ones((3, 3, 4, 8))
+    empty = jnp.ones((0, 6, 6, 4))
+    message = r"^`x` of shape \(0, 6, 6, 4\) has no patches .* \(batch 0\); training mode"
+    with pytest.raises(ValueError, match=message):
+        dc.deconv_conv(empty, k)
+    with pytest.raises(ValueError, match=message):  # the same at trace time under jit
+        jax.jit(lambda a: dc.deconv_conv(a, k))(empty)
+    with pytest.raises(ValueError, match=r"^`x` of shape \(0, 4\) has no rows .*\(batch 0\)"):
+        dc.deconv_dense(jnp.ones((0, 4)), jnp.ones((4, 3)))
+    with pytest.raises(ValueError, match=r"^`rows` of shape \(1, 0, 4\) holds no samples"):
+        dc.deconv_statistics(jnp.ones((1, 0, 4)))
+    # Eval mode uses stored statistics: an empty batch gives an empty output, as a conv does.
+    _, stats = dc.deconv_conv(jnp.ones((2, 6, 6, 4)), k)
+    assert dc.deconv_conv_eval(empty, k, None, stats).shape == (0, 6, 6, 8)
+
+
 # ---------------------------------------------------------------------------------------------
 # Dense ("Delinear")
 # ---------------------------------------------------------------------------------------------

@@ -315,4 +315,15 @@ def test_errors_name_the_argument():
         flex_conv(p, x, kernel_size=9, buckets=(3, 7))
     with pytest.raises(ValueError, match="causal"):
         flex_conv_init(jax.random.key(0), 2, 1, 1, causal=True)
+
+
+def test_empty_spatial_input_names_its_size():
+    """Length 0 (or any empty spatial dim): a ValueError naming `x`'s spatial size."""
+    p1 = _params(1, 2, 3, 9)
+    with pytest.raises(ValueError, match=r"^`x` has spatial size \(0,\) \(shape \(2, 0, 2\)\)"):
+        flex_conv(p1, jnp.ones((2, 0, 2)), kernel_size=9)
+    with pytest.raises(ValueError, match=r"spatial size \(8, 0\) .*spatial dim 1 is empty"):
+        flex_conv(_params(2, 2, 3, 9), jnp.ones((1, 8, 0, 2)), kernel_size=9)
+    # An empty batch is fine: no positions are missing, the output is empty too.
+    assert flex_conv(p1, jnp.ones((0, 16, 2)), kernel_size=9).shape == (0, 16, 3)
     assert math.isclose(threshold_radius(0.1), 2.1459660262893476, rel_tol=1e-9)

@@ -322,8 +322,15 @@ def test_bad_inputs_raise_clear_errors():
         soft_pool(jnp.zeros((4, 2)), 2)
     with pytest.raises(ValueError, match="`x` must have shape"):
         soft_pool(jnp.zeros((1, 2, 2, 2, 2, 2)), 2)
-    with pytest.raises(ValueError, match="`x` must have shape"):
+    # A window with the wrong number of dims: the message blames `window_shape`, not `x`.
+    with pytest.raises(
+        ValueError,
+        match=r"^`window_shape` must have length 2 \(one entry per spatial dim of `x` with "
+        r"shape \(1, 4, 4, 2\)\), got \(2, 2, 2\) \(length 3\)\.$",
+    ):
         soft_pool(x, (2, 2, 2))  # 3 window dims for a 2-D input
+    with pytest.raises(ValueError, match=r"^`window_shape` must have length 1 .*got \(2, 2\)"):
+        soft_pool(jnp.zeros((1, 8, 3)), [2, 2])  # 2 window dims for a 1-D input
     with pytest.raises(ValueError, match="`window_shape`.*larger than the padded input"):
         soft_pool(x, (5, 2))
     with pytest.raises(ValueError, match="`window_shape` entries must be >= 1"):

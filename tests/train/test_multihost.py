@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -30,10 +31,16 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 WORKER = os.path.join(HERE, "multihost_worker.py")
 CRASH = os.path.join(HERE, "multihost_crash.py")
+LISTEN = os.path.join(HERE, "multihost_listen.py")
 #: Upper bound for any launched job; a hang fails the test instead of blocking the suite.
 JOB_TIMEOUT_S = 300
 FIELDS = ("params", "pad_params", "stats", "opt_task", "opt_pad")
-JAX_ENV = ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID")
+JAX_ENV = (
+    "JAX_COORDINATOR_ADDRESS",
+    "JAX_COORDINATOR_BIND_ADDRESS",
+    "JAX_NUM_PROCESSES",
+    "JAX_PROCESS_ID",
+)
 #: Launched processes skip LLVM's optimisations: compiling, not running, dominates these
 #: tiny jobs. (No fast-math either way, so the arithmetic is the same.)
 FAST_COMPILE = "--xla_backend_optimization_level=0"
@@ -259,6 +266,70 @@ def test_launcher_stops_all_processes_when_one_dies(tmp_path):
     assert not _alive(pid0), "process 0 survived the launcher"
 
 
+def _listening_sockets(pid: int) -> list[tuple[str, int]]:
+    """``(ip, port)`` of every TCP socket that process ``pid`` listens on (Linux /proc)."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[len("socket:[") : -1])
+    found = []
+    for table, family in (("/proc/net/tcp", socket.AF_INET), ("/proc/net/tcp6", socket.AF_INET6)):
+        if not os.path.exists(table):
+            continue
+        for line in _read(table).splitlines()[1:]:
+            fields = line.split()
+            local, state, inode = fields[1], fields[3], fields[9]
+            if state != "0A" or inode not in inodes:  # 0A: TCP_LISTEN
+                continue
+            hex_ip, hex_port = local.split(":")
+            raw = bytes.fromhex(hex_ip)
+            # /proc prints the address as 32-bit words in host (little-endian) byte order.
+            raw = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
+            ip = socket.inet_ntop(family, raw)
+            # gRPC listens on IPv6 sockets; 127.0.0.1 shows as the v4-mapped ::ffff:127.0.0.1.
+            ip = ip.removeprefix("::ffff:") if "." in ip else ip
+            found.append((ip, int(hex_port, 16)))
+    return found
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/net/tcp"), reason="reads Linux /proc/net/tcp")
+def test_launch_binds_the_coordinator_to_loopback(tmp_path):
+    """The coordinator listens on 127.0.0.1:<port> (JAX's default was every interface)."""
+    out = str(tmp_path)
+    log_path = os.path.join(out, "launch.log")
+    port = launch_mod.free_port()
+    proc = _launch_cli(
+        ["--processes", "2", "--devices-per-process", "1", "--port", str(port)]
+        + ["--timeout", str(JOB_TIMEOUT_S), "--", LISTEN, out],
+        log_path,
+    )
+    try:
+        deadline = time.monotonic() + JOB_TIMEOUT_S
+        ready = [os.path.join(out, f"ready_{i}") for i in (0, 1)]
+        while not all(map(os.path.exists, ready)):
+            assert proc.poll() is None and time.monotonic() < deadline, _read(log_path)[-4000:]
+            time.sleep(0.1)
+        pids = [int(_read(path)) for path in ready]
+        sockets = {pid: _listening_sockets(pid) for pid in pids}
+    finally:
+        open(os.path.join(out, "stop"), "w").close()
+        status = _finish(proc, 60)
+    log = _read(log_path)
+    assert status == 0, log[-4000:]
+    assert f"serving it on 127.0.0.1:{port}" in log
+    # Process 0 runs the coordinator service, on loopback only.
+    assert ("127.0.0.1", port) in sockets[pids[0]], sockets
+    on_port = [ip for pid in pids for ip, p in sockets[pid] if p == port]
+    assert on_port == ["127.0.0.1"], sockets
+    # Nothing any process listens on is a wildcard address (0.0.0.0 or ::).
+    wildcard = [(ip, p) for pid in pids for ip, p in sockets[pid] if ip in ("0.0.0.0", "::")]
+    assert not wildcard, sockets
+
+
 def test_unreachable_coordinator_fails_fast_and_clearly():
     port = launch_mod.free_port()
     cmd = [sys.executable, "-m", "convjax", "train", "--config=default"]
@@ -299,6 +370,14 @@ def test_distributed_settings(monkeypatch):
     assert (s["num_processes"], s["process_id"], s["heartbeat_timeout"]) == (4, 2, 7)
     with pytest.raises(ValueError, match="process_id must be in"):
         distributed_settings({"process_id": 4})
+    # The coordinator binds where it is advertised unless the config or env says otherwise.
+    assert s["coordinator_bind_address"] == "10.0.0.1:1234"
+    monkeypatch.setenv("JAX_COORDINATOR_BIND_ADDRESS", "[::]:1234")
+    assert distributed_settings({})["coordinator_bind_address"] == "[::]:1234"
+    bind = distributed_settings({"coordinator_bind_address": "10.0.0.9:1234"})
+    assert bind["coordinator_bind_address"] == "10.0.0.9:1234"
+    with pytest.raises(ValueError, match="coordinator_bind_address must be 'host:port'"):
+        distributed_settings({"coordinator_bind_address": "10.0.0.9"})
     monkeypatch.setenv("JAX_NUM_PROCESSES", "two")
     with pytest.raises(ValueError, match="JAX_NUM_PROCESSES='two'"):
         distributed_settings({})
@@ -316,7 +395,7 @@ def test_child_env_and_command():
     assert env["XLA_FLAGS"] == "--xla_foo=1" and env["A"] == "b"
     assert env["JAX_PROCESS_ID"] == "1" and env["JAX_NUM_PROCESSES"] == "2"
     assert env["JAX_NUM_CPU_DEVICES"] == "4" and env["JAX_PLATFORMS"] == "cpu"
-    assert env["JAX_COORDINATOR_ADDRESS"] == "127.0.0.1:99"
+    assert env["JAX_COORDINATOR_ADDRESS"] == env["JAX_COORDINATOR_BIND_ADDRESS"] == "127.0.0.1:99"
     assert launch_mod.resolve_command(["train", "--config=x"])[1:] == [
         "-m",
         "convjax",
