@@ -128,7 +128,8 @@ def make_train_setup(
     seeded by ``config.seed``; the task optimizer is ``make_task_optimizer(config.optimizer,
     ..., num_steps)`` (``num_steps`` sets the cosine decay), the padding optimizer
     ``make_padding_optimizer(config.padding_optimizer)``; the train step is
-    :func:`convjax.train.step.make_train_step` with ``config.aliasing_weight``. Which fields
+    :func:`convjax.train.step.make_train_step` with ``config.aliasing_weight``,
+    ``aliasing_target`` and ``aliasing_rule``. Which fields
     are read and their meaning: ``convjax/configs/default.py``.
 
     Args:
@@ -171,6 +172,8 @@ def make_train_setup(
         axis_name=axis_name,
         compute_dtype=dtype,
         aliasing_weight=float(config.aliasing_weight),
+        aliasing_target=config.aliasing_target,
+        aliasing_rule=config.aliasing_rule,
     )
     eval_step = make_eval_step(model_def, axis_name=axis_name, compute_dtype=dtype)
     return TrainSetup(
