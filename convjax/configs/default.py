@@ -29,7 +29,10 @@ def base_config() -> ml_collections.ConfigDict:
       dataset: dataset spec ("digits", "idx:<dir>", "tfds:<name>"); data: pipeline block.
       batch_size: global batch over all devices and processes.
       num_steps: > 0 fixes the number of steps; else num_epochs x steps per epoch.
-      optimizer: task optimizer over nnx.Param (see convjax.train.optim.make_task_optimizer).
+      optimizer: task optimizer over nnx.Param (see convjax.train.optim.make_task_optimizer):
+        schedule "cosine" | "constant" | "step" (x step_factor at each of step_fractions of
+        the run); weight_decay_on "kernels" (ndim >= 2) or "all" (PyTorch's coupled L2 on
+        every parameter, as the papers' reference code).
       padding_optimizer: the Padding Module's optimizer over PadParam.
       aliasing_weight: multiplier of the FlexConv anti-aliasing penalty in the loss.
       aliasing_target: "gabor" (the mask term left out, most of the FlexConv authors' runs)
@@ -67,7 +70,10 @@ def base_config() -> ml_collections.ConfigDict:
             warmup_steps=20,
             schedule="cosine",
             end_learning_rate_factor=0.0,
+            step_fractions=(1 / 3, 2 / 3),
+            step_factor=0.1,
             weight_decay=0.0,
+            weight_decay_on="kernels",
             momentum=0.9,
             nesterov=False,
             b1=0.9,

@@ -26,7 +26,9 @@ from convjax.nnx import MaskParam
 #: Optimizer names accepted by :func:`make_task_optimizer` and :func:`make_padding_optimizer`.
 OPTIMIZERS = ("sgd", "adam", "adamw")
 #: Learning-rate schedules accepted by :func:`make_schedule`.
-SCHEDULES = ("cosine", "constant")
+SCHEDULES = ("cosine", "constant", "step")
+#: Which parameters ``optimizer.weight_decay`` applies to (see :func:`make_task_optimizer`).
+WEIGHT_DECAY_ON = ("kernels", "all")
 
 #: Label of ordinary parameters and of FlexConv mask parameters in the label tree.
 DEFAULT_GROUP = "default"
@@ -69,13 +71,18 @@ def param_labels(params_state: nnx.State, mask_type: type | None = None) -> dict
 
 
 def make_schedule(config: Any, num_steps: int) -> optax.Schedule:
-    """Learning-rate schedule: linear warm-up then cosine decay (or constant).
+    """Learning-rate schedule: linear warm-up then cosine decay (or constant, or steps).
 
     ``lr(t) = peak * t / warmup`` for ``t < warmup``, then
-    ``end + (peak - end) * (1 + cos(pi * (t - warmup) / (num_steps - warmup))) / 2``.
+    ``end + (peak - end) * (1 + cos(pi * (t - warmup) / (num_steps - warmup))) / 2``
+    (``"cosine"``), ``peak`` (``"constant"``), or ``peak * step_factor^i`` after the ``i``-th
+    boundary ``round(f * num_steps)`` of ``step_fractions`` (``"step"``: PyTorch's
+    ``MultiStepLR`` scaled to the run, e.g. fractions ``(1/3, 2/3)`` = "x0.1 every 30 of 90
+    epochs").
 
     Config fields: ``learning_rate`` (peak), ``warmup_steps`` (int), ``schedule``
-    ("cosine" | "constant"), ``end_learning_rate_factor`` (end = factor * peak).
+    ("cosine" | "constant" | "step"), ``end_learning_rate_factor`` (end = factor * peak),
+    ``step_fractions``, ``step_factor``.
 
     Example:
       >>> sched = make_schedule(ml_collections.ConfigDict(dict(learning_rate=0.1)), 100)
@@ -89,6 +96,21 @@ def make_schedule(config: Any, num_steps: int) -> optax.Schedule:
         raise ValueError(f"`num_steps` must be >= 1, got {num_steps}.")
     if warmup < 0:
         raise ValueError(f"`optimizer.warmup_steps` must be >= 0, got {warmup}.")
+    if kind == "step":
+        fractions = [float(f) for f in config["step_fractions"]]
+        if any(not 0.0 < f < 1.0 for f in fractions) or fractions != sorted(fractions):
+            raise ValueError(
+                f"`optimizer.step_fractions` must be increasing fractions in (0, 1), got "
+                f"{tuple(config['step_fractions'])}."
+            )
+        factor = float(config["step_factor"])
+        boundaries = {max(1, round(f * num_steps)): factor for f in fractions}
+        steps = optax.piecewise_constant_schedule(peak, boundaries)
+        if warmup == 0:
+            return steps
+        return optax.join_schedules(
+            [optax.linear_schedule(0.0, peak, warmup), lambda t: steps(t + warmup)], [warmup]
+        )
     if kind == "constant":
         if warmup == 0:
             return optax.constant_schedule(peak)
@@ -138,8 +160,10 @@ def make_task_optimizer(
     """The task optimizer over ``nnx.Param`` (pure dict), with per-group learning rates.
 
     Config fields: ``name`` ("sgd" | "adam" | "adamw"), ``learning_rate``, ``warmup_steps``,
-    ``schedule``, ``end_learning_rate_factor``, ``weight_decay`` (kernels only: leaves with
-    ndim >= 2 that are not mask parameters), ``momentum``/``nesterov`` (SGD), ``b1``/``b2``
+    ``schedule``, ``end_learning_rate_factor``, ``step_fractions``/``step_factor``,
+    ``weight_decay``, ``weight_decay_on`` (``"kernels"``: leaves with ndim >= 2 that are not
+    mask parameters; ``"all"``: every parameter, as PyTorch's ``SGD(weight_decay=...)``, the
+    papers' reference code, does), ``momentum``/``nesterov`` (SGD), ``b1``/``b2``
     (Adam), ``mask_lr_factor`` (FlexConv mask group), ``grad_clip_norm`` (global-norm
     clipping if > 0). Missing fields take the defaults of ``base_config().optimizer``
     (:mod:`convjax.configs.default`, the one place of the trainer's defaults).
@@ -163,13 +187,20 @@ def make_task_optimizer(
     if mask_factor < 0:
         raise ValueError(f"`optimizer.mask_lr_factor` must be >= 0, got {mask_factor}.")
 
+    decay_on = config["weight_decay_on"]
+    check_choice(decay_on, WEIGHT_DECAY_ON, "optimizer.weight_decay_on")
+    decay_all = decay_on == "all"
+
     def decay_mask(params: Any) -> Any:
-        return jax.tree.map(lambda p: jnp.ndim(p) >= 2, params)
+        return jax.tree.map(lambda p: decay_all or jnp.ndim(p) >= 2, params)
+
+    def mask_decay(params: Any) -> Any:
+        return jax.tree.map(lambda _: decay_all, params)
 
     transforms = {
         DEFAULT_GROUP: _base_optimizer(name, schedule, config, decay_mask),
-        # Mask parameters (mu, sigma of the Gaussian mask): reduced lr, no weight decay.
-        MASK_GROUP: _base_optimizer(name, _scaled(schedule, mask_factor), config, lambda p: False),
+        # Mask parameters (mu, sigma of the Gaussian mask): reduced lr, decayed only with "all".
+        MASK_GROUP: _base_optimizer(name, _scaled(schedule, mask_factor), config, mask_decay),
     }
     tx: optax.GradientTransformation = optax.multi_transform(transforms, labels)
     clip = float(config["grad_clip_norm"])
