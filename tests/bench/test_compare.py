@@ -236,6 +236,6 @@ def test_compare_notebook_draws_a_workdir(tiny, monkeypatch):
 def test_one_progress_bar_counts_every_step_of_the_experiment():
     total, _ = compare._total_steps(compare.check_experiment(TINY), {})
     assert total == 2 * 2 * 22  # arms x seeds x (1437 digits // 64 per epoch) x 1 epoch
-    exp = compare.load_experiment("norm", quick=True)  # groups of 1 and 6 epochs
+    exp = compare.load_experiment("norm", quick=True)  # groups of 1 and 6 epochs, 5 seeds
     total, _ = compare._total_steps(exp, {})
-    assert total == (1 + 6) * 22 * 2 * 3
+    assert total == (1 + 6) * (1437 // 128) * 2 * 5  # the paper recipe's batch of 128
