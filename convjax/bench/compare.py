@@ -691,6 +691,7 @@ def plot_curves(rows: Sequence[Mapping[str, Any]], path: str | None = None, *, t
                 ax.xaxis.set_major_locator(_integer_ticks())
                 if single:
                     ax.set_xlim(0.5, 1.5)
+                    ax.set_xticks([1])
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7)
         axes[0, col].set_title(group)
