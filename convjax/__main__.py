@@ -53,8 +53,9 @@ commands:
             run a command as N local JAX processes (multi-host on one machine)
   data convert <tfds name> [--data_dir=<dir>] [--out_root=<dir>]
             convert a TFRecord-prepared TFDS dataset to ArrayRecord (no TensorFlow)
-  compare   <padding|pooling|norm|conv|file> [--quick] [--seeds=0,1,2] [--workdir=<dir>]
-            train arms that differ in one switch over seeds; writes table.md and curves.png
+  compare   <padding|pooling|norm|conv|cifar10_*|file> [--quick] [--recipe=paper|adam]
+            [--seeds=0,1,2] [--workdir=<dir>]: train arms that differ in one switch over
+            seeds, under the paper's recipe (default) or Adam; writes table.md, curves.png
 
 example:
   convjax train --config=convjax/configs/default.py --config.num_epochs=5
