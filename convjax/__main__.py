@@ -91,9 +91,10 @@ commands:
             run a command as N local JAX processes (multi-host on one machine)
   data convert <tfds name> [--data_dir=<dir>] [--out_root=<dir>]
             convert a TFRecord-prepared TFDS dataset to ArrayRecord (no TensorFlow)
-  compare   <padding|pooling|norm|conv|file> [--quick] [--seeds=0,1,2] [--workdir=<dir>]
-            [--config.<field>=<value> ...]
-            train arms that differ in one switch over seeds; writes table.md and curves.png
+  compare   <padding|pooling|norm|conv|cifar10_*|file> [--quick] [--recipe=paper|adam]
+            [--seeds=0,1,2] [--workdir=<dir>] [--config.<field>=<value> ...]
+            train arms that differ in one switch over seeds, under the paper's recipe
+            (default) or Adam; writes table.md and curves.png
   --version print the convjax version
 
 --config.<field>=<value> overrides a config field (train: of the config file; eval, predict,

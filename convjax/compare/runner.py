@@ -16,10 +16,17 @@ Written to the workdir (default ``runs/compare/<experiment>[_quick]``):
   train seconds per epoch (compilation excluded), parameter count, learned kernel sizes;
 * ``results.json``: the experiment, per-arm mean / std (sample std, ``ddof=1``) of the final
   test accuracy, mean train time per epoch, parameters, compilations per arm, versions;
-* ``table.md``: the Markdown table (test accuracy mean ± std, per-seed accuracies, train time
-  per epoch, parameters);
-* ``curves.png``: test accuracy against epoch for each arm (mean over seeds, ± std band), one
-  panel per group; ``kernel_sizes.png`` for experiments that record FlexConv kernel sizes.
+* ``table.md``: the Markdown table (test accuracy mean ± std, the paired per-seed difference
+  to the group's first arm with its 95 % Student-t interval, per-seed accuracies, train time
+  per epoch, parameters) and the training recipe;
+* ``curves.png``: per group, test accuracy and train loss against epoch and test accuracy
+  against train seconds, per arm (mean over seeds, ± std; 1-epoch groups as points with error
+  bars); ``kernel_sizes.png`` for experiments that record FlexConv kernel sizes.
+
+Every shipped experiment trains by default under its paper's recipe as the authors' code ran
+it, scaled to the epoch budget (``--recipe=paper``; sources in each config's docstring), and
+under the common Adam 3e-3 recipe with ``--recipe=adam``; results.json and table.md record
+which.
 
 Usage::
 
@@ -85,13 +92,14 @@ def shipped_experiments() -> list[str]:
     return sorted(p.stem for p in EXPERIMENT_DIR.glob("*.py") if not p.stem.startswith("_"))
 
 
-def load_experiment(name: str, *, quick: bool = False) -> dict[str, Any]:
+def load_experiment(name: str, *, quick: bool = False, recipe: str | None = None) -> dict[str, Any]:
     """The experiment dict of a shipped name or a config file path (``get_config(quick)``).
 
     Args:
       name: a shipped experiment (``padding``, ``pooling``, ``norm``, ``conv``) or the path of
         a Python file whose ``get_config(quick: bool)`` returns an experiment mapping.
       quick: ask the file for its ``--quick`` variant.
+      recipe: the training recipe (default ``"paper"`` when the experiment has one).
 
     Returns:
       A checked experiment dict (see :func:`check_experiment`).
@@ -114,7 +122,10 @@ def load_experiment(name: str, *, quick: bool = False) -> dict[str, Any]:
                 f"experiments are {shipped_experiments()}."
             )
     module = load_config_module(path, flag="experiment")
-    return check_experiment(_plain(module.get_config(quick)))
+    exp = _plain(module.get_config(quick))
+    if recipe is not None:
+        exp = {**exp, "recipe": recipe}
+    return check_experiment(exp)
 
 
 def _plain(tree: Any) -> Any:
@@ -133,7 +144,10 @@ def check_experiment(exp: Mapping[str, Any]) -> dict[str, Any]:
     ``base`` (partial trainer config, ``num_epochs`` >= 1), ``groups`` (name -> partial config
     applied over ``base``; default one group ``"all"``), ``arms`` (name -> partial config, at
     least 2), ``seeds`` (distinct ints >= 0), ``kernel_sizes`` (record FlexConv kernel sizes
-    every epoch; default False), ``paper`` (a line on the paper's own numbers; default "").
+    every epoch; default False), ``paper`` (a line on the paper's own numbers; default ""),
+    ``recipes`` (name -> ``{"config": partial trainer config, "source": str}``, the training
+    recipes the experiment can run under; default none) and ``recipe`` (the one in use:
+    default ``"paper"`` when there is one, else the first; ``None`` without recipes).
 
     Example:
       >>> check_experiment({"name": "x", "switch": "pool", "base": {"num_epochs": 1},
@@ -181,6 +195,27 @@ def check_experiment(exp: Mapping[str, Any]) -> dict[str, Any]:
     ):
         raise ValueError(f"`experiment['seeds']` must be distinct ints >= 0, got {seeds!r}.")
     out.update(groups=dict(groups), arms=dict(arms), seeds=tuple(seeds), base=dict(base))
+    recipes = out.get("recipes") or {}
+    if not isinstance(recipes, Mapping) or any(
+        not isinstance(k, str)
+        or not isinstance(v, Mapping)
+        or not isinstance(v.get("config"), Mapping)
+        for k, v in recipes.items()
+    ):
+        raise ValueError(
+            "`experiment['recipes']` must map names to {'config': partial trainer config, "
+            f"'source': str}}, got {recipes!r}."
+        )
+    out["recipes"] = {k: {"config": dict(v["config"]), "source": str(v.get("source", ""))}
+                      for k, v in recipes.items()}  # fmt: skip
+    recipe = out.get("recipe")
+    if recipe is None and recipes:
+        recipe = "paper" if "paper" in recipes else next(iter(recipes))
+    if recipe is not None and recipe not in recipes:
+        raise ValueError(
+            f"`recipe` {recipe!r} is not one of the experiment's recipes {list(recipes)}."
+        )
+    out["recipe"] = recipe
     return out
 
 
@@ -195,14 +230,18 @@ def _deep_update(base: dict, update: Mapping) -> dict:
 
 
 def arm_config(exp: Mapping, group: str, arm: str, seed: int, overrides: Mapping = ()) -> TrainSpec:
-    """The resolved spec of one run: base <- group <- arm <- overrides <- seed.
+    """The resolved spec of one run: base <- recipe <- group <- arm <- overrides <- seed
+    (the recipe is ``exp["recipe"]`` of ``exp["recipes"]``, if any).
 
     Example:
       >>> exp = load_experiment("pooling", quick=True)
       >>> arm_config(exp, "VGG-style", "soft", 2).model.pool
       'soft'
     """
-    cfg = _deep_update(exp["base"], exp["groups"][group])
+    cfg = dict(exp["base"])
+    if exp.get("recipe") is not None:
+        cfg = _deep_update(cfg, exp["recipes"][exp["recipe"]]["config"])
+    cfg = _deep_update(cfg, exp["groups"][group])
     cfg = _deep_update(cfg, exp["arms"][arm])
     cfg = _deep_update(cfg, dict(overrides))
     cfg["seed"] = int(seed)
@@ -369,13 +408,94 @@ def _run_seed(
     return program, record
 
 
+# ------------------------------------------------------------------------------ statistics
+def student_t_quantile(p: float, dof: int) -> float:
+    """The ``p`` quantile (``0.5 < p < 1``) of Student's t with ``dof`` (int >= 1) degrees.
+
+    Solves ``P(|T| < t) = 2 p - 1`` by bisection on the closed-form CDF for integer degrees of
+    freedom (Abramowitz & Stegun 26.7.3-4, ``theta = atan(t / sqrt(dof))``): odd ``dof``:
+    ``2 / pi (theta + sin(theta) sum_k c_k cos^(2k+1)(theta))``; even: ``sin(theta) sum_k
+    d_k cos^(2k)(theta)``, with ``c_k, d_k`` the products of odd over even integers.
+
+    Example:
+      >>> round(student_t_quantile(0.975, 4), 4)
+      2.7764
+    """
+    if not isinstance(dof, int) or isinstance(dof, bool) or dof < 1:
+        raise ValueError(f"`dof` must be an int >= 1, got {dof!r}.")
+    if not 0.5 < p < 1.0:
+        raise ValueError(f"`p` must be in (0.5, 1), got {p!r}.")
+
+    def central(t: float) -> float:  # P(|T| < t)
+        theta = math.atan(t / math.sqrt(dof))
+        c, sn = math.cos(theta), math.sin(theta)
+        if dof % 2:
+            if dof == 1:
+                return 2 * theta / math.pi
+            term, total = c, c
+            for k in range(1, (dof - 1) // 2):
+                term *= c * c * (2 * k) / (2 * k + 1)
+                total += term
+            return 2 / math.pi * (theta + sn * total)
+        term, total = 1.0, 1.0
+        for k in range(1, dof // 2):
+            term *= c * c * (2 * k - 1) / (2 * k)
+            total += term
+        return sn * total
+
+    target, lo, hi = 2 * p - 1, 0.0, 1.0
+    while central(hi) < target:
+        hi *= 2
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if central(mid) < target else (lo, mid)
+    return 0.5 * (lo + hi)
+
+
+def paired_difference(
+    values: Sequence[float], reference: Sequence[float], level: float = 0.95
+) -> dict[str, Any]:
+    """Mean per-seed difference ``values - reference`` with its Student-t confidence interval.
+
+    ``d_i = values_i - reference_i`` (same seed ``i``); ``mean(d) +- t_{(1+level)/2, n-1}
+    std(d, ddof=1) / sqrt(n)``. With one pair the interval is undefined (``None``).
+
+    Returns:
+      ``{"n", "mean", "std", "low", "high"}``.
+
+    Example:
+      >>> d = paired_difference([0.9, 0.92, 0.91], [0.88, 0.9, 0.9])
+      >>> round(d["mean"], 4), round(d["low"], 4), round(d["high"], 4)
+      (0.0167, 0.0023, 0.031)
+    """
+    a = np.asarray(values, np.float64)
+    b = np.asarray(reference, np.float64)
+    if a.shape != b.shape or a.ndim != 1 or a.size < 1:
+        raise ValueError(
+            f"`values` and `reference` must be equally long 1-D sequences, got {a.shape} and "
+            f"{b.shape}."
+        )
+    d = a - b
+    n = int(d.size)
+    mean = float(d.mean())
+    if n < 2:
+        return {"n": n, "mean": mean, "std": None, "low": None, "high": None}
+    std = float(d.std(ddof=1))
+    half = student_t_quantile((1 + level) / 2, n - 1) * std / math.sqrt(n)
+    return {"n": n, "mean": mean, "std": std, "low": mean - half, "high": mean + half}
+
+
 # ------------------------------------------------------------------------------ the experiment
 def summarize(runs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """Per (group, arm) statistics of per-seed run records, in first-seen order.
 
     The final test accuracy is the last epoch's; ``std`` is the sample standard deviation
     (``ddof=1``; 0.0 for a single seed). ``epoch_time_s`` is the mean over every epoch of every
-    seed (compilation excluded).
+    seed (compilation excluded). ``difference`` is the paired per-seed difference of the final
+    accuracy to the group's first arm (the baseline), over the seeds both ran, with its 95 %
+    Student-t interval (:func:`paired_difference`; ``None`` for the baseline itself).
+    ``train_loss_mean``/``_std`` and ``time_mean`` (cumulative train seconds at each epoch's
+    end, mean over seeds) feed the loss and wall-clock plots.
 
     Example:
       >>> summarize([{"group": "g", "arm": "a", "seed": s, "test_accuracy": [0.5, acc],
@@ -391,12 +511,28 @@ def summarize(runs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
             order.append(key)
             by_key[key] = []
         by_key[key].append(r)
+    first_arm: dict[str, str] = {}
+    for group, arm in order:
+        first_arm.setdefault(group, arm)
     rows = []
     for group, arm in order:
         rs = by_key[(group, arm)]
         finals = np.array([r["test_accuracy"][-1] for r in rs], np.float64)
         curves = np.array([r["test_accuracy"] for r in rs], np.float64)
         times = np.concatenate([np.asarray(r["epoch_time_s"], np.float64) for r in rs])
+        has_loss = all(r.get("train_loss") for r in rs)
+        losses = np.array([r["train_loss"] for r in rs], np.float64) if has_loss else None
+        elapsed = np.array([np.cumsum(r["epoch_time_s"]) for r in rs], np.float64)
+        base_runs = {int(r["seed"]): r for r in by_key[(group, first_arm[group])]}
+        difference = None
+        if arm != first_arm[group]:
+            pairs = [
+                (r["test_accuracy"][-1], base_runs[int(r["seed"])]["test_accuracy"][-1])
+                for r in rs
+                if int(r["seed"]) in base_runs
+            ]
+            if pairs:
+                difference = paired_difference([a for a, _ in pairs], [b for _, b in pairs])
         rows.append(
             {
                 "group": group,
@@ -410,6 +546,14 @@ def summarize(runs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
                     curves.std(axis=0, ddof=1) if len(rs) > 1 else 0 * curves[0]
                 ).tolist(),
                 "epoch_time_s": float(np.nanmean(times)),
+                "train_loss_mean": [] if losses is None else losses.mean(axis=0).tolist(),
+                "train_loss_std": (
+                    []
+                    if losses is None
+                    else (losses.std(axis=0, ddof=1) if len(rs) > 1 else 0 * losses[0]).tolist()
+                ),
+                "time_mean": np.nanmean(elapsed, axis=0).tolist(),
+                "difference": difference,
                 "num_params": int(rs[0]["num_params"]),
                 "num_padding_params": int(rs[0].get("num_padding_params", 0)),
             }
@@ -417,12 +561,22 @@ def summarize(runs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
+def _difference_cell(diff: Mapping[str, Any] | None) -> str:
+    if diff is None:
+        return "ref"
+    if diff.get("low") is None:
+        return f"{100 * diff['mean']:+.2f} (n={diff['n']})"
+    return f"{100 * diff['mean']:+.2f} [{100 * diff['low']:+.2f}, {100 * diff['high']:+.2f}]"
+
+
 def markdown_table(rows: Sequence[Mapping[str, Any]], *, switch: str = "arm") -> str:
     """The Markdown table of :func:`summarize` rows (accuracies in %).
 
-    Columns: group, the switch, test accuracy mean ± std, difference to the group's first arm,
-    per-seed accuracies, train seconds per epoch, parameters (``+ N pad``: the Padding
-    Module's own parameters, trained by its own loss).
+    Columns: group, the switch, test accuracy mean ± std, the paired per-seed difference to
+    the group's first arm with its 95 % Student-t confidence interval (``[low, high]``; an
+    interval that excludes 0 is a difference the seeds resolve), per-seed accuracies, train
+    seconds per epoch, parameters (``+ N pad``: the Padding Module's own parameters, trained
+    by its own loss).
 
     Example:
       >>> print(markdown_table([{"group": "g", "arm": "max", "accuracy_mean": 0.9,
@@ -431,15 +585,15 @@ def markdown_table(rows: Sequence[Mapping[str, Any]], *, switch: str = "arm") ->
       | g | max | 90.00 ± 1.00 | ref | 89.0, 91.0 | 1.50 | 1,000 |
     """
     lines = [
-        f"| group | {switch} | test acc. % (mean ± std) | vs first arm | per seed | "
-        "train s/epoch | params |",
+        f"| group | {switch} | test acc. % (mean ± std) | vs first arm, paired (95 % CI) | "
+        "per seed | train s/epoch | params |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
-    ref: dict[str, float] = {}
+    seen: set[str] = set()
     for r in rows:
-        first = r["group"] not in ref
-        ref.setdefault(r["group"], r["accuracy_mean"])
-        delta = "ref" if first else f"{100 * (r['accuracy_mean'] - ref[r['group']]):+.2f}"
+        first = r["group"] not in seen
+        seen.add(r["group"])
+        delta = "ref" if first else _difference_cell(r.get("difference"))
         seeds = ", ".join(f"{100 * a:.1f}" for a in r["accuracies"])
         pad = r.get("num_padding_params", 0)
         params = f"{r['num_params']:,}" + (f" + {pad:,} pad" if pad else "")
@@ -471,8 +625,35 @@ def _integer_ticks() -> Any:
     return MaxNLocator(integer=True)
 
 
+def _figure(nrows: int, ncols: int, path: str | None, panel: tuple[float, float]) -> tuple:
+    """A ``nrows x ncols`` grid: a pyplot figure to show (``path`` None), else a bare
+    ``matplotlib.figure.Figure`` to save (no pyplot state, no backend switch)."""
+    figsize = (panel[0] * ncols, panel[1] * nrows)
+    if path is None:
+        import matplotlib.pyplot as plt
+
+        return plt.subplots(nrows, ncols, figsize=figsize, squeeze=False)
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(nrows, ncols, squeeze=False)
+
+
+def _draw(ax: Any, x: Any, mean: Any, std: Any, label: str, color: str, offset: float) -> None:
+    """A line with a ± std band, or for a single point a marker with error bars (shifted by
+    ``offset`` so the arms of a 1-epoch group do not hide each other)."""
+    x, mean, std = (np.asarray(v, np.float64) for v in (x, mean, std))
+    if mean.size == 1:
+        ax.errorbar(x + offset, mean, yerr=std, fmt="o", ms=5, capsize=4, color=color, label=label)
+    else:
+        ax.plot(x, mean, marker="o", ms=3, color=color, label=label)
+        ax.fill_between(x, mean - std, mean + std, alpha=0.2, color=color)
+
+
 def plot_curves(rows: Sequence[Mapping[str, Any]], path: str | None = None, *, title: str = ""):
-    """Test accuracy against epoch per arm (mean ± std over seeds), one panel per group.
+    """Per group (columns), per arm (mean ± std over seeds): test accuracy against epoch,
+    train loss against epoch, and test accuracy against train wall-clock seconds (the cost of
+    a method). Groups of one epoch are drawn as points with error bars, the arms side by side.
 
     Returns the matplotlib figure (saved to ``path`` when given).
 
@@ -480,18 +661,34 @@ def plot_curves(rows: Sequence[Mapping[str, Any]], path: str | None = None, *, t
       >>> fig = plot_curves(load_results("runs/compare/pooling_quick")["rows"])  # doctest: +SKIP
     """
     groups = list(dict.fromkeys(r["group"] for r in rows))
-    fig, axes = _subplots(len(groups), path)
-    for ax, group in zip(axes[0], groups):
-        for r in (r for r in rows if r["group"] == group):
-            mean = 100 * np.asarray(r["curve_mean"])
-            std = 100 * np.asarray(r["curve_std"])
-            epochs = np.arange(1, len(mean) + 1)
-            ax.plot(epochs, mean, marker="o", ms=3, label=r["arm"])
-            ax.fill_between(epochs, mean - std, mean + std, alpha=0.2)
-        ax.set(title=group, xlabel="epoch", ylabel="test accuracy %")
-        ax.xaxis.set_major_locator(_integer_ticks())
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+    fig, axes = _figure(3, len(groups), path, (5.0, 3.3))
+    for col, group in enumerate(groups):
+        members = [r for r in rows if r["group"] == group]
+        single = all(len(r["curve_mean"]) == 1 for r in members)
+        width = 0.5 / max(len(members), 1)
+        for i, r in enumerate(members):
+            color = f"C{i}"
+            offset = (i - (len(members) - 1) / 2) * width if single else 0.0
+            epochs = np.arange(1, len(r["curve_mean"]) + 1)
+            acc = 100 * np.asarray(r["curve_mean"])
+            acc_std = 100 * np.asarray(r["curve_std"])
+            _draw(axes[0, col], epochs, acc, acc_std, r["arm"], color, offset)
+            loss = r.get("train_loss_mean")
+            if loss:
+                _draw(axes[1, col], epochs, loss, r["train_loss_std"], r["arm"], color, offset)
+            if r.get("time_mean"):
+                _draw(axes[2, col], r["time_mean"], acc, acc_std, r["arm"], color, 0.0)
+        for row, ylabel in enumerate(("test accuracy %", "train loss", "test accuracy %")):
+            ax = axes[row, col]
+            ax.set(ylabel=ylabel, xlabel="epoch" if row < 2 else "train seconds (mean)")
+            if row < 2:
+                ax.xaxis.set_major_locator(_integer_ticks())
+                if single:
+                    ax.set_xlim(0.5, 1.5)
+                    ax.set_xticks([1])
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
+        axes[0, col].set_title(group)
     if title:
         fig.suptitle(title)
     fig.tight_layout()
@@ -593,6 +790,7 @@ def run_experiment(
     overrides: Mapping[str, Any] | None = None,
     seeds: Sequence[int] | None = None,
     arms: Sequence[str] | None = None,
+    recipe: str | None = None,
     progress: bool = True,
     plots: bool = True,
 ) -> dict[str, Any]:
@@ -606,6 +804,9 @@ def run_experiment(
       overrides: partial trainer config applied to every run (e.g. ``{"dataset":
         "tfds:cifar10"}``, ``{"num_epochs": 2}``).
       seeds: replaces the experiment's seeds; arms: run only these arms (in this order).
+      recipe: the training recipe (``"paper"``, the default where the experiment has it, or
+        ``"adam"``); a non-default recipe gets its own default workdir
+        ``runs/compare/<name>[_quick]_<recipe>``.
       progress: one tqdm bar over every train step of the experiment (on a terminal;
         otherwise, or with ``progress=False``, one line per finished seed).
       plots: write ``curves.png`` (and ``kernel_sizes.png``); needs matplotlib.
@@ -621,10 +822,11 @@ def run_experiment(
     """
     t_start = time.perf_counter()
     exp = (
-        load_experiment(experiment, quick=quick)
+        load_experiment(experiment, quick=quick, recipe=recipe)
         if isinstance(experiment, str)
-        else check_experiment(experiment)
+        else check_experiment(experiment if recipe is None else {**experiment, "recipe": recipe})
     )
+    default_recipe = check_experiment({**exp, "recipe": None})["recipe"]
     if seeds is not None:
         exp = check_experiment({**exp, "seeds": tuple(seeds)})
     if arms is not None:
@@ -634,6 +836,8 @@ def run_experiment(
         exp = check_experiment({**exp, "arms": {a: exp["arms"][a] for a in arms}})
     overrides = dict(overrides or {})
     name = exp["name"] + ("_quick" if quick else "")
+    if exp["recipe"] is not None and exp["recipe"] != default_recipe:
+        name += f"_{exp['recipe']}"
     workdir = pathlib.Path(workdir or os.path.join("runs", "compare", name)).absolute()
     workdir.mkdir(parents=True, exist_ok=True)
     runs_path = workdir / RUNS_FILE
@@ -682,6 +886,8 @@ def run_experiment(
     results = {
         "experiment": {k: v for k, v in exp.items()},
         "quick": bool(quick),
+        "recipe": exp["recipe"],
+        "recipe_source": exp["recipes"][exp["recipe"]]["source"] if exp["recipe"] else "",
         "overrides": overrides,
         "dataset": sample.data.name,
         "num_epochs": {
@@ -702,6 +908,12 @@ def run_experiment(
         f"`{sample.data.name}`, seeds {list(exp['seeds'])}, epochs {results['num_epochs']}, "
         f"{results['versions']['devices']['count']} x {results['versions']['devices']['kind']}"
         f", {results['written']}.\n\n"
+    )
+    if exp["recipe"] is not None:
+        header += f"Recipe `{exp['recipe']}`: {results['recipe_source']}.\n\n"
+    header += (
+        "vs first arm: mean of the per-seed differences to the group's first arm, with its "
+        "95 % Student-t confidence interval over the seeds (points).\n\n"
     )
     (workdir / TABLE_FILE).write_text(
         header + table + (f"\nPaper: {exp['paper']}\n" if exp["paper"] else "")
@@ -738,6 +950,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "experiment", help=f"a shipped experiment {shipped_experiments()} or a config file"
     )
     parser.add_argument("--quick", action="store_true", help="the few-minute variant (digits)")
+    parser.add_argument(
+        "--recipe",
+        default=None,
+        help="training recipe: paper (default: the paper's own, as its code ran it) or adam",
+    )
     parser.add_argument("--workdir", default=None, help="default runs/compare/<name>[_quick]")
     parser.add_argument("--seeds", type=_parse_seeds, default=None, help="e.g. 0,1,2")
     parser.add_argument("--arms", default=None, help="comma-separated subset of the arms")
@@ -773,6 +990,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             overrides=overrides,
             seeds=args.seeds,
             arms=args.arms.split(",") if args.arms else None,
+            recipe=args.recipe,
             progress=not args.no_progress,
         )
     except (
@@ -810,10 +1028,12 @@ __all__ = [
     "load_results",
     "main",
     "markdown_table",
+    "paired_difference",
     "plot_curves",
     "plot_kernel_sizes",
     "run_experiment",
     "shipped_experiments",
+    "student_t_quantile",
     "summarize",
 ]
 

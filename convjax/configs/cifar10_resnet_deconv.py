@@ -29,6 +29,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.optimizer.learning_rate = 0.1
     c.optimizer.momentum = 0.9
     c.optimizer.weight_decay = 1e-3
+    c.optimizer.weight_decay_on = "all"  # PyTorch SGD: coupled L2 on every parameter
     c.optimizer.warmup_steps = 0
     c.eval_every = 390
     c.checkpoint_every = 390

@@ -33,9 +33,16 @@ def base_config() -> ml_collections.ConfigDict:
         (``data.name`` is accepted as an alias of ``dataset``).
       batch_size: global batch over all devices and processes.
       num_steps: > 0 fixes the number of steps; else num_epochs x steps per epoch.
-      optimizer: task optimizer over nnx.Param (see convjax.train.optim.make_task_optimizer).
+      optimizer: task optimizer over nnx.Param (see convjax.train.optim.make_task_optimizer):
+        schedule "cosine" | "constant" | "step" (x step_factor at each of step_fractions of
+        the run); weight_decay_on "kernels" (ndim >= 2) or "all" (PyTorch's coupled L2 on
+        every parameter, as the papers' reference code).
       padding_optimizer: the Padding Module's optimizer over PadParam.
       aliasing_weight: multiplier of the FlexConv anti-aliasing penalty in the loss.
+      aliasing_target: "gabor" (the mask term left out, most of the FlexConv authors' runs)
+        or "gabor+mask"; aliasing_rule: "reference" (a Gabor layer's frequency is
+        max|W|/2pi + s max|gamma|/2pi, what the authors' code computes) or "per_entry"
+        (max(|W| + s|gamma|)/2pi, the paper's stated intent). Both apply to every FlexConv.
       parallel: "pmap" or "shard_map". dtype: compute dtype "float32"/"bfloat16"/"float16".
       log_every / eval_every / checkpoint_every (0 = only at the end) / keep_checkpoints.
       resume: continue from the newest checkpoint in workdir. tensorboard: tensorboardX logs.
@@ -71,7 +78,10 @@ def base_config() -> ml_collections.ConfigDict:
             warmup_steps=20,
             schedule="cosine",
             end_learning_rate_factor=0.0,
+            step_fractions=(1 / 3, 2 / 3),
+            step_factor=0.1,
             weight_decay=0.0,
+            weight_decay_on="kernels",
             momentum=0.9,
             nesterov=False,
             b1=0.9,
@@ -84,6 +94,8 @@ def base_config() -> ml_collections.ConfigDict:
         dict(name="adam", learning_rate=1e-3, momentum=0.9, weight_decay=0.0, b1=0.9, b2=0.999)
     )
     c.aliasing_weight = 1.0
+    c.aliasing_target = "gabor"
+    c.aliasing_rule = "reference"
     c.parallel = "pmap"
     c.dtype = "float32"
     c.log_every = 10

@@ -32,6 +32,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.optimizer.learning_rate = 0.1
     c.optimizer.momentum = 0.9
     c.optimizer.weight_decay = 1e-4
+    c.optimizer.weight_decay_on = "all"  # PyTorch SGD: coupled L2 on every parameter
     c.optimizer.warmup_steps = 5000
     c.eval_every = 5004  # every epoch of 1,281,167 / 256 images
     c.checkpoint_every = 5004

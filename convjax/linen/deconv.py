@@ -8,6 +8,7 @@ training, like BatchNorm).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -34,6 +35,8 @@ from convjax.ops.deconv import (
     deconv_dense_eval,
     deconv_freeze_schedule,
     init_deconv_stats,
+    pytorch_bias_init,
+    pytorch_kernel_init,
     update_running_stats,
 )
 from convjax.ops.pad import PaddingLike, check_deconv_padding_mode
@@ -41,8 +44,9 @@ from convjax.ops.pad import PaddingLike, check_deconv_padding_mode
 __all__ = ["DeconvConv", "DeconvDense"]
 
 Initializer = Any
-default_kernel_init = nn.initializers.lecun_normal()
-default_bias_init = nn.initializers.zeros_init()
+#: PyTorch's defaults, as the reference FastDeconv / Delinear keep them (see
+#: :class:`convjax.nnx.DeconvConv`); ``bias_init=None`` = ``U(+-1/sqrt(fan_in))``.
+default_kernel_init = pytorch_kernel_init()
 
 
 def _running_update(module: nn.Module, stats: DeconvStats, momentum: float) -> None:
@@ -82,7 +86,9 @@ class DeconvConv(nn.Module):
       use_bias, block, eps, num_iters, sampling_stride, grouping, momentum, freeze,
         freeze_iter, freeze_stats, axis_name: as in :class:`convjax.nnx.DeconvConv`.
       use_running_average: eval mode (may instead be passed to ``__call__``, as BatchNorm).
-      dtype, param_dtype, kernel_init, bias_init: as ``nn.Conv``.
+      dtype, param_dtype: as ``nn.Conv``. kernel_init, bias_init: default PyTorch's
+        ``U(+-1/sqrt(fan_in))`` for both (``bias_init=None``), as the reference FastDeconv
+        and Delinear keep them.
 
     Example:
       >>> layer = DeconvConv(16, 3)
@@ -115,7 +121,7 @@ class DeconvConv(nn.Module):
     dtype: Any = None
     param_dtype: Any = jnp.float32
     kernel_init: Initializer = default_kernel_init
-    bias_init: Initializer = default_bias_init
+    bias_init: Initializer | None = None
 
     @nn.compact
     def __call__(
@@ -142,8 +148,9 @@ class DeconvConv(nn.Module):
         kernel = self.param(
             "kernel", self.kernel_init, (*window, c_in // groups, self.features), self.param_dtype
         )
+        bias_init = self.bias_init or pytorch_bias_init(math.prod(window) * (c_in // groups))
         bias = (
-            self.param("bias", self.bias_init, (self.features,), self.param_dtype)
+            self.param("bias", bias_init, (self.features,), self.param_dtype)
             if self.use_bias
             else None
         )
@@ -231,7 +238,7 @@ class DeconvDense(nn.Module):
     dtype: Any = None
     param_dtype: Any = jnp.float32
     kernel_init: Initializer = default_kernel_init
-    bias_init: Initializer = default_bias_init
+    bias_init: Initializer | None = None
 
     @nn.compact
     def __call__(self, x: jax.Array, use_running_average: bool | None = None) -> jax.Array:
@@ -243,8 +250,9 @@ class DeconvDense(nn.Module):
         check_unit_interval(self.momentum, "momentum")
         c_in = x.shape[-1]
         kernel = self.param("kernel", self.kernel_init, (c_in, self.features), self.param_dtype)
+        bias_init = self.bias_init or pytorch_bias_init(c_in)
         bias = (
-            self.param("bias", self.bias_init, (self.features,), self.param_dtype)
+            self.param("bias", bias_init, (self.features,), self.param_dtype)
             if self.use_bias
             else None
         )

@@ -40,7 +40,8 @@ class FlexConv(nn.Module):
       num_layers (3), causal, padding_mode ("zero" | "reflect" | "replicate" | "circular"),
       kernel_net ("magnet" | "siren"), input_scale (25.6), omega_0 (30), use_bias,
       conv_method ("auto" | "spatial" | "fft"), fft_threshold, buckets, aliasing_weight (0.1),
-      aliasing_stddevs (2), init_unit_energy (True), gabor_centre ("mask"):
+      aliasing_stddevs (2), aliasing_target ("gabor"), aliasing_rule ("reference"),
+      init_unit_energy (True), gabor_centre ("mask"):
         as in :class:`convjax.nnx.FlexConv`.
       resolution_factor: run at this multiple of the training resolution (the kernel is
         re-sampled on a grid ``factor`` times finer and scaled by ``factor^-d``).
@@ -72,6 +73,8 @@ class FlexConv(nn.Module):
     buckets: Sequence[int] | None = None
     aliasing_weight: float = 0.1
     aliasing_stddevs: float = 2.0
+    aliasing_target: str = "gabor"
+    aliasing_rule: str = "reference"
     init_unit_energy: bool = True
     gabor_centre: str = "mask"
     resolution_factor: float = 1.0
@@ -130,6 +133,8 @@ class FlexConv(nn.Module):
                 self.aliasing_weight,
                 self.kernel_net,
                 self.aliasing_stddevs,
+                target=self.aliasing_target,
+                rule=self.aliasing_rule,
             )
             self.sow("losses", "aliasing_penalty", penalty)
         return flex_conv(

@@ -17,11 +17,16 @@ Residual unit: ``y = relu(F(x) + shortcut(x))`` (He et al. 2016, eq. 1), ``F`` b
   CIFAR ResNet-18 of the Network Deconvolution paper).
 * ``norm="deconv"``: as the reference code, the ImageNet stem's deconvolution gets 15
   Newton-Schulz iterations and the freeze schedule
-  (:data:`convjax.models.blocks.DECONV_FIRST_LAYER`); CIFAR stems use the defaults.
+  (:data:`convjax.models.blocks.DECONV_FIRST_LAYER`); CIFAR stems use the defaults. The
+  ImageNet ResNets' deconvolution conv weights start from kaiming fan-out
+  ``N(0, 2 / fan_out)`` (the reference ImageNet ResNets' init; their biases and the
+  Delinear head keep PyTorch's defaults); ``stem="cifar"`` keeps PyTorch's defaults
+  everywhere, as the reference CIFAR models do (:class:`convjax.nnx.DeconvConv`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import jax
@@ -38,6 +43,7 @@ from convjax.models.blocks import (
     check_model_input,
     global_avg_pool,
 )
+from convjax.ops.deconv import kaiming_fan_out_init
 
 
 class BasicBlock(nnx.Module):
@@ -223,6 +229,11 @@ class ResNet(nnx.Module):
         widths = [max(1, round(w * width_multiplier)) for w in (64, 128, 256, 512)]
         self.in_features = in_features
         self.stem_type = stem
+        head_cfg = cfg
+        if stem == "imagenet" and cfg.norm == "deconv" and "kernel_init" not in cfg.deconv_kwargs:
+            # The reference ImageNet ResNets: kaiming fan-out on every FastDeconv weight.
+            kwargs = {**cfg.deconv_kwargs, "kernel_init": kaiming_fan_out_init()}
+            cfg = dataclasses.replace(cfg, deconv_kwargs=kwargs)
         if stem == "imagenet":
             self.stem = ConvNorm(
                 in_features,
@@ -248,7 +259,7 @@ class ResNet(nnx.Module):
                 blocks.append(block_cls(c_in, w, strides=strides, cfg=cfg, rngs=rngs))
                 c_in = w * block_cls.expansion
         self.blocks = nnx.List(blocks)
-        self.classifier = Classifier(c_in, num_classes, cfg=cfg, rngs=rngs)
+        self.classifier = Classifier(c_in, num_classes, cfg=head_cfg, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         check_model_input(x, self.in_features)

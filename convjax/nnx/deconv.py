@@ -8,6 +8,7 @@ convolution runs.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -36,6 +37,8 @@ from convjax.ops.deconv import (
     deconv_dense_eval,
     deconv_freeze_schedule,
     init_deconv_stats,
+    pytorch_bias_init,
+    pytorch_kernel_init,
     update_running_stats,
 )
 from convjax.ops.pad import PaddingLike, check_deconv_padding_mode
@@ -43,8 +46,10 @@ from convjax.ops.pad import PaddingLike, check_deconv_padding_mode
 __all__ = ["DeconvStat", "DeconvConv", "DeconvDense"]
 
 Initializer = nnx.initializers.Initializer
-default_kernel_init = nnx.initializers.lecun_normal()
-default_bias_init = nnx.initializers.zeros_init()
+#: PyTorch's defaults, as the reference FastDeconv / Delinear keep them: weight
+#: ``U(+-1/sqrt(fan_in))`` (variance ``1 / (3 fan_in)``); bias (``bias_init=None``)
+#: ``U(+-1/sqrt(fan_in))`` with the kernel's fan-in.
+default_kernel_init = pytorch_kernel_init()
 
 
 class DeconvStat(nnx.BatchStat):
@@ -134,6 +139,10 @@ class DeconvConv(_DeconvLayer):
       freeze, freeze_iter: the reference freeze schedule (above).
       freeze_stats: always use the stored statistics and never update them.
       axis_name: inside ``pmap``/``shard_map``, average the moments over this axis.
+      kernel_init: weight initialiser; default PyTorch's ``U(+-1/sqrt(fan_in))`` (variance
+        ``1 / (3 fan_in)``, ``fan_in = prod(kernel_size) * in_features / groups``), as the
+        reference FastDeconv keeps it.
+      bias_init: bias initialiser; ``None`` (default) = PyTorch's ``U(+-1/sqrt(fan_in))``.
       dtype: compute dtype (``None``: promotion of input and parameters); param_dtype: float32.
       rngs: ``nnx.Rngs`` for the kernel initialiser.
 
@@ -169,7 +178,7 @@ class DeconvConv(_DeconvLayer):
         freeze_stats: bool = False,
         axis_name: str | None = None,
         kernel_init: Initializer = default_kernel_init,
-        bias_init: Initializer = default_bias_init,
+        bias_init: Initializer | None = None,
         dtype: jnp.dtype | None = None,
         param_dtype: jnp.dtype = jnp.float32,
         rngs: nnx.Rngs,
@@ -197,6 +206,8 @@ class DeconvConv(_DeconvLayer):
         self.kernel = nnx.Param(kernel_init(rngs.params(), shape, param_dtype))
         self.bias: nnx.Param | None
         if use_bias:
+            if bias_init is None:
+                bias_init = pytorch_bias_init(math.prod(shape[:-1]))
             self.bias = nnx.Param(bias_init(rngs.params(), (out_features,), param_dtype))
         else:
             self.bias = nnx.data(None)
@@ -296,7 +307,8 @@ class DeconvDense(_DeconvLayer):
       in_features, out_features: features.
       use_bias, block (default 512, as the reference uses for CIFAR heads), eps, num_iters,
       grouping, momentum, use_running_average, freeze_stats, axis_name, kernel_init,
-      bias_init, dtype, param_dtype, rngs: as in :class:`DeconvConv`.
+      bias_init, dtype, param_dtype, rngs: as in :class:`DeconvConv` (PyTorch's defaults,
+      ``fan_in = in_features``, as the reference Delinear).
 
     Example:
       >>> head = DeconvDense(64, 10, rngs=nnx.Rngs(0))
@@ -319,7 +331,7 @@ class DeconvDense(_DeconvLayer):
         freeze_stats: bool = False,
         axis_name: str | None = None,
         kernel_init: Initializer = default_kernel_init,
-        bias_init: Initializer = default_bias_init,
+        bias_init: Initializer | None = None,
         dtype: jnp.dtype | None = None,
         param_dtype: jnp.dtype = jnp.float32,
         rngs: nnx.Rngs,
@@ -333,6 +345,8 @@ class DeconvDense(_DeconvLayer):
         )
         self.bias: nnx.Param | None
         if use_bias:
+            if bias_init is None:
+                bias_init = pytorch_bias_init(in_features)
             self.bias = nnx.Param(bias_init(rngs.params(), (out_features,), param_dtype))
         else:
             self.bias = nnx.data(None)

@@ -30,6 +30,8 @@ from flax import nnx
 
 from convjax._checks import check_choice
 from convjax.ops.flex_conv import (
+    ALIASING_RULES,
+    ALIASING_TARGETS,
     active_bucket,
     flex_conv,
     flex_conv_aliasing_penalty,
@@ -76,6 +78,8 @@ class _ContinuousConv(nnx.Module):
         buckets: Sequence[int] | None,
         aliasing_weight: float,
         aliasing_stddevs: float,
+        aliasing_target: str,
+        aliasing_rule: str,
         init_unit_energy: bool,
         gabor_centre: str,
         dtype: Any,
@@ -85,6 +89,8 @@ class _ContinuousConv(nnx.Module):
         if num_spatial_dims is None:
             num_spatial_dims = 1 if causal else 2
         check_choice(num_spatial_dims, (1, 2, 3), "num_spatial_dims")
+        check_choice(aliasing_target, ALIASING_TARGETS, "aliasing_target")
+        check_choice(aliasing_rule, ALIASING_RULES, "aliasing_rule")
         params = flex_conv_init(
             rngs.params(),
             num_spatial_dims,
@@ -120,6 +126,8 @@ class _ContinuousConv(nnx.Module):
         self.buckets = buckets
         self.aliasing_weight = aliasing_weight
         self.aliasing_stddevs = aliasing_stddevs
+        self.aliasing_target = aliasing_target
+        self.aliasing_rule = aliasing_rule
         self.resolution_factor = 1.0
         self.dtype = dtype
         self.param_dtype = param_dtype
@@ -198,11 +206,12 @@ class _ContinuousConv(nnx.Module):
             threshold=self.mask_threshold,
         )
 
-    def aliasing_penalty(self) -> jax.Array:
+    def aliasing_penalty(self, target: str | None = None, rule: str | None = None) -> jax.Array:
         """FlexConv's anti-aliasing penalty at the *training* horizon (0.0 for SIREN nets).
 
-        :func:`convjax.ops.flex_conv.flex_conv_aliasing_penalty` with ``aliasing_weight`` and
-        ``s = aliasing_stddevs``.
+        :func:`convjax.ops.flex_conv.flex_conv_aliasing_penalty` with ``aliasing_weight``,
+        ``s = aliasing_stddevs`` and ``target`` / ``rule`` (default: the layer's
+        ``aliasing_target`` / ``aliasing_rule``).
         """
         return flex_conv_aliasing_penalty(
             self.op_params(),
@@ -210,6 +219,8 @@ class _ContinuousConv(nnx.Module):
             self.aliasing_weight,
             self.kernel_net_type,
             self.aliasing_stddevs,
+            target=self.aliasing_target if target is None else target,
+            rule=self.aliasing_rule if rule is None else rule,
         )
 
     # ------------------------------------------------------------------ forward
@@ -267,6 +278,10 @@ class FlexConv(_ContinuousConv):
       buckets: custom crop ladder (ascending, ending at ``kernel_size``).
       aliasing_weight: weight of :meth:`aliasing_penalty` (0.1).
       aliasing_stddevs: ``s`` of the penalty, envelope widths counted as frequencies (2).
+      aliasing_target: ``"gabor"`` (default, the mask left out, as most reference runs) or
+        ``"gabor+mask"``. aliasing_rule: ``"reference"`` (default, ``max|W| + s max|gamma|``
+        per Gabor layer, the authors' code) or ``"per_entry"`` (``max(|W| + s|gamma|)``, the
+        paper's stated intent); see :func:`convjax.ops.flex_conv.flex_conv_aliasing_penalty`.
       init_unit_energy, gabor_centre: initialisation switches, see
         :func:`convjax.ops.flex_conv.flex_conv_init` (``False`` / ``"origin"`` = the
         authors' code).
@@ -302,6 +317,8 @@ class FlexConv(_ContinuousConv):
         buckets: Sequence[int] | None = None,
         aliasing_weight: float = 0.1,
         aliasing_stddevs: float = 2.0,
+        aliasing_target: str = "gabor",
+        aliasing_rule: str = "reference",
         init_unit_energy: bool = True,
         gabor_centre: str = "mask",
         dtype: Any = None,
@@ -330,6 +347,8 @@ class FlexConv(_ContinuousConv):
             buckets=buckets,
             aliasing_weight=aliasing_weight,
             aliasing_stddevs=aliasing_stddevs,
+            aliasing_target=aliasing_target,
+            aliasing_rule=aliasing_rule,
             init_unit_energy=init_unit_energy,
             gabor_centre=gabor_centre,
             dtype=dtype,
@@ -370,6 +389,8 @@ class CKConv(_ContinuousConv):
         fft_threshold: int | None = None,
         aliasing_weight: float = 0.1,
         aliasing_stddevs: float = 2.0,
+        aliasing_target: str = "gabor",
+        aliasing_rule: str = "reference",
         init_unit_energy: bool = True,
         gabor_centre: str = "mask",
         dtype: Any = None,
@@ -398,6 +419,8 @@ class CKConv(_ContinuousConv):
             buckets=None,
             aliasing_weight=aliasing_weight,
             aliasing_stddevs=aliasing_stddevs,
+            aliasing_target=aliasing_target,
+            aliasing_rule=aliasing_rule,
             init_unit_energy=init_unit_energy,
             gabor_centre=gabor_centre,
             dtype=dtype,
@@ -412,11 +435,15 @@ def _continuous_layers(model: nnx.Module):
             yield node
 
 
-def total_aliasing_penalty(model: nnx.Module) -> jax.Array:
+def total_aliasing_penalty(
+    model: nnx.Module, *, target: str | None = None, rule: str | None = None
+) -> jax.Array:
     """Sum of :meth:`FlexConv.aliasing_penalty` over every FlexConv/CKConv in ``model``.
 
     A float32 scalar (0.0 if the model has none; SIREN kernels contribute 0). Add it to the
     task loss inside the train step: ``loss = task_loss + total_aliasing_penalty(model)``.
+    ``target`` / ``rule`` override every layer's ``aliasing_target`` / ``aliasing_rule``
+    (``None``: each layer's own).
 
     Example:
       >>> total_aliasing_penalty(nnx.Linear(2, 2, rngs=nnx.Rngs(0)))
@@ -424,7 +451,7 @@ def total_aliasing_penalty(model: nnx.Module) -> jax.Array:
     """
     total = jnp.zeros((), jnp.float32)
     for layer in _continuous_layers(model):
-        total = total + layer.aliasing_penalty()
+        total = total + layer.aliasing_penalty(target, rule)
     return total
 
 

@@ -63,12 +63,16 @@ from convjax._checks import (
     normalize_padding,
     normalize_tuple,
 )
+from convjax.ops.conv import symmetric_pads
 from convjax.ops.layout import conv_dimension_numbers
 from convjax.ops.pad import PaddingLike
 
 __all__ = [
     "GROUPINGS",
     "DeconvStats",
+    "pytorch_kernel_init",
+    "pytorch_bias_init",
+    "kaiming_fan_out_init",
     "update_running_stats",
     "deconv_freeze_schedule",
     "deconv_conv_train",
@@ -89,6 +93,52 @@ _HIGHEST = lax.Precision.HIGHEST
 #: Channel groupings of the whitening (module docstring): the reference code's ``"shared"``
 #: (one ``D`` per layer, or per group of a grouped conv) and ``"per_block"``.
 GROUPINGS: tuple[str, ...] = ("shared", "per_block")
+
+
+def pytorch_kernel_init() -> jax.nn.initializers.Initializer:
+    """PyTorch's default conv / linear weight init, as the reference FastDeconv and Delinear use.
+
+    ``kaiming_uniform_(a=sqrt(5))``: ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``, variance
+    ``1 / (3 fan_in)``; ``fan_in = prod(shape[:-1])`` for a ``(*window, C_in / groups, C_out)``
+    or ``(C_in, C_out)`` kernel (Flax's fan-in of the same shape).
+
+    Example:
+      >>> w = pytorch_kernel_init()(jax.random.key(0), (3, 3, 16, 32))
+      >>> bool(jnp.max(jnp.abs(w)) <= 1 / 12)  # fan_in = 144
+      True
+    """
+    return jax.nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
+
+
+def pytorch_bias_init(fan_in: int) -> jax.nn.initializers.Initializer:
+    """PyTorch's default bias init for a layer with ``fan_in`` inputs: ``U(+-1/sqrt(fan_in))``.
+
+    Example:
+      >>> b = pytorch_bias_init(144)(jax.random.key(0), (32,))
+      >>> bool(jnp.max(jnp.abs(b)) <= 1 / 12)
+      True
+    """
+    if not isinstance(fan_in, int) or isinstance(fan_in, bool) or fan_in < 1:
+        raise ValueError(f"`fan_in` must be an int >= 1, got {fan_in!r}.")
+    bound = 1.0 / math.sqrt(fan_in)
+
+    def init(key: jax.Array, shape: Sequence[int], dtype: jnp.dtype = jnp.float32) -> jax.Array:
+        return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+    return init
+
+
+def kaiming_fan_out_init() -> jax.nn.initializers.Initializer:
+    """``kaiming_normal_(mode='fan_out', nonlinearity='relu')``: ``N(0, 2 / fan_out)``.
+
+    The reference ImageNet ResNets initialise their conv and FastDeconv weights so;
+    ``fan_out = prod(window) * C_out`` (untruncated normal, as PyTorch).
+
+    Example:
+      >>> kaiming_fan_out_init()(jax.random.key(0), (3, 3, 16, 32)).shape
+      (3, 3, 16, 32)
+    """
+    return jax.nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
 
 class DeconvStats(NamedTuple):
@@ -288,11 +338,14 @@ def _conv_geometry(
     x: jax.Array,
     window: Sequence[int],
     strides: int | Sequence[int],
-    padding: PaddingLike,
+    padding: PaddingLike | None,
 ) -> tuple[tuple[int, ...], tuple[tuple[int, int], ...]]:
     n = len(window)
     strides_t = normalize_tuple(strides, n, "strides")
-    pads = normalize_padding(padding, x.shape[1:-1], window, strides_t)
+    if padding is None:
+        pads = symmetric_pads(window)
+    else:
+        pads = normalize_padding(padding, x.shape[1:-1], window, strides_t)
     check_window_fits(x.shape[1:-1], window, pads, name="kernel spatial shape")
     return strides_t, pads
 
@@ -346,7 +399,7 @@ def deconv_patches(
     window_shape: int | Sequence[int],
     *,
     strides: int | Sequence[int] = 1,
-    padding: PaddingLike = "SAME",
+    padding: PaddingLike | None = None,
     sampling_stride: int = 3,
     block: int = 64,
     feature_group_count: int = 1,
@@ -634,7 +687,7 @@ def deconv_conv(
     bias: jax.Array | None = None,
     *,
     strides: int | Sequence[int] = 1,
-    padding: PaddingLike = "SAME",
+    padding: PaddingLike | None = None,
     block: int = 64,
     eps: float = 1e-5,
     num_iters: int = 5,
@@ -660,8 +713,9 @@ def deconv_conv(
       kernel: ``(*window, C_in / feature_group_count, C_out)`` (Flax HWIO layout).
       bias: ``(C_out,)`` or ``None``.
       strides: conv strides (int or one per spatial dim).
-      padding: ``"SAME"``, ``"VALID"``, an int or ``(lo, hi)`` pairs; zero padding (the
-        padded zeros are part of the patches, as in the conv).
+      padding: ``None`` (default: symmetric ``k // 2`` on both sides, PyTorch's geometry and
+        every convjax layer's), ``"SAME"``, ``"VALID"``, an int or ``(lo, hi)`` pairs; zero
+        padding (the padded zeros are part of the patches, as in the conv).
       block: channels per whitening block (default 64; ``C_in`` if smaller; ``gcd`` rule).
       eps: covariance ridge; num_iters: Newton--Schulz iterations (5 default; 10--15 for the
         first layer whitens almost fully).
@@ -730,7 +784,7 @@ def deconv_conv_eval(
     stats: DeconvStats,
     *,
     strides: int | Sequence[int] = 1,
-    padding: PaddingLike = "SAME",
+    padding: PaddingLike | None = None,
     feature_group_count: int = 1,
     grouping: str = "shared",
 ) -> jax.Array:

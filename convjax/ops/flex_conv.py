@@ -4,7 +4,7 @@ Romero et al., "FlexConv: Continuous Kernel Convolutions with Differentiable Ker
 (ICLR 2022, arXiv 2110.08059). For a layer with horizon ``k`` (odd maximum size):
 
     K(x) = kernel_net(x) * m(x; mu, sigma) * kernel_scale,   x on linspace(-1, 1, k)^d   (eq. 4)
-    y = x_in (*) K + b                                          ("SAME" cross-correlation)
+    y = x_in (*) K + b           (cross-correlation, padded (size - 1) / 2 on both sides)
 
 ``kernel_net`` is MAGNet (:mod:`convjax.ops.magnet`, FlexConv) or SIREN
 (:mod:`convjax.ops.siren`, the CKConv baseline); ``m`` is the Gaussian mask
@@ -48,9 +48,11 @@ the trained parameter itself (as in the reference; see
 Deliberate differences from the authors' code
 ---------------------------------------------
 * Output-layer rescale at init (:func:`flex_conv_init`, ``init_unit_energy=True``): MAGNet's
-  output layer is scaled so the initial kernel has unit energy per output channel. The
-  reference keeps PyTorch's default init, whose kernel energy depends on the horizon and
-  mask; ``init_unit_energy=False`` restores it (changes results).
+  output layer (weight and bias, both drawn from PyTorch's default ``U(+-1/sqrt(H))`` as in
+  the reference) is scaled by one factor so the initial kernel has unit energy per output
+  channel. The reference keeps that layer unscaled, so its kernel energy depends on the
+  horizon and mask; ``init_unit_energy=False`` (with ``gabor_centre="origin"`` for causal
+  kernels) is exactly the reference's initialisation (changes results).
 * Sigma positivity: ``sqrt(sigma^2 + 1e-8)`` instead of the reference's unconstrained
   sigma (which NaNs at 0); identical to 7e-8 at init.
 * Bucketed static shapes and a spatial/FFT choice per bucket: cost only.
@@ -72,7 +74,6 @@ from convjax._checks import (
     check_positive,
     check_spatial_rank,
     normalize_tuple,
-    same_pads,
 )
 from convjax.ops.fft_conv import CONV_METHODS, conv_valid
 from convjax.ops.gaussian_mask import (
@@ -89,6 +90,8 @@ from convjax.ops.gaussian_mask import (
     positive_sigma,
 )
 from convjax.ops.magnet import (
+    ALIASING_RULES,
+    ALIASING_TARGETS,
     magnet_aliasing_penalty,
     magnet_apply,
     magnet_init,
@@ -225,9 +228,11 @@ def flex_conv_init(
     * ``init_unit_energy=True``: the kernel net's output layer is rescaled so that the
       masked kernel sampled on the horizon grid has ``sum_{taps, C_in} K^2 = 1`` on average
       over output channels (LeCun-style variance preservation, like Flax's default conv init,
-      whatever the horizon, rank or mask size). The reference keeps PyTorch's default
-      ``U(+-1/sqrt(H))`` output layer, whose kernel energy shrinks with the mask and varies
-      with the horizon (``False`` = the reference).
+      whatever the horizon, rank or mask size): the output layer's weight and bias (both
+      PyTorch's default ``U(+-1/sqrt(H))``, as in the reference) are multiplied by one
+      factor. The reference keeps that layer as drawn, so its kernel energy shrinks with the
+      mask and varies with the horizon, and its bias carries most of it (``False`` = the
+      reference).
     * ``gabor_centre="mask"``: MAGNet's Gabor envelope centres are drawn around the mask
       centre, ``U(c - 1.667 sigma_0, c + 1.667 sigma_0)`` with ``c = 1`` (the newest step) for
       a causal kernel. The reference draws them around 0 whatever the mask (``"origin"``), so
@@ -335,7 +340,8 @@ def _init_compiled(
             threshold=None,
         )
         energy = jnp.mean(jnp.sum(kernel * kernel, axis=tuple(range(kernel.ndim - 1))))
-        net["out"]["w"] = net["out"]["w"] * jax.lax.rsqrt(energy + 1e-30)
+        factor = jax.lax.rsqrt(energy + 1e-30)
+        net["out"] = {"w": net["out"]["w"] * factor, "b": net["out"]["b"] * factor}
     if use_bias:
         params["bias"] = jnp.zeros((out_features,), jnp.float32)
     return params
@@ -409,7 +415,9 @@ def flex_conv(
       threshold: mask crop threshold ``T`` (0.1): taps the reference's dynamic crop removes
         are zero (and get no gradient) in every bucket.
       causal: 1-D causal conv (the kernel's last tap is the current step), output ``(N, T, C)``.
-      strides: output ``ceil(S / s)`` per dim ("SAME" alignment).
+      strides: output ``ceil(S / s)`` per dim. Each bucket of odd size ``n`` pads
+        ``(n - 1) / 2`` on both sides, as the reference (and every convjax layer) does, so a
+        stride-2 conv on an even map reads the same taps as PyTorch's ``padding=k//2``.
       padding_mode: ``"zero" | "reflect" | "replicate" | "circular"`` (each bucket pads by
         its own size; causal pads on the left only).
       buckets: crop-size ladder (ascending, ending at ``k``); default ``5, 9, 17, 33, ...``.
@@ -494,7 +502,7 @@ def flex_conv(
             if causal:
                 pads = ((size - 1, 0),)
             else:
-                pads = tuple(same_pads(s, size, st) for s, st in zip(spatial, strides_t))
+                pads = ((size // 2, size // 2),) * n
             xp = pad(xin.astype(compute), pads, padding_mode)
             y = conv_valid(xp, kernel, strides_t, method=conv_method, fft_threshold=fft_threshold)
             if "bias" in p:
@@ -558,16 +566,27 @@ def flex_conv_aliasing_penalty(
     weight: float = 0.1,
     kernel_net: str = "magnet",
     gauss_stddevs: float = 2.0,
+    *,
+    target: str = "gabor",
+    rule: str = "reference",
 ) -> jax.Array:
     """FlexConv's anti-aliasing penalty (FlexConv Sec. 4.2) for a MAGNet kernel net.
 
-    :func:`convjax.ops.magnet.magnet_aliasing_penalty` with the layer's mask (target
-    "gabor+mask"; "gabor" for a mask-less CKConv)::
+    :func:`convjax.ops.magnet.magnet_aliasing_penalty`::
 
-        weight * sum_i relu(f_i + f_m / (L + 1) - (k - 1) / 4 / (L + 1))^2
-        f_i = max_{j,d} (|W_ijd| + s |gamma_ijd|) / (2 pi),  f_m = s / (2 pi) max_d 1 / sigma_d
+        weight * sum_i relu(f_i [+ f_m / (L + 1)] - (k - 1) / 4 / (L + 1))^2
+        f_i = max_{j,d} |W_ijd| / (2 pi) + s max_{j,d} |gamma_ijd| / (2 pi)   (rule "reference")
+        f_m = s / (2 pi) max_d 1 / sigma_d                        (target "gabor+mask" only)
 
-    0.0 for SIREN, which has no Gabor filters.
+    Args:
+      params, kernel_size: the layer's parameters and horizon.
+      weight, gauss_stddevs: the penalty's ``factor`` (0.1) and ``s`` (2).
+      kernel_net: ``"magnet"``; 0.0 for ``"siren"``, which has no Gabor filters.
+      target: ``"gabor"`` (default: the mask term left out, as in most of the reference's
+        configs and commands) or ``"gabor+mask"`` (the mask's frequency shared over the
+        filters; without a mask, as for CKConv, there is no mask term).
+      rule: ``"reference"`` (default: ``max|W| + s max|gamma|``, what the authors' code
+        computes) or ``"per_entry"`` (``max(|W| + s|gamma|)``, the paper's stated intent).
 
     Example:
       >>> p = flex_conv_init(jax.random.key(0), 2, 3, 4)
@@ -575,15 +594,19 @@ def flex_conv_aliasing_penalty(
       ()
     """
     check_choice(kernel_net, KERNEL_NETS, "kernel_net")
+    check_choice(target, ALIASING_TARGETS, "target")
+    check_choice(rule, ALIASING_RULES, "rule")
     if kernel_net != "magnet":
         return jnp.zeros((), jnp.float32)
-    sigma = mask_sigma(params) if "mask" in params else None
+    sigma = mask_sigma(params) if "mask" in params and target == "gabor+mask" else None
     return magnet_aliasing_penalty(
-        params["kernel_net"], kernel_size, weight, gauss_stddevs, mask_sigma=sigma
+        params["kernel_net"], kernel_size, weight, gauss_stddevs, mask_sigma=sigma, rule=rule
     )
 
 
 __all__ = [
+    "ALIASING_RULES",
+    "ALIASING_TARGETS",
     "FLEX_PADDING_MODES",
     "GABOR_CENTRES",
     "KERNEL_NETS",

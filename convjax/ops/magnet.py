@@ -10,20 +10,29 @@ position ``x`` in ``[-1, 1]^d`` to the ``C_out * C_in`` kernel values at ``x``:
 ``num_layers = L`` hidden layers means ``L + 1`` Gabor filters. Init (per filter ``l = 0..L``):
 ``gamma ~ Gamma(alpha / (l + 1), beta)`` (alpha 6, beta 1); ``mu ~ U(c - s, c + s)``;
 ``W ~ U(-1/sqrt(d), 1/sqrt(d)) * input_scale / sqrt(L + 1) * gamma`` (input_scale 25.6);
-``b ~ U(-pi, pi)``. Linear layers use the PyTorch default ``U(+-1/sqrt(fan_in))``.
+``b ~ U(-pi, pi)``. Linear layers, the output layer's bias included, use the PyTorch default
+``U(+-1/sqrt(fan_in))`` (the reference config's ``bias_init: None`` loads as the string
+``'None'``, which matches none of its bias rules, so PyTorch's default stays).
 
-Anti-aliasing (FlexConv Sec. 4.2), as the authors' default regulariser computes it (target
-"gabor+mask", method "together", l2-relu, ``s`` = ``gauss_stddevs`` = 2). Gabor filter
-``i = 0..L`` of a layer has frequency (cycles per unit) the max over all its entries
+Anti-aliasing (FlexConv Sec. 4.2), as the authors' regulariser computes it (method
+"together", l2-relu, ``s`` = ``gauss_stddevs`` = 2). Gabor filter ``i = 0..L`` of a layer has
+frequency (cycles per unit, a Gaussian envelope of inverse width ``gamma`` counting as
+frequency ``s gamma / (2 pi)``)
 
-    f_i = max_{j,d} (|W_{i,j,d}| + s |gamma_{i,j,d}|) / (2 pi)
+    f_i = max_{j,d} |W_{i,j,d}| / (2 pi) + s max_{j,d} |gamma_{i,j,d}| / (2 pi)   ("reference")
+    f_i = max_{j,d} (|W_{i,j,d}| + s |gamma_{i,j,d}|) / (2 pi)                   ("per_entry")
 
-(a Gaussian envelope of inverse width ``gamma`` counts as frequency ``s gamma / (2 pi)``). The
-FlexConv mask's frequency ``f_m = s / (2 pi) * max_d 1 / sigma_d`` is split evenly over the
-``L + 1`` filters (products of filters add frequencies), and each filter is compared with
-its share of the Nyquist frequency of the kernel grid ``linspace(-1, 1, k)``, ``(k - 1) / 4``:
+The reference code (``antialiasing.py``) adds the ``(H, d, 1, 1)`` sine weights of a Gabor
+layer to its ``(H, d)`` gammas; the sum broadcasts to ``(H, d, H, d)``, so its maximum is the
+sum of the two maxima: the ``"reference"`` rule, what the published runs used (the default).
+``"per_entry"`` is the paper's stated intent (the frequency of each unit, then the maximum);
+it is never larger. With target ``"gabor+mask"`` the FlexConv mask's frequency
+``f_m = s / (2 pi) * max_d 1 / sigma_d`` is split evenly over the ``L + 1`` filters (products
+of filters add frequencies); target ``"gabor"`` (most of the reference's runs) leaves it out.
+Each filter is compared with its share of the Nyquist frequency of the kernel grid
+``linspace(-1, 1, k)``, ``(k - 1) / 4``:
 
-    penalty = weight * sum_i relu(f_i + f_m / (L + 1) - (k - 1) / (4 (L + 1)))^2
+    penalty = weight * sum_i relu(f_i [+ f_m / (L + 1)] - (k - 1) / (4 (L + 1)))^2
 
 Parameters are a plain pytree: ``{"gabor": [{"gamma", "mu", "w": (d, H), "b": (H,)}] * (L+1),
 "hidden": [{"w": (H, H), "b": (H,)}] * L, "out": {"w": (H, O), "b": (O,)}}``.
@@ -39,9 +48,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from convjax._checks import check_positive
+from convjax._checks import check_choice, check_positive
 
 Params = dict[str, Any]
+
+#: How a Gabor layer's frequency combines sine weights and envelope widths (module docstring).
+ALIASING_RULES = ("reference", "per_entry")
+#: What the anti-aliasing penalty covers: the Gabor filters, or the filters and the mask.
+ALIASING_TARGETS = ("gabor", "gabor+mask")
 
 
 def _check_net_sizes(num_dims: int, out_features: int, hidden_features: int, num_layers: int):
@@ -128,6 +142,7 @@ def magnet_init(
         "hidden_w": (num_layers, h, h),
         "hidden_b": (num_layers, h),
         "out_w": (h, out_features),
+        "out_b": (out_features,),
     }
     counts = [math.prod(shape) for shape in sizes.values()]
     flat = jax.random.uniform(key_u, (sum(counts),), dtype, -1.0, 1.0)
@@ -149,7 +164,7 @@ def magnet_init(
         {"w": bound * u["hidden_w"][layer], "b": bound * u["hidden_b"][layer]}
         for layer in range(num_layers)
     ]
-    out = {"w": bound * u["out_w"], "b": jnp.zeros((out_features,), dtype)}
+    out = {"w": bound * u["out_w"], "b": bound * u["out_b"]}
     return {"gabor": gabor, "hidden": hidden, "out": out}
 
 
@@ -184,24 +199,34 @@ def magnet_apply(params: Params, coords: jax.Array) -> jax.Array:
     return out.reshape(*lead, out.shape[-1])
 
 
-def magnet_frequencies(params: Params, gauss_stddevs: float = 2.0) -> jax.Array:
+def magnet_frequencies(
+    params: Params, gauss_stddevs: float = 2.0, rule: str = "reference"
+) -> jax.Array:
     """Frequency of each Gabor filter (cycles per unit): ``(L + 1,)``.
 
-    ``f_i = max_{j,d} (|W_{i,j,d}| + s |gamma_{i,j,d}|) / (2 pi)`` with ``s = gauss_stddevs``:
-    the max over all entries of filter ``i`` (FlexConv Sec. 4.2, the authors' "together"
-    rule).
+    ``rule="reference"`` (default, the authors' code): ``f_i = max_{j,d} |W_{i,j,d}| / (2 pi)
+    + s max_{j,d} |gamma_{i,j,d}| / (2 pi)``. ``rule="per_entry"`` (the paper's stated intent,
+    never larger): ``f_i = max_{j,d} (|W_{i,j,d}| + s |gamma_{i,j,d}|) / (2 pi)``. ``s`` =
+    ``gauss_stddevs``; see the module docstring (FlexConv Sec. 4.2).
 
     Example:
       >>> magnet_frequencies(magnet_init(jax.random.key(0), 2, 4)).shape
       (4,)
     """
     check_positive(gauss_stddevs, "gauss_stddevs", allow_zero=True)
-    return jnp.stack(
-        [
-            jnp.max(jnp.abs(g["w"]) + gauss_stddevs * jnp.abs(g["gamma"])) / (2.0 * math.pi)
+    check_choice(rule, ALIASING_RULES, "rule")
+    two_pi = 2.0 * math.pi
+    if rule == "reference":
+        freqs = [
+            (jnp.max(jnp.abs(g["w"])) + gauss_stddevs * jnp.max(jnp.abs(g["gamma"]))) / two_pi
             for g in params["gabor"]
         ]
-    )
+    else:
+        freqs = [
+            jnp.max(jnp.abs(g["w"]) + gauss_stddevs * jnp.abs(g["gamma"])) / two_pi
+            for g in params["gabor"]
+        ]
+    return jnp.stack(freqs)
 
 
 def mask_frequency(sigma: jax.Array, gauss_stddevs: float = 2.0) -> jax.Array:
@@ -230,23 +255,27 @@ def magnet_aliasing_penalty(
     weight: float = 0.1,
     gauss_stddevs: float = 2.0,
     mask_sigma: jax.Array | None = None,
+    rule: str = "reference",
 ) -> jax.Array:
     """Anti-aliasing penalty of one MAGNet (FlexConv Sec. 4.2; float32 scalar)::
 
-        f_i  = max_{j,d} (|W_{i,j,d}| + s |gamma_{i,j,d}|) / (2 pi)      i = 0..L
+        f_i  = magnet_frequencies(params, s, rule)_i                     i = 0..L
         f_m  = s / (2 pi) * max_d 1 / sigma_d                 (0 without a mask)
         penalty = weight * sum_i relu(f_i + f_m / (L + 1) - (k - 1) / 4 / (L + 1))^2
 
-    the authors' regulariser with target "gabor+mask" (just "gabor" when ``mask_sigma`` is
-    None), method "together", function l2-relu. Defaults as in the paper's experiments:
-    ``weight`` (their ``factor``) 0.1, ``s`` = ``gauss_stddevs`` = 2. Zero iff every filter
-    stays under its share of the Nyquist frequency of a ``kernel_size`` grid; differentiable
-    in ``W``, ``gamma`` and sigma (the max passes its gradient to the largest entry).
+    the authors' regulariser, method "together", function l2-relu: target "gabor+mask" when
+    ``mask_sigma`` is given, "gabor" when it is None. Defaults as in the paper's experiments:
+    ``weight`` (their ``factor``) 0.1, ``s`` = ``gauss_stddevs`` = 2, ``rule="reference"``
+    (the frequency the authors' code computes; ``"per_entry"`` is the paper's stated one, see
+    :func:`magnet_frequencies`). Zero iff every filter stays under its share of the Nyquist
+    frequency of a ``kernel_size`` grid; differentiable in ``W``, ``gamma`` and sigma (a max
+    passes its gradient to its largest entry).
 
     Args:
       params: MAGNet parameters. kernel_size: the horizon ``k`` of the grid.
       weight: multiplier (>= 0). gauss_stddevs: ``s`` (>= 0).
-      mask_sigma: ``(d,)`` positive mask widths of the FlexConv, or None (no mask).
+      mask_sigma: ``(d,)`` positive mask widths of the FlexConv, or None (no mask term).
+      rule: ``"reference"`` or ``"per_entry"`` (:data:`ALIASING_RULES`).
 
     Example:
       >>> p = magnet_init(jax.random.key(0), 2, 4)
@@ -254,7 +283,7 @@ def magnet_aliasing_penalty(
       True
     """
     check_positive(weight, "weight", allow_zero=True)
-    freqs = magnet_frequencies(params, gauss_stddevs)
+    freqs = magnet_frequencies(params, gauss_stddevs, rule)
     num_filters = freqs.shape[0]
     if mask_sigma is not None:
         freqs = freqs + mask_frequency(mask_sigma, gauss_stddevs) / num_filters

@@ -124,8 +124,9 @@ def make_train_setup(
     ``spec.model.build(...)`` seeded by ``spec.run.seed``; the task optimizer is
     ``make_task_optimizer(spec.optimizer, ..., num_steps)`` (``num_steps`` sets the cosine
     decay), the padding optimizer ``make_padding_optimizer(spec.padding_optimizer)``; the
-    train step is :func:`convjax.train.step.make_train_step` with
-    ``spec.run.aliasing_weight``. The fields and their meaning: ``convjax/configs/default.py``.
+    train step is :func:`convjax.train.step.make_train_step` with ``spec.run.aliasing_weight``,
+    ``aliasing_target`` and ``aliasing_rule``. The fields and their meaning:
+    ``convjax/configs/default.py``.
 
     Args:
       spec: a :class:`~convjax.train.spec.TrainSpec`, or an ml_collections config / (partial)
@@ -165,6 +166,8 @@ def make_train_setup(
         axis_name=axis_name,
         compute_dtype=dtype,
         aliasing_weight=spec.run.aliasing_weight,
+        aliasing_target=spec.run.aliasing_target,
+        aliasing_rule=spec.run.aliasing_rule,
     )
     eval_step = make_eval_step(model_def, axis_name=axis_name, compute_dtype=dtype)
     return TrainSetup(

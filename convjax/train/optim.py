@@ -28,7 +28,9 @@ from convjax.nnx import MaskParam
 #: Optimizer names accepted by :func:`make_task_optimizer` and :func:`make_padding_optimizer`.
 OPTIMIZERS = ("sgd", "adam", "adamw")
 #: Learning-rate schedules accepted by :func:`make_schedule`.
-SCHEDULES = ("cosine", "constant")
+SCHEDULES = ("cosine", "constant", "step")
+#: Which parameters ``optimizer.weight_decay`` applies to (see :func:`make_task_optimizer`).
+WEIGHT_DECAY_ON = ("kernels", "all")
 
 #: Label of ordinary parameters and of FlexConv mask parameters in the label tree.
 DEFAULT_GROUP = "default"
@@ -47,6 +49,10 @@ class OptimizerSpec:
         decoupled for AdamW. momentum / nesterov: SGD. b1 / b2: Adam.
       mask_lr_factor: learning-rate factor of FlexConv's mask parameters.
       grad_clip_norm: global-norm clipping when > 0.
+      step_fractions / step_factor: the ``"step"`` schedule multiplies the learning rate by
+        ``step_factor`` at each of these fractions of the run (PyTorch's MultiStepLR).
+      weight_decay_on: ``"kernels"`` (ndim >= 2, not mask parameters) or ``"all"`` (PyTorch's
+        coupled L2 on every parameter, as ``torch.optim.SGD(weight_decay=...)``).
 
     Example:
       >>> OptimizerSpec(name="sgd", learning_rate=0.1).momentum
@@ -65,6 +71,9 @@ class OptimizerSpec:
     b2: float = 0.999
     mask_lr_factor: float = 0.1
     grad_clip_norm: float = 0.0
+    step_fractions: tuple[float, ...] = (1 / 3, 2 / 3)
+    step_factor: float = 0.1
+    weight_decay_on: str = "kernels"
 
     #: The config block this spec is read from (error messages name ``--config.<block>.x``).
     block = "optimizer"
@@ -132,6 +141,23 @@ def _check_fields(spec: OptimizerSpec) -> None:
     check_str(spec.schedule, f"{b}.schedule", SCHEDULES)
     check_int(spec.warmup_steps, f"{b}.warmup_steps", 0)
     check_bool(spec.nesterov, f"{b}.nesterov")
+    check_str(spec.weight_decay_on, f"{b}.weight_decay_on", WEIGHT_DECAY_ON)
+    fractions = spec.step_fractions
+    if isinstance(fractions, (int, float)):
+        fractions = (fractions,)
+    if (
+        not isinstance(fractions, (list, tuple))
+        or not all(
+            isinstance(f, (int, float)) and not isinstance(f, bool) and 0.0 < f < 1.0
+            for f in fractions
+        )
+        or list(fractions) != sorted(fractions)
+    ):
+        raise ConfigError(
+            f"{flag(b + '.step_fractions')} must be increasing fractions in (0, 1), got "
+            f"{spec.step_fractions!r}"
+        )
+    object.__setattr__(spec, "step_fractions", tuple(float(f) for f in fractions))
     for key in (
         "learning_rate",
         "end_learning_rate_factor",
@@ -141,6 +167,7 @@ def _check_fields(spec: OptimizerSpec) -> None:
         "b2",
         "mask_lr_factor",
         "grad_clip_norm",
+        "step_factor",
     ):
         object.__setattr__(spec, key, check_float(getattr(spec, key), f"{b}.{key}", 0))
     object.__setattr__(spec, "warmup_steps", int(spec.warmup_steps))
@@ -175,13 +202,18 @@ def param_labels(params_state: nnx.State, mask_type: type | None = None) -> dict
 
 
 def make_schedule(config: Any, num_steps: int) -> optax.Schedule:
-    """Learning-rate schedule: linear warm-up then cosine decay (or constant).
+    """Learning-rate schedule: linear warm-up then cosine decay (or constant, or steps).
 
     ``lr(t) = peak * t / warmup`` for ``t < warmup``, then
-    ``end + (peak - end) * (1 + cos(pi * (t - warmup) / (num_steps - warmup))) / 2``.
+    ``end + (peak - end) * (1 + cos(pi * (t - warmup) / (num_steps - warmup))) / 2``
+    (``"cosine"``), ``peak`` (``"constant"``), or ``peak * step_factor^i`` after the ``i``-th
+    boundary ``round(f * num_steps)`` of ``step_fractions`` (``"step"``: PyTorch's
+    ``MultiStepLR`` scaled to the run, e.g. fractions ``(1/3, 2/3)`` = "x0.1 every 30 of 90
+    epochs").
 
     Config fields: ``learning_rate`` (peak), ``warmup_steps`` (int), ``schedule``
-    ("cosine" | "constant"), ``end_learning_rate_factor`` (end = factor * peak).
+    ("cosine" | "constant" | "step"), ``end_learning_rate_factor`` (end = factor * peak),
+    ``step_fractions``, ``step_factor``.
 
     Example:
       >>> sched = make_schedule(ml_collections.ConfigDict(dict(learning_rate=0.1)), 100)
@@ -190,6 +222,15 @@ def make_schedule(config: Any, num_steps: int) -> optax.Schedule:
     peak, warmup, kind = spec.learning_rate, spec.warmup_steps, spec.schedule
     if num_steps < 1:
         raise ValueError(f"`num_steps` must be >= 1, got {num_steps}.")
+    if kind == "step":
+        factor = spec.step_factor
+        boundaries = {max(1, round(f * num_steps)): factor for f in spec.step_fractions}
+        steps = optax.piecewise_constant_schedule(peak, boundaries)
+        if warmup == 0:
+            return steps
+        return optax.join_schedules(
+            [optax.linear_schedule(0.0, peak, warmup), lambda t: steps(t + warmup)], [warmup]
+        )
     if kind == "constant":
         if warmup == 0:
             return optax.constant_schedule(peak)
@@ -234,8 +275,10 @@ def make_task_optimizer(
     """The task optimizer over ``nnx.Param`` (pure dict), with per-group learning rates.
 
     Config fields: ``name`` ("sgd" | "adam" | "adamw"), ``learning_rate``, ``warmup_steps``,
-    ``schedule``, ``end_learning_rate_factor``, ``weight_decay`` (kernels only: leaves with
-    ndim >= 2 that are not mask parameters), ``momentum``/``nesterov`` (SGD), ``b1``/``b2``
+    ``schedule``, ``end_learning_rate_factor``, ``step_fractions``/``step_factor``,
+    ``weight_decay``, ``weight_decay_on`` (``"kernels"``: leaves with ndim >= 2 that are not
+    mask parameters; ``"all"``: every parameter, as PyTorch's ``SGD(weight_decay=...)``, the
+    papers' reference code, does), ``momentum``/``nesterov`` (SGD), ``b1``/``b2``
     (Adam), ``mask_lr_factor`` (FlexConv mask group), ``grad_clip_norm`` (global-norm
     clipping if > 0). Missing fields take the defaults of ``base_config().optimizer``
     (:mod:`convjax.configs.default`, the one place of the trainer's defaults).
@@ -256,13 +299,18 @@ def make_task_optimizer(
     schedule = make_schedule(spec, num_steps)
     mask_factor = spec.mask_lr_factor
 
+    decay_all = spec.weight_decay_on == "all"
+
     def decay_mask(params: Any) -> Any:
-        return jax.tree.map(lambda p: jnp.ndim(p) >= 2, params)
+        return jax.tree.map(lambda p: decay_all or jnp.ndim(p) >= 2, params)
+
+    def mask_decay(params: Any) -> Any:
+        return jax.tree.map(lambda _: decay_all, params)
 
     transforms = {
         DEFAULT_GROUP: _base_optimizer(name, schedule, spec, decay_mask),
-        # Mask parameters (mu, sigma of the Gaussian mask): reduced lr, no weight decay.
-        MASK_GROUP: _base_optimizer(name, _scaled(schedule, mask_factor), spec, lambda p: False),
+        # Mask parameters (mu, sigma of the Gaussian mask): reduced lr, decayed only with "all".
+        MASK_GROUP: _base_optimizer(name, _scaled(schedule, mask_factor), spec, mask_decay),
     }
     tx: optax.GradientTransformation = optax.multi_transform(transforms, labels)
     clip = spec.grad_clip_norm

@@ -26,6 +26,7 @@ from typing import Any
 from convjax._spec import ConfigError, check_bool, check_float, check_int, check_str, flag
 from convjax.data.spec import DataSpec
 from convjax.models.spec import ModelSpec
+from convjax.ops.magnet import ALIASING_RULES, ALIASING_TARGETS
 from convjax.train.distributed import BACKENDS
 from convjax.train.optim import OptimizerSpec, PaddingOptimizerSpec
 
@@ -44,12 +45,14 @@ class DistributedSpec:
 
     initialize: bool = False
     coordinator_address: str = ""
+    coordinator_bind_address: str = ""
     num_processes: int = 0
     process_id: int = -1
 
     def __post_init__(self) -> None:
         check_bool(self.initialize, "distributed.initialize")
         check_str(self.coordinator_address, "distributed.coordinator_address")
+        check_str(self.coordinator_bind_address, "distributed.coordinator_bind_address")
         object.__setattr__(
             self, "num_processes", check_int(self.num_processes, "distributed.num_processes", 0)
         )
@@ -60,7 +63,7 @@ class DistributedSpec:
     @classmethod
     def from_config(cls, block: Any) -> DistributedSpec:
         """From the ``distributed`` config block."""
-        return cls(**{f.name: block[f.name] for f in dataclasses.fields(cls)})
+        return cls(**{f.name: block[f.name] for f in dataclasses.fields(cls) if f.name in block})
 
     def to_config(self) -> dict[str, Any]:
         """The ``distributed`` config block (also what ``setup_distributed`` reads)."""
@@ -76,7 +79,8 @@ class RunSpec:
       epochs), num_epochs, log_every, eval_every (0 = at the end), checkpoint_every (0 = at
       the end), keep_checkpoints, resume, tensorboard, progress, stop_on_nonfinite,
       parallel (:data:`convjax.train.distributed.BACKENDS`), dtype (:data:`DTYPE_NAMES`),
-      aliasing_weight (FlexConv anti-aliasing penalty), distributed.
+      aliasing_weight, aliasing_target, aliasing_rule (the FlexConv anti-aliasing penalty:
+      :func:`convjax.ops.flex_conv_aliasing_penalty`), distributed.
 
     Example:
       >>> RunSpec(num_steps=10).num_steps
@@ -99,6 +103,8 @@ class RunSpec:
     parallel: str = "pmap"
     dtype: str = "float32"
     aliasing_weight: float = 1.0
+    aliasing_target: str = "gabor"
+    aliasing_rule: str = "reference"
     distributed: DistributedSpec = dataclasses.field(default_factory=DistributedSpec)
 
     def __post_init__(self) -> None:
@@ -123,6 +129,8 @@ class RunSpec:
         check_str(self.parallel, "parallel", BACKENDS)
         check_str(self.dtype, "dtype", DTYPE_NAMES)
         put("aliasing_weight", check_float(self.aliasing_weight, "aliasing_weight", 0))
+        check_str(self.aliasing_target, "aliasing_target", ALIASING_TARGETS)
+        check_str(self.aliasing_rule, "aliasing_rule", ALIASING_RULES)
         if not isinstance(self.workdir, str) or not self.workdir:
             raise ConfigError(f"{flag('workdir')} must be a non-empty path, got {self.workdir!r}")
         if not isinstance(self.distributed, DistributedSpec):

@@ -50,12 +50,18 @@ def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
 
 
 def make_loss_fn(
-    model_def: ModelDef, *, compute_dtype: Any = None, aliasing_weight: float = 1.0
+    model_def: ModelDef,
+    *,
+    compute_dtype: Any = None,
+    aliasing_weight: float = 1.0,
+    aliasing_target: str | None = None,
+    aliasing_rule: str | None = None,
 ) -> Callable[..., tuple[jax.Array, tuple[dict, Metrics]]]:
     """Per-device loss ``loss_fn(params, pad_params, stats, batch, key) -> (total, aux)``.
 
     ``total = mean_i CE(f(x_i), y_i) + pop_padding_losses(model) + aliasing_weight *
-    total_aliasing_penalty(model)`` with the model in train mode, its RNG streams reseeded
+    total_aliasing_penalty(model, target=aliasing_target, rule=aliasing_rule)`` (``None``: each
+    FlexConv's own target / rule) with the model in train mode, its RNG streams reseeded
     from ``key``. ``aux = (new_stats, metrics)``: the statistics after the forward pass and
     the per-device ``loss`` (task), ``accuracy``, ``padding_loss``, ``aliasing_penalty``,
     ``total_loss``. Differentiate w.r.t. ``(params, pad_params)``: the task loss gives exact
@@ -75,7 +81,8 @@ def make_loss_fn(
         logits = model(images)
         task_loss = cross_entropy(logits, batch["label"]).mean()
         pad_loss = jnp.asarray(pop_padding_losses(model), jnp.float32)
-        penalty = jnp.asarray(total_aliasing_penalty(model), jnp.float32)
+        penalty = total_aliasing_penalty(model, target=aliasing_target, rule=aliasing_rule)
+        penalty = jnp.asarray(penalty, jnp.float32)
         total = task_loss + pad_loss + aliasing_weight * penalty
         new_stats = nnx.to_pure_dict(nnx.state(model, stats_filter()))
         accuracy = jnp.mean((jnp.argmax(logits, -1) == batch["label"]).astype(jnp.float32))
@@ -100,6 +107,8 @@ def make_train_step(
     axis_name: str | None = "batch",
     compute_dtype: Any = None,
     aliasing_weight: float = 1.0,
+    aliasing_target: str | None = None,
+    aliasing_rule: str | None = None,
 ) -> Callable[[TrainState, Batch], tuple[TrainState, Metrics]]:
     """Build the per-device train step ``step(state, batch) -> (state, metrics)``.
 
@@ -112,6 +121,8 @@ def make_train_step(
       compute_dtype: cast the images to this dtype (e.g. ``jnp.bfloat16``); the loss is
         always computed in float32 and parameters/statistics stay float32.
       aliasing_weight: multiplier of ``convjax.nnx.total_aliasing_penalty(model)``.
+      aliasing_target, aliasing_rule: the penalty's target / rule for every FlexConv
+        (``None``: each layer's own; see ``convjax.ops.flex_conv_aliasing_penalty``).
 
     The batch holds ``image`` float ``(B_dev, *spatial, C)`` and ``label`` int ``(B_dev,)``.
     Loss (per device, then ``pmean``): ``mean_i CE(f(x_i), y_i) + sum padding losses +
@@ -124,7 +135,13 @@ def make_train_step(
       >>> p_step = jax.pmap(step, axis_name="batch")
     """
 
-    loss_fn = make_loss_fn(model_def, compute_dtype=compute_dtype, aliasing_weight=aliasing_weight)
+    loss_fn = make_loss_fn(
+        model_def,
+        compute_dtype=compute_dtype,
+        aliasing_weight=aliasing_weight,
+        aliasing_target=aliasing_target,
+        aliasing_rule=aliasing_rule,
+    )
     grad_fn = jax.grad(loss_fn, argnums=(0, 1), has_aux=True)
 
     def train_step(state: TrainState, batch: Batch) -> tuple[TrainState, Metrics]:

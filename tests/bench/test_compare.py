@@ -92,8 +92,14 @@ def test_summarize_and_table_on_hand_made_records():
     assert x["accuracy_mean"] == pytest.approx(0.85) and y["accuracy_std"] == 0.0
     assert x["accuracy_std"] == pytest.approx(np.std([0.9, 0.8], ddof=1))
     assert x["curve_mean"] == pytest.approx([0.5, 0.85]) and x["epoch_time_s"] == 2.0
+    # paired per seed: y - x = 0.05, 0.15 -> mean 0.10 +- t(0.975, 1) 0.0707 / sqrt(2)
+    half = 12.7062047 * np.std([0.05, 0.15], ddof=1) / np.sqrt(2)
+    assert y["difference"]["mean"] == pytest.approx(0.10)
+    assert y["difference"]["low"] == pytest.approx(0.10 - half, rel=1e-6)
+    assert x["difference"] is None
     table = compare.markdown_table([x, y], switch="pool")
-    assert "| g | y | 95.00 ± 0.00 | +10.00 | 95.0, 95.0 | 2.00 | 7 |" in table
+    cell = f"+10.00 [{100 * (0.1 - half):+.2f}, {100 * (0.1 + half):+.2f}]"
+    assert f"| g | y | 95.00 ± 0.00 | {cell} | 95.0, 95.0 | 2.00 | 7 |" in table
 
 
 def test_flex_kernel_sizes_match_the_mask_formula():
@@ -133,6 +139,56 @@ def test_shipped_experiments_resolve(name):
                 assert spec.data.name == ("digits" if quick else
                                           "idx:/usr/share/datasets/fashion-mnist")  # fmt: skip
                 assert spec.to_config()[exp["switch"]] == exp["arms"][arm][exp["switch"]]
+
+
+def test_student_t_and_paired_interval_match_scipy():
+    stats = pytest.importorskip("scipy.stats")
+    for dof in (1, 2, 3, 4, 5, 9, 30):
+        for p in (0.9, 0.975, 0.995):
+            assert compare.student_t_quantile(p, dof) == pytest.approx(
+                stats.t.ppf(p, dof), rel=1e-9
+            )
+    a = [0.912, 0.905, 0.921, 0.899, 0.915]
+    b = [0.901, 0.899, 0.907, 0.902, 0.903]
+    d = compare.paired_difference(a, b)
+    diff = np.subtract(a, b)
+    low, high = stats.t.interval(0.95, len(diff) - 1, loc=diff.mean(), scale=stats.sem(diff))
+    assert d["mean"] == pytest.approx(diff.mean()) and d["n"] == 5
+    assert (d["low"], d["high"]) == pytest.approx((low, high), rel=1e-9)
+    # the interval excludes 0 exactly when the paired t-test rejects at 5 %
+    assert (d["low"] > 0) == (stats.ttest_rel(a, b).pvalue < 0.05)
+    assert compare.paired_difference([0.5], [0.4])["low"] is None
+    with pytest.raises(ValueError, match="equally long"):
+        compare.paired_difference([0.5, 0.6], [0.4])
+    with pytest.raises(ValueError, match="dof"):
+        compare.student_t_quantile(0.975, 0)
+
+
+def test_recipes_paper_by_default_adam_on_request():
+    norm = compare.load_experiment("norm")
+    assert norm["recipe"] == "paper" and set(norm["recipes"]) == {"paper", "adam"}
+    cfg = compare.arm_config(norm, "1 epoch", "deconv", 0)
+    opt = cfg.optimizer
+    assert (opt.name, opt.learning_rate, opt.momentum, opt.weight_decay) == ("sgd", 0.1, 0.9, 1e-3)
+    assert (opt.weight_decay_on, opt.schedule, opt.warmup_steps) == ("all", "cosine", 0)
+    assert cfg.batch_size == 128 and cfg.norm == "deconv"
+    adam = compare.arm_config(compare.load_experiment("norm", recipe="adam"), "1 epoch", "batch", 0)
+    assert (adam.optimizer.name, adam.optimizer.learning_rate) == ("adam", 3e-3)
+    pool = compare.arm_config(compare.load_experiment("pooling"), "VGG-style", "soft", 0)
+    assert (pool.optimizer.schedule, pool.optimizer.weight_decay) == ("step", 1e-4)
+    conv = compare.arm_config(
+        compare.load_experiment("conv", quick=True), "FlexNet-tiny", "flex", 0
+    )
+    assert (conv.optimizer.learning_rate, conv.optimizer.mask_lr_factor) == (0.01, 0.1)
+    assert conv.model_kwargs["dropout"] == 0.2 and conv.aliasing_weight == 0.0
+    assert conv.batch_size == 64 and conv.model_kwargs["flex_kernel_size"] == 17
+    with pytest.raises(ValueError, match="not one of the experiment's recipes"):
+        compare.load_experiment("norm", recipe="lamb")
+    for name in ("cifar10_norm", "cifar10_pooling", "cifar10_padding", "cifar10_conv"):
+        exp = compare.load_experiment(name)
+        assert compare.arm_config(exp, next(iter(exp["groups"])), next(iter(exp["arms"])), 0)
+        with pytest.raises(ValueError, match="no --quick variant"):
+            compare.load_experiment(name, quick=True)
 
 
 def test_bad_input_is_named():
@@ -180,6 +236,6 @@ def test_compare_notebook_draws_a_workdir(tiny, monkeypatch):
 def test_one_progress_bar_counts_every_step_of_the_experiment():
     total, _ = compare._total_steps(compare.check_experiment(TINY), {})
     assert total == 2 * 2 * 22  # arms x seeds x (1437 digits // 64 per epoch) x 1 epoch
-    exp = compare.load_experiment("norm", quick=True)  # groups of 1 and 6 epochs
+    exp = compare.load_experiment("norm", quick=True)  # groups of 1 and 6 epochs, 5 seeds
     total, _ = compare._total_steps(exp, {})
-    assert total == (1 + 6) * 22 * 2 * 3
+    assert total == (1 + 6) * (1437 // 128) * 2 * 5  # the paper recipe's batch of 128

@@ -108,3 +108,17 @@ def test_errors():
         DeconvConv(4, (3, 3, 3)).init(jax.random.key(0), x, False)
     with pytest.raises(TypeError, match="floating"):
         DeconvDense(4).init(jax.random.key(0), jnp.ones((2, 3), jnp.int32), False)
+
+
+def test_default_init_is_pytorchs():
+    """Linen layers: PyTorch's defaults, weight and bias U(+-1/sqrt fan_in)."""
+    x = jnp.ones((2, 6, 6, 32))
+    conv = DeconvConv(48, 3).init(jax.random.key(0), x, use_running_average=True)["params"]
+    dense = DeconvDense(512).init(jax.random.key(1), jnp.ones((4, 256)), use_running_average=True)
+    for p, fan_in in ((conv, 3 * 3 * 32), (dense["params"], 256)):
+        w = np.asarray(p["kernel"], np.float64)
+        b = np.asarray(p["bias"], np.float64)
+        bound = 1 / np.sqrt(fan_in) * (1 + 1e-6)
+        assert np.abs(w).max() <= bound and np.abs(b).max() <= bound
+        assert w.var() * fan_in == pytest.approx(1 / 3, rel=0.05)
+        assert np.abs(b).max() > 0.5 / np.sqrt(fan_in)

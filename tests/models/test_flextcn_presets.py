@@ -72,7 +72,9 @@ def test_flextcn_receptive_field_covers_the_input_length():
     """With the horizon = the length (784), the first step reaches the last output."""
     grad, field = _input_gradient(784, 784, sigma=2.0)  # masks open over the whole horizon
     assert field >= 784 and np.all(np.isfinite(grad))
-    big = np.abs(grad) > 1e-4 * np.abs(grad).max()  # (the FFT path leaves ~1e-9 round-off)
+    # (the FFT path leaves ~1e-9 round-off, ~5e-12 of the max; with MAGNet's PyTorch-default
+    # output bias the newest inputs weigh ~1e-5 of the max: real, so they must count)
+    big = np.abs(grad) > 1e-7 * np.abs(grad).max()
     assert big[0] and big.all()
     # the old preset horizon (33): 3 layers reach 97 steps; the earlier ones are invisible
     grad33, field33 = _input_gradient(33, 784, sigma=2.0)

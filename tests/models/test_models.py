@@ -415,3 +415,18 @@ def test_deconv_first_layer_gets_reference_settings(name, kw, first_is_reference
     assert (first.num_iters, first.freeze) == ((15, True) if first_is_reference else (7, False))
     assert (first.counter is not None) == first_is_reference
     assert all(m.num_iters == 7 and not m.freeze and m.counter is None for m in rest)
+
+
+def test_imagenet_resnet_deconv_init_is_kaiming_fan_out():
+    """Reference ImageNet ResNets: kaiming fan-out normal on every FastDeconv weight, the
+    Delinear head at PyTorch's default; the CIFAR stem keeps PyTorch's defaults throughout."""
+
+    kw = dict(num_classes=10, in_features=3, norm="deconv", width_multiplier=0.5)
+    net = build("resnet18", rngs=nnx.Rngs(0), **kw)
+    w = np.asarray(net.blocks[0].conv1.conv.kernel[...], np.float64)  # (3, 3, 32, 32)
+    assert w.var() * (3 * 3 * w.shape[-1]) / 2 == pytest.approx(1.0, rel=0.1)
+    head = np.asarray(net.classifier.linear.kernel[...], np.float64)
+    assert np.abs(head).max() <= 1 / np.sqrt(head.shape[0]) * (1 + 1e-6)
+    cifar = build("resnet18", rngs=nnx.Rngs(0), stem="cifar", **kw)
+    w = np.asarray(cifar.blocks[0].conv1.conv.kernel[...], np.float64)
+    assert np.abs(w).max() <= 1 / np.sqrt(3 * 3 * w.shape[-2]) * (1 + 1e-6)

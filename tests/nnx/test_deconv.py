@@ -158,3 +158,18 @@ def test_constructor_and_call_errors():
         layer(jnp.ones((1, 5, 5, 3)))
     with pytest.raises(ValueError, match="spatial dims"):
         layer(jnp.ones((1, 5, 4)))
+
+
+def test_default_init_is_pytorchs():
+    """FastDeconv / Delinear keep PyTorch's defaults: weight and bias U(+-1/sqrt fan_in)."""
+    conv = DeconvConv(32, 48, 3, rngs=nnx.Rngs(0))
+    dense = DeconvDense(256, 512, rngs=nnx.Rngs(1))
+    for layer, fan_in in ((conv, 3 * 3 * 32), (dense, 256)):
+        w = np.asarray(layer.kernel[...], np.float64)
+        b = np.asarray(layer.bias[...], np.float64)
+        bound = 1 / np.sqrt(fan_in) * (1 + 1e-6)
+        assert np.abs(w).max() <= bound and np.abs(b).max() <= bound
+        assert w.var() * fan_in == pytest.approx(1 / 3, rel=0.05)
+        assert np.abs(b).max() > 0.5 / np.sqrt(fan_in)  # not the old zero bias
+    zero = DeconvConv(4, 4, 3, bias_init=nnx.initializers.zeros_init(), rngs=nnx.Rngs(0))
+    assert float(jnp.abs(zero.bias[...]).max()) == 0.0

@@ -440,3 +440,55 @@ def test_update_running_stats_formula_dtype_and_no_gradient():
     np.testing.assert_array_equal(np.asarray(grad(batch.mean.astype(jnp.float32))), 0.0)
     with pytest.raises(ValueError, match=r"`momentum` must be in \[0, 1\]"):
         dc.update_running_stats(running, batch, 1.5)
+
+
+def _numpy_conv_symmetric(x, kernel, stride):
+    """Plain 2-D cross-correlation, ``k // 2`` zeros on every side, as a float64 loop."""
+    x, kernel = np.asarray(x, np.float64), np.asarray(kernel, np.float64)
+    k = kernel.shape[0]
+    xp = np.pad(x, [(0, 0), (k // 2, k // 2), (k // 2, k // 2), (0, 0)])
+    n, h, w, _ = x.shape
+    out_h, out_w = (h + 2 * (k // 2) - k) // stride + 1, (w + 2 * (k // 2) - k) // stride + 1
+    y = np.zeros((n, out_h, out_w, kernel.shape[-1]))
+    for i in range(out_h):
+        for j in range(out_w):
+            patch = xp[:, i * stride : i * stride + k, j * stride : j * stride + k, :]
+            y[:, i, j] = np.einsum("nabc,abco->no", patch, kernel)
+    return y
+
+
+def test_default_padding_is_the_layers_symmetric_one():
+    """``deconv_conv`` / ``deconv_conv_eval`` / ``deconv_patches`` pad ``k // 2`` on both sides
+    by default (PyTorch's geometry, as every convjax layer): with identity statistics the eval
+    op is a plain conv, checked against a NumPy loop at stride 2 on an even map."""
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.standard_normal((2, 8, 8, 3)), jnp.float32)
+    k = jnp.asarray(rng.standard_normal((3, 3, 3, 4)), jnp.float32)
+    identity = dc.init_deconv_stats(3, (3, 3))
+    y = dc.deconv_conv_eval(x, k, None, identity, strides=2)
+    np.testing.assert_allclose(y, _numpy_conv_symmetric(x, k, 2), rtol=1e-4, atol=1e-4)
+    same = dc.deconv_conv_eval(x, k, None, identity, strides=2, padding="SAME")
+    assert float(jnp.max(jnp.abs(same - y))) > 1e-2  # SAME shifts the window by one pixel
+    # training op: the default equals explicit (1, 1) pads
+    y_train = dc.deconv_conv(x, k, strides=2)[0]
+    np.testing.assert_allclose(y_train, dc.deconv_conv(x, k, strides=2, padding=1)[0], rtol=1e-6)
+    np.testing.assert_array_equal(
+        dc.deconv_patches(x, 3, strides=2), dc.deconv_patches(x, 3, strides=2, padding=1)
+    )
+
+
+def test_pytorch_default_initialisers():
+    """kaiming_uniform(a=sqrt 5): U(+-1/sqrt fan_in), variance 1/(3 fan_in); bias U(+-1/sqrt
+    fan_in); kaiming fan-out normal: variance 2 / (k*k*C_out)."""
+    w = np.asarray(dc.pytorch_kernel_init()(jax.random.key(0), (3, 3, 64, 128)), np.float64)
+    fan_in = 3 * 3 * 64
+    assert np.abs(w).max() <= 1 / np.sqrt(fan_in) * (1 + 1e-6)
+    assert w.var() * fan_in == pytest.approx(1 / 3, rel=0.02)
+    b = np.asarray(dc.pytorch_bias_init(fan_in)(jax.random.key(1), (20000,)), np.float64)
+    assert np.abs(b).max() <= 1 / np.sqrt(fan_in) * (1 + 1e-6)
+    assert b.var() * fan_in == pytest.approx(1 / 3, rel=0.03)
+    f = np.asarray(dc.kaiming_fan_out_init()(jax.random.key(2), (3, 3, 64, 128)), np.float64)
+    assert f.var() * (3 * 3 * 128) / 2 == pytest.approx(1.0, rel=0.02)
+    assert np.abs(f).max() > 2.5 * np.sqrt(2 / (3 * 3 * 128))  # untruncated normal tails
+    with pytest.raises(ValueError, match="fan_in"):
+        dc.pytorch_bias_init(0)

@@ -11,6 +11,7 @@ from jax.test_util import check_grads
 from convjax.ops.flex_conv import (
     active_bucket,
     flex_conv,
+    flex_conv_aliasing_penalty,
     flex_conv_init,
     resolution_change,
     sample_kernel,
@@ -53,7 +54,7 @@ def reference_crop_1d(grid, mu, sigma, threshold, causal):
     return grid[first : len(grid) - first]
 
 
-def numpy_flex_conv(params, x, horizon, causal=False, mode="constant", threshold=0.1):
+def numpy_flex_conv(params, x, horizon, causal=False, mode="constant", threshold=0.1, strides=None):
     """Independent float64 pipeline, no jit: crop each dim dynamically -> MAGNet -> mask ->
     a (possibly non-square) kernel -> pad by its own size -> correlate."""
     x = np.asarray(x, np.float64)
@@ -70,7 +71,8 @@ def numpy_flex_conv(params, x, horizon, causal=False, mode="constant", threshold
     kernel = (values * mask[:, None]).reshape(*sizes, cin, -1)
     pads = [(sizes[0] - 1, 0)] if causal else [((n - 1) // 2, (n - 1) // 2) for n in sizes]
     xp = np.pad(x, [(0, 0), *pads, (0, 0)], mode=mode)
-    return reference_conv(xp, kernel, (1,) * d) + np.asarray(params["bias"], np.float64)
+    strides = (1,) * d if strides is None else strides
+    return reference_conv(xp, kernel, strides) + np.asarray(params["bias"], np.float64)
 
 
 @pytest.mark.parametrize(
@@ -154,8 +156,17 @@ def test_init_switches_for_the_deliberate_differences():
     for p, centre in ((ours, 1.0), (ref, 0.0)):
         for g in p["kernel_net"]["gabor"]:
             assert np.all(np.abs(np.asarray(g["mu"]) - centre) <= 1.667 * 0.075 + 1e-6)
-    # without the rescale the output layer keeps the PyTorch-default bound 1 / sqrt(H)
-    assert float(jnp.abs(ref["kernel_net"]["out"]["w"]).max()) <= 1 / math.sqrt(4) + 1e-6
+    # without the rescale the output layer keeps the PyTorch-default bound 1 / sqrt(H), bias
+    # included (the reference's ``bias_init: None``); the rescale multiplies weight and bias
+    # by one factor (same key: same draws)
+    bound = 1 / math.sqrt(4) + 1e-6
+    for name in ("w", "b"):
+        assert float(jnp.abs(ref["kernel_net"]["out"][name]).max()) <= bound
+    assert float(jnp.abs(ref["kernel_net"]["out"]["b"]).max()) > 0
+    ratio_w = np.asarray(ours["kernel_net"]["out"]["w"]) / np.asarray(ref["kernel_net"]["out"]["w"])
+    ratio_b = np.asarray(ours["kernel_net"]["out"]["b"]) / np.asarray(ref["kernel_net"]["out"]["b"])
+    np.testing.assert_allclose(ratio_w, ratio_w.flat[0], rtol=1e-4)
+    np.testing.assert_allclose(ratio_b, ratio_w.flat[0], rtol=1e-4)
     with pytest.raises(ValueError, match="gabor_centre"):
         flex_conv_init(jax.random.key(0), 1, 1, 1, gabor_centre="middle")
 
@@ -197,6 +208,55 @@ def test_padding_modes(mode):
     )
 
 
+def test_init_unit_energy_false_is_the_reference_init():
+    """``init_unit_energy=False``: the kernel net's output layer as PyTorch initialises it, so
+    the kernel at the mask centre is dominated by the output bias, as in the reference."""
+    p = flex_conv_init(jax.random.key(3), 2, 8, 8, kernel_size=33, init_unit_energy=False)
+    out = p["kernel_net"]["out"]
+    h = out["w"].shape[0]
+    for name in ("w", "b"):
+        assert float(jnp.abs(out[name]).max()) <= 1 / math.sqrt(h) + 1e-6
+    k = np.asarray(sample_kernel(p, 8, kernel_size=33, threshold=None), np.float64)
+    bias_part = np.asarray(out["b"], np.float64).reshape(8, 8)  # kernel net output * mask
+    grid = np.linspace(-1, 1, 33)
+    mask = np.exp(-0.5 * (grid[:, None] ** 2 + grid[None, :] ** 2) / 0.075**2)
+    bias_kernel = mask[:, :, None, None] * bias_part
+    share = np.sum(bias_kernel**2) / np.sum(k**2)
+    assert 0.5 < share < 1.5  # the bias carries most of the initial kernel's energy
+
+
+def test_strided_flex_conv_pads_symmetrically_like_the_layers():
+    """Stride 2 on an even map: (n - 1) / 2 zeros on both sides, as PyTorch's padding=k//2
+    and every convjax layer (XLA "SAME" would put the odd pixel on the high side only)."""
+    p = _params(2, 2, 3, 9, 0.075)
+    p["bias"] = jnp.arange(3.0)
+    x = jnp.asarray(np.random.default_rng(4).standard_normal((2, 8, 8, 2)), jnp.float32)
+    y = flex_conv(p, x, kernel_size=9, strides=2)
+    assert y.shape == (2, 4, 4, 3)
+    want = numpy_flex_conv(p, x, 9, strides=(2, 2))
+    np.testing.assert_allclose(y, want, rtol=2e-4, atol=2e-4)
+
+
+def test_penalty_target_and_rule():
+    """target "gabor" leaves the mask out; "gabor+mask" adds its share; the rule is passed on."""
+    p = _params(2, 2, 3, 33, 0.075)
+    net, sigma = p["kernel_net"], jnp.abs(p["mask"]["sigma"])
+    for rule in ("reference", "per_entry"):
+        gabor = flex_conv_aliasing_penalty(p, 33, rule=rule)
+        both = flex_conv_aliasing_penalty(p, 33, target="gabor+mask", rule=rule)
+        assert float(gabor) == pytest.approx(float(magnet_aliasing_penalty(net, 33, rule=rule)))
+        assert float(both) == pytest.approx(
+            float(magnet_aliasing_penalty(net, 33, mask_sigma=sigma, rule=rule))
+        )
+        assert float(both) > float(gabor) > 0
+    # default = the reference's target and rule
+    assert float(flex_conv_aliasing_penalty(p, 33)) == pytest.approx(
+        float(magnet_aliasing_penalty(net, 33, rule="reference"))
+    )
+    with pytest.raises(ValueError, match="target"):
+        flex_conv_aliasing_penalty(p, 33, target="mask")
+
+
 def test_ckconv_uses_full_horizon_and_strides_give_same_size():
     p = flex_conv_init(
         jax.random.key(0), 2, 1, 2, kernel_size=5, use_mask=False, kernel_net="siren"
@@ -206,7 +266,9 @@ def test_ckconv_uses_full_horizon_and_strides_give_same_size():
     y = flex_conv(p, x, kernel_size=5, kernel_net="siren", strides=(2, 3))
     assert y.shape == (1, 5, 3, 2)
     full = flex_conv(p, x, kernel_size=5, kernel_net="siren")
-    np.testing.assert_allclose(y, full[:, ::2, 1::3], rtol=1e-5, atol=1e-5)
+    # symmetric (k - 1) / 2 padding: strided outputs are the stride-1 outputs at 0, s, 2s, ...
+    # (XLA "SAME" would start at 1 on the width, 8 = 2 * 3 + 2)
+    np.testing.assert_allclose(y, full[:, ::2, ::3], rtol=1e-5, atol=1e-5)
 
 
 def test_gradients_wrt_mask_and_kernel_net():

@@ -1,5 +1,6 @@
 """MAGNet: equations against NumPy, init distributions, anti-aliasing penalty."""
 
+import itertools
 import math
 
 import jax
@@ -74,7 +75,22 @@ def test_init_statistics():
         assert np.abs(b).max() <= math.pi and abs(b.var() - math.pi**2 / 3) < 0.3
     for lin in p["hidden"]:
         assert np.abs(np.asarray(lin["w"])).max() <= 1 / math.sqrt(h)
-    assert np.all(np.asarray(p["out"]["b"]) == 0)
+
+
+def test_output_bias_is_pytorch_default():
+    """The reference's ``bias_init: None`` loads as the string 'None', so the output layer
+    keeps PyTorch's default bias ``U(+-1/sqrt(H))`` (was zero before)."""
+    h, out = 64, 8192
+    p = magnet_init(jax.random.key(7), 2, out, hidden_features=h)
+    b = np.asarray(p["out"]["b"], np.float64)
+    bound = 1 / math.sqrt(h)
+    assert np.abs(b).max() <= bound * (1 + 1e-6)
+    # U(-c, c): mean 0, variance c^2 / 3 (standard errors over 8192 draws)
+    assert abs(b.mean()) < 5 * bound / math.sqrt(3 * out)
+    assert abs(b.var() - bound**2 / 3) < 0.05 * bound**2
+    w = np.asarray(p["out"]["w"], np.float64)
+    assert np.abs(w).max() <= bound * (1 + 1e-6)
+    assert abs(w.var() - bound**2 / 3) < 0.02 * bound**2
 
 
 def test_values_finite_for_large_parameters():
@@ -84,20 +100,44 @@ def test_values_finite_for_large_parameters():
     assert bool(jnp.all(jnp.isfinite(y)))
 
 
-def _penalty_numpy(params, k, weight, s=2.0, mask_sigma=None):
-    """The authors' regulariser ("gabor+mask", "together", l2-relu) as plain loops."""
-    filters = params["gabor"]
-    n = len(filters)
-    mask_freq = 0.0
-    if mask_sigma is not None:
-        mask_freq = s * max(1.0 / abs(float(v)) for v in mask_sigma) / (2 * math.pi)
-    total = 0.0
-    for g in filters:
+def _reference_frequencies(params, s):
+    """The reference ``gabor_layer_frequencies`` ("gabor", "together") replayed in NumPy.
+
+    Its sine weights are a 1x1 conv weight ``(H, d, 1, 1)`` and its gammas ``(H, d)``; their
+    sum broadcasts to ``(H, d, H, d)`` (NumPy broadcasts as PyTorch does) before the max.
+    """
+    out = []
+    for g in params["gabor"]:
+        w = np.asarray(g["w"], np.float64).T[:, :, None, None]  # (H, d, 1, 1)
+        gamma = np.asarray(g["gamma"], np.float64).T  # (H, d)
+        combined = np.abs(w / (2 * math.pi)) + np.abs(gamma * s / (2 * math.pi))
+        assert combined.ndim == 4
+        out.append(combined.max())
+    return out
+
+
+def _per_entry_frequencies(params, s):
+    """``max_j,d (|W_jd| + s |gamma_jd|) / 2 pi`` per filter, one entry at a time."""
+    out = []
+    for g in params["gabor"]:
         f = 0.0
         w, gamma = np.asarray(g["w"], np.float64), np.asarray(g["gamma"], np.float64)
         for j in range(w.shape[1]):
             for d in range(w.shape[0]):
                 f = max(f, (abs(w[d, j]) + s * abs(gamma[d, j])) / (2 * math.pi))
+        out.append(f)
+    return out
+
+
+def _penalty_numpy(params, k, weight, s=2.0, mask_sigma=None, rule="reference"):
+    """The authors' regulariser ("together", l2-relu; "gabor+mask" with a mask) as loops."""
+    freqs = (_reference_frequencies if rule == "reference" else _per_entry_frequencies)(params, s)
+    n = len(freqs)
+    mask_freq = 0.0
+    if mask_sigma is not None:
+        mask_freq = s * max(1.0 / abs(float(v)) for v in mask_sigma) / (2 * math.pi)
+    total = 0.0
+    for f in freqs:
         total += max(f + mask_freq / n - (k - 1) / 2 * 0.5 / n, 0.0) ** 2
     return weight * total
 
@@ -128,9 +168,11 @@ def test_aliasing_penalty_matches_reference_formula():
         for g, f in zip(p["gabor"], (0.05, 0.1, 0.3, 1.0))
     ]
     sigma = jnp.array([0.2, 0.075])
-    for k, weight, s, mask in ((33, 0.1, 2.0, sigma), (17, 0.5, 1.0, sigma), (33, 0.1, 2.0, None)):
-        got = magnet_aliasing_penalty(p, k, weight, s, mask_sigma=mask)
-        want = _penalty_numpy(p, k, weight, s, None if mask is None else np.asarray(mask))
+    cases = ((33, 0.1, 2.0, sigma), (17, 0.5, 1.0, sigma), (33, 0.1, 2.0, None))
+    for (k, weight, s, mask), rule in itertools.product(cases, ("reference", "per_entry")):
+        got = magnet_aliasing_penalty(p, k, weight, s, mask_sigma=mask, rule=rule)
+        mask_np = None if mask is None else np.asarray(mask)
+        want = _penalty_numpy(p, k, weight, s, mask_np, rule)
         assert float(got) == pytest.approx(want, rel=1e-5)
     freqs = np.asarray(magnet_frequencies(p))
     budget = nyquist_budget(33, 4)
@@ -139,6 +181,28 @@ def test_aliasing_penalty_matches_reference_formula():
     grad = jax.grad(lambda sg: magnet_aliasing_penalty(p, 33, mask_sigma=sg))(sigma)
     assert float(grad[1]) < 0 and float(grad[0]) == 0.0  # only the narrowest dim counts
     assert float(mask_frequency(sigma)) == pytest.approx(2.0 / (2 * math.pi) / 0.075, rel=1e-6)
+
+
+def test_frequency_rules_reference_broadcast_vs_per_entry():
+    """Default = the reference's broadcast sum of maxima; "per_entry" = the paper's max of sums,
+    never larger, and strictly smaller when the largest |W| and |gamma| sit in different units."""
+    p = magnet_init(jax.random.key(11), 2, 4, hidden_features=16)
+    ref = np.asarray(magnet_frequencies(p))
+    per = np.asarray(magnet_frequencies(p, rule="per_entry"))
+    np.testing.assert_allclose(ref, _reference_frequencies(p, 2.0), rtol=1e-6)
+    np.testing.assert_allclose(per, _per_entry_frequencies(p, 2.0), rtol=1e-6)
+    assert np.all(per <= ref * (1 + 1e-6)) and np.any(per < ref * (1 - 1e-3))
+    # one unit holding both maxima: the two rules agree
+    g = p["gabor"][0]
+    one = {
+        **p,
+        "gabor": [{**g, "w": g["w"].at[0, 0].set(500.0), "gamma": g["gamma"].at[0, 0].set(500.0)}],
+    }
+    f_ref = float(magnet_frequencies(one)[0])
+    assert f_ref == pytest.approx(float(magnet_frequencies(one, rule="per_entry")[0]), rel=1e-6)
+    assert f_ref == pytest.approx(1500.0 / (2 * math.pi), rel=1e-6)
+    with pytest.raises(ValueError, match="rule"):
+        magnet_frequencies(p, rule="max")
 
 
 def test_gradients():

@@ -91,7 +91,7 @@ def test_padding_optimizer_steps_pad_params():
     "config, match",
     [
         (dict(name="lion"), "optimizer.name"),
-        (dict(name="sgd", schedule="step"), "optimizer.schedule"),
+        (dict(name="sgd", schedule="linear"), "optimizer.schedule"),
         (dict(name="sgd", warmup_steps=-1), "warmup_steps"),
         (dict(name="adam", weight_decay=-0.1), "weight_decay"),
         (dict(name="adam", mask_lr_factor=-1.0), "mask_lr_factor"),
@@ -107,3 +107,58 @@ def test_bad_padding_optimizer_and_steps():
         make_padding_optimizer(dict(name="rmsprop"))
     with pytest.raises(ValueError, match="num_steps"):
         make_schedule(dict(learning_rate=0.1), num_steps=0)
+
+
+def _torch_sgd_loop(params, grads_per_step, lrs, momentum, weight_decay):
+    """PyTorch's ``SGD(momentum, weight_decay)`` update written out per step (dampening 0):
+    ``d = g + wd * p; buf = momentum * buf + d (buf = d at step 0); p -= lr * buf``."""
+    p = {k: np.asarray(v, np.float64).copy() for k, v in params.items()}
+    buf = {}
+    for g, lr in zip(grads_per_step, lrs):
+        for k in p:
+            d = np.asarray(g[k], np.float64) + weight_decay * p[k]
+            buf[k] = d if k not in buf else momentum * buf[k] + d
+            p[k] = p[k] - lr * buf[k]
+    return p
+
+
+def test_sgd_with_decay_on_all_matches_pytorchs_coupled_l2():
+    """``weight_decay_on="all"``: every parameter decays, the decay enters before momentum,
+    and the step-schedule learning rate multiplies the momentum buffer, as in PyTorch."""
+    model = _WithMask()
+    state = nnx.state(model, nnx.Param)
+    params = nnx.to_pure_dict(state)
+    config = dict(
+        name="sgd",
+        learning_rate=0.1,
+        warmup_steps=0,
+        momentum=0.9,
+        weight_decay=1e-2,
+        weight_decay_on="all",
+        schedule="step",
+        step_fractions=(0.5,),
+        step_factor=0.1,
+        mask_lr_factor=1.0,
+    )
+    tx, sched = make_task_optimizer(config, param_labels(state), num_steps=4)
+    rng = np.random.default_rng(0)
+    grads = [jax.tree.map(lambda a: jnp.asarray(rng.standard_normal(a.shape)), params)]
+    grads += [jax.tree.map(lambda a: jnp.asarray(rng.standard_normal(a.shape)), params)] * 3
+    opt_state, current = tx.init(params), params
+    for g in grads:
+        updates, opt_state = tx.update(g, opt_state, current)
+        current = optax.apply_updates(current, updates)
+    lrs = [0.1, 0.1, 0.01, 0.01]
+    assert [float(sched(t)) for t in range(4)] == pytest.approx(lrs)
+    want = _torch_sgd_loop(params, grads, lrs, 0.9, 1e-2)
+    for k in want:
+        np.testing.assert_allclose(np.asarray(current[k]), want[k], rtol=1e-5, atol=1e-7)
+
+
+def test_step_schedule_scales_to_the_run():
+    sched = make_schedule(dict(learning_rate=0.1, schedule="step", warmup_steps=0), num_steps=90)
+    assert [float(sched(t)) for t in (0, 29, 30, 59, 60, 89)] == pytest.approx(
+        [0.1, 0.1, 0.01, 0.01, 0.001, 0.001]
+    )
+    with pytest.raises(ValueError, match="step_fractions"):
+        make_schedule(dict(schedule="step", step_fractions=(0.7, 0.2)), num_steps=10)
