@@ -371,6 +371,12 @@ class DataParallel:
         return jax.jit(mapped, donate_argnums=donate, compiler_options=options or None)
 
 
+def _dtype_of(x: Any) -> np.dtype:
+    """The dtype of an array or a Python/NumPy scalar (``np.result_type(array)`` is deprecated
+    for arrays: implicit array-to-dtype conversion)."""
+    return np.dtype(x.dtype) if hasattr(x, "dtype") else np.result_type(x)
+
+
 class _CompileWithOptions:
     """``jax.pmap`` takes no ``compiler_options``: lower and compile on the first call for
     each argument signature (shapes, dtypes, tree structure) and reuse the executable."""
@@ -382,7 +388,7 @@ class _CompileWithOptions:
 
     def __call__(self, *args: Any) -> Any:
         leaves, treedef = jax.tree.flatten(args)
-        key = (treedef, tuple((np.shape(x), str(np.result_type(x))) for x in leaves))
+        key = (treedef, tuple((np.shape(x), str(_dtype_of(x))) for x in leaves))
         compiled = self._compiled.get(key)
         if compiled is None:
             compiled = self._mapped.lower(*args).compile(compiler_options=self._options)

@@ -138,7 +138,7 @@ def make_train_step(
         params = optax.apply_updates(state.params, updates)
         pad_updates, opt_pad = tx_pad.update(g_pad, state.opt_pad, state.pad_params)
         pad_params = optax.apply_updates(state.pad_params, pad_updates)
-        metrics["grad_norm"] = optax.global_norm(g_task)
+        metrics["grad_norm"] = optax.tree.norm(g_task)
         lr = schedule(state.step) if schedule is not None else 0.0
         metrics["learning_rate"] = jnp.asarray(lr, jnp.float32)
         new_state = state.replace(
