@@ -119,9 +119,10 @@ def make_train_step(
     ``accuracy``, ``padding_loss``, ``aliasing_penalty``, ``total_loss``, ``grad_norm``,
     ``learning_rate``.
 
-    Example:
-      >>> step = make_train_step(model_def, tx, tx_pad)
-      >>> p_step = jax.pmap(step, axis_name="batch")
+    Example (``model_def`` from :func:`convjax.train.state.split_model`, ``tx`` and
+    ``tx_pad`` optax optimizers; ``tests/train/test_step.py`` runs it in full):
+      >>> step = make_train_step(model_def, tx, tx_pad)  # doctest: +SKIP
+      >>> p_step = jax.pmap(step, axis_name="batch")  # doctest: +SKIP
     """
 
     loss_fn = make_loss_fn(model_def, compute_dtype=compute_dtype, aliasing_weight=aliasing_weight)
