@@ -362,6 +362,7 @@ def test_export_of_raw_pixels_matches_model_and_predict(trained, tmp_path):
     assert signature["inputs"] == "raw" and signature["input_shape"] == ["b", 8, 8, 1]
     with pytest.raises(ValueError, match=r"--inputs must be one of \['raw', 'normalized'\]"):
         export_model(workdir, str(tmp_path / "x.jax"), inputs="pixels")
+    assert main(["convjax", "export", f"--workdir={workdir}", "--inputs=pixels"]) == 2
 
 
 def test_export_preprocessing_matches_the_sequence_transform():
