@@ -20,7 +20,13 @@ import convjax
 #: eagerly on the CPU); they run with ``-m slow``.
 SLOW = {
     "convjax.bench.train_step.prepare_variant",
+    "convjax.linen.flex_conv.FlexConv",
+    "convjax.models.flexnet.FlexBlock",
     "convjax.models.flexnet.FlexNet",
+    "convjax.models.flextcn.FlexTCN",
+    "convjax.models.resnet.BasicBlock",
+    "convjax.models.resnet.ResNet",
+    "convjax.ops.deconv.deconv_conv",
 }
 
 OPTIONS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE

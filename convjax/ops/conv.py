@@ -272,7 +272,7 @@ def conv_options(layer: object) -> dict[str, object]:
     Linen) passes to :func:`padded_conv`, so both spell the call once.
 
     Example:
-      >>> y, loss = padded_conv(x, kernel, bias, **conv_options(self))
+      >>> y, loss = padded_conv(x, kernel, bias, **conv_options(self))  # doctest: +SKIP
     """
     return {name: getattr(layer, name) for name in CONV_OPTIONS}
 

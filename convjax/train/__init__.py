@@ -27,9 +27,9 @@ launcher stays light):
 ``convjax.train.load_model`` and ``convjax.train.train`` are imported on first use.
 
 Example:
-  >>> from convjax.configs import default
-  >>> from convjax.train.loop import train
-  >>> summary = train(default.get_config(), "runs/default")
+  >>> from convjax.configs import default  # doctest: +SKIP
+  >>> from convjax.train.loop import train  # doctest: +SKIP
+  >>> summary = train(default.get_config(), "runs/default")  # doctest: +SKIP
 """
 
 

@@ -133,7 +133,7 @@ def wait_for_coordinator(address: str, timeout: float, *, interval: float = 0.25
     past the timeout, or a firewall blocks the port).
 
     Example:
-      >>> wait_for_coordinator("127.0.0.1:1234", timeout=30)
+      >>> wait_for_coordinator("127.0.0.1:1234", timeout=30)  # doctest: +SKIP
     """
     host, port = _split_address(address)
     deadline = time.monotonic() + timeout
@@ -176,7 +176,7 @@ def initialize(
     ``heartbeat_timeout`` seconds makes JAX terminate every process with an error.
 
     Example:
-      >>> initialize("10.0.0.1:1234", num_processes=2, process_id=0)
+      >>> initialize("10.0.0.1:1234", num_processes=2, process_id=0)  # doctest: +SKIP
     """
     settings = distributed_settings(
         {
@@ -218,6 +218,7 @@ def setup_distributed(dist: Mapping[str, Any] | None = None) -> bool:
 
     Example:
       >>> setup_distributed(config.distributed)   # no-op on a single host
+      ... # doctest: +SKIP
     """
     settings = distributed_settings(dist)
     if jax.distributed.is_initialized():
@@ -257,8 +258,9 @@ class DataParallel:
       num_devices: devices over all processes. ``num_local_devices``: this process's.
 
     Example:
-      >>> dp = DataParallel("shard_map")
+      >>> dp = DataParallel("shard_map")  # doctest: +SKIP
       >>> state, metrics = dp.compile(step)(dp.replicate(state), dp.shard_batch(batch))
+      ... # doctest: +SKIP
     """
 
     def __init__(

@@ -69,7 +69,7 @@ def restore_run(
       FileNotFoundError: not a training workdir, or no checkpoint in it.
 
     Example:
-      >>> config, info, model_def, state, step = restore_run("runs/default")
+      >>> config, info, model_def, state, step = restore_run("runs/default")  # doctest: +SKIP
     """
     workdir = os.path.abspath(workdir)
     config = resolve_config(_read(workdir, CONFIG_FILE))
@@ -107,8 +107,9 @@ def load_model(workdir: str, step: int | None = None) -> tuple[nnx.Module, Any]:
       step: the checkpoint step (default: the newest).
 
     Example:
-      >>> model, config = load_model("runs/default")
+      >>> model, config = load_model("runs/default")  # doctest: +SKIP
       >>> logits = model(images)  # images: float32 (N, 8, 8, 1), normalised
+      ... # doctest: +SKIP
     """
     config, _, model_def, state, _ = restore_run(workdir, step)
     model = model_def.merge(state.params, state.pad_params, state.stats, train=False)
@@ -120,8 +121,8 @@ def logits_fn(model: nnx.Module, config: Any) -> Any:
     float32 logits), compiled with the options :func:`xla_compiler_options` gives.
 
     Example:
-      >>> model, config = load_model("runs/default")
-      >>> logits = logits_fn(model, config)(images)
+      >>> model, config = load_model("runs/default")  # doctest: +SKIP
+      >>> logits = logits_fn(model, config)(images)  # doctest: +SKIP
     """
     dtype = compute_dtype(config.dtype)
     graph, state = nnx.split(model)
@@ -174,7 +175,7 @@ def evaluate_workdir(
     Returns ``{"split", "step", "loss", "accuracy", "count"}`` (means over every example).
 
     Example:
-      >>> evaluate_workdir("runs/default")["accuracy"] > 0.9
+      >>> evaluate_workdir("runs/default")["accuracy"] > 0.9  # doctest: +SKIP
       True
     """
     config, _, model_def, state, ckpt_step = restore_run(workdir, step)
@@ -235,7 +236,7 @@ def load_inputs(
     If ``names`` is a list, one name per image is appended (``file`` or ``file[i]``).
 
     Example:
-      >>> load_inputs(["digits.npy"], (8, 8, 1)).shape
+      >>> load_inputs(["digits.npy"], (8, 8, 1)).shape  # doctest: +SKIP
       (5, 8, 8, 1)
     """
     from convjax.data import read_idx
@@ -279,7 +280,7 @@ def predict(
     ``names`` (a list) receives one name per image (see :func:`load_inputs`).
 
     Example:
-      >>> predict("runs/default", ["digit.png"], top_k=2)
+      >>> predict("runs/default", ["digit.png"], top_k=2)  # doctest: +SKIP
       [[(3, 0.98), (5, 0.01)]]
     """
     from convjax.data import ImageTransform
@@ -326,7 +327,8 @@ def preprocess_fn(info: Any, config: Any) -> tuple[Any, tuple[int, ...]]:
     of datasets with varying image sizes) are not included: give images of ``raw_shape``.
 
     Example:
-      >>> fn, shape = preprocess_fn(info, config)  # info, config: of a digits run
+      >>> from convjax.data import load_dataset
+      >>> fn, shape = preprocess_fn(load_dataset("digits").info, resolve_config({}))
       >>> shape, fn(jnp.full((1, 8, 8, 1), 255.0)).shape
       ((8, 8, 1), (1, 8, 8, 1))
     """
@@ -391,9 +393,10 @@ def export_model(
       The path written.
 
     Example:
-      >>> path = export_model("runs/default")
-      >>> exported = jax.export.deserialize(open(path, "rb").read())
+      >>> path = export_model("runs/default")  # doctest: +SKIP
+      >>> exported = jax.export.deserialize(open(path, "rb").read())  # doctest: +SKIP
       >>> logits = exported.call(images.astype(np.float32))  # uint8 (N, 8, 8, 1) digits
+      ... # doctest: +SKIP
     """
     if inputs not in EXPORT_INPUTS:
         raise ValueError(f"--inputs must be one of {list(EXPORT_INPUTS)}, got {inputs!r}.")

@@ -54,7 +54,7 @@ def param_labels(params_state: nnx.State, mask_type: type | None = None) -> dict
       :data:`MASK_GROUP` for ``mask_type`` variables and :data:`DEFAULT_GROUP` otherwise.
 
     Example:
-      >>> labels = param_labels(nnx.state(model, nnx.Param))
+      >>> labels = param_labels(nnx.state(model, nnx.Param))  # doctest: +SKIP
     """
     if mask_type is None:
         mask_type = MaskParam
@@ -78,6 +78,7 @@ def make_schedule(config: Any, num_steps: int) -> optax.Schedule:
     ("cosine" | "constant"), ``end_learning_rate_factor`` (end = factor * peak).
 
     Example:
+      >>> import ml_collections
       >>> sched = make_schedule(ml_collections.ConfigDict(dict(learning_rate=0.1)), 100)
     """
     config = _options(config, "optimizer")
@@ -154,6 +155,7 @@ def make_task_optimizer(
 
     Example:
       >>> tx, sched = make_task_optimizer(config.optimizer, param_labels(params), 1000)
+      ... # doctest: +SKIP
     """
     config = _options(config, "optimizer")
     name = config["name"]
@@ -189,6 +191,7 @@ def make_padding_optimizer(config: Any) -> optax.GradientTransformation:
     ``base_config().padding_optimizer`` (:mod:`convjax.configs.default`).
 
     Example:
+      >>> import ml_collections
       >>> tx_pad = make_padding_optimizer(ml_collections.ConfigDict(dict(name="adam")))
     """
     config = _options(config, "padding_optimizer")

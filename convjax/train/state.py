@@ -89,7 +89,7 @@ def split_model(model: nnx.Module) -> tuple[ModelDef, dict, dict, dict, nnx.Stat
     The model is left in train mode.
 
     Example:
-      >>> model_def, params, pad_params, stats, param_state = split_model(model)
+      >>> model_def, params, pad_params, stats, param_state = split_model(model)  # doctest: +SKIP
     """
     filters = (nnx.Param, PadParam, nnx.RngState, stats_filter())
     model.eval()
@@ -120,6 +120,7 @@ def create_train_state(
 
     Example:
       >>> state = create_train_state(params, pad_params, stats, tx, tx_pad, seed=0)
+      ... # doctest: +SKIP
     """
     return TrainState(
         step=jnp.zeros((), jnp.int32),

@@ -62,8 +62,9 @@ def make_loss_fn(
     zeros on ``pad_params`` and the padding losses exact zeros on ``params``.
 
     Example:
-      >>> loss_fn = make_loss_fn(model_def)
+      >>> loss_fn = make_loss_fn(model_def)  # doctest: +SKIP
       >>> grads = jax.grad(loss_fn, argnums=(0, 1), has_aux=True)(p, pp, s, batch, key)[0]
+      ... # doctest: +SKIP
     """
 
     def loss_fn(params: dict, pad_params: dict, stats: dict, batch: Batch, key: jax.Array):
@@ -168,6 +169,7 @@ def make_eval_step(
 
     Example:
       >>> sums = jax.pmap(make_eval_step(model_def), axis_name="batch")(state, batch)
+      ... # doctest: +SKIP
     """
 
     def eval_step(state: TrainState, batch: Batch) -> Metrics:
