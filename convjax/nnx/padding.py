@@ -200,7 +200,7 @@ def pad_op_kwargs(module: PaddingModule | None) -> dict[str, Any]:
     :func:`convjax.ops.pad_for_conv` from a layer's learned :class:`PaddingModule` (or none):
     the loss is computed unless the module is deterministic (``model.eval()``).
 
-    Example:
+    Example (not run as a doctest: inside a layer's __call__):
       >>> y, loss = padded_conv(x, k, padding_mode="learned", **pad_op_kwargs(conv.pad))
       ... # doctest: +SKIP
     """

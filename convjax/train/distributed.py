@@ -132,7 +132,7 @@ def wait_for_coordinator(address: str, timeout: float, *, interval: float = 0.25
     within ``timeout`` seconds (the coordinator process is not running, is still starting
     past the timeout, or a firewall blocks the port).
 
-    Example:
+    Example (not run as a doctest: needs a running coordinator):
       >>> wait_for_coordinator("127.0.0.1:1234", timeout=30)  # doctest: +SKIP
     """
     host, port = _split_address(address)
@@ -175,7 +175,7 @@ def initialize(
     seconds if it does not; once connected, a peer that stops sending heartbeats for
     ``heartbeat_timeout`` seconds makes JAX terminate every process with an error.
 
-    Example:
+    Example (not run as a doctest: needs a coordinator, before any JAX call):
       >>> initialize("10.0.0.1:1234", num_processes=2, process_id=0)  # doctest: +SKIP
     """
     settings = distributed_settings(
@@ -216,7 +216,7 @@ def setup_distributed(dist: Mapping[str, Any] | None = None) -> bool:
     Returns True when the run is multi-process (``jax.distributed`` initialized, now or
     before). Call it before any other JAX call. See :func:`distributed_settings`.
 
-    Example:
+    Example (not run as a doctest: a fragment of the training loop):
       >>> setup_distributed(config.distributed)   # no-op on a single host
       ... # doctest: +SKIP
     """
@@ -257,7 +257,7 @@ class DataParallel:
     Attributes:
       num_devices: devices over all processes. ``num_local_devices``: this process's.
 
-    Example:
+    Example (not run as a doctest: a fragment of the training loop):
       >>> dp = DataParallel("shard_map")  # doctest: +SKIP
       >>> state, metrics = dp.compile(step)(dp.replicate(state), dp.shard_batch(batch))
       ... # doctest: +SKIP

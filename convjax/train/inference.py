@@ -68,7 +68,7 @@ def restore_run(
     Raises:
       FileNotFoundError: not a training workdir, or no checkpoint in it.
 
-    Example:
+    Example (not run as a doctest: needs the trained workdir runs/default):
       >>> config, info, model_def, state, step = restore_run("runs/default")  # doctest: +SKIP
     """
     workdir = os.path.abspath(workdir)
@@ -106,7 +106,7 @@ def load_model(workdir: str, step: int | None = None) -> tuple[nnx.Module, Any]:
       workdir: a training run's directory.
       step: the checkpoint step (default: the newest).
 
-    Example:
+    Example (not run as a doctest: needs the trained workdir runs/default):
       >>> model, config = load_model("runs/default")  # doctest: +SKIP
       >>> logits = model(images)  # images: float32 (N, 8, 8, 1), normalised
       ... # doctest: +SKIP
@@ -120,7 +120,7 @@ def logits_fn(model: nnx.Module, config: Any) -> Any:
     """A jitted ``images -> logits`` of an eval-mode ``model`` (compute dtype of ``config``,
     float32 logits), compiled with the options :func:`xla_compiler_options` gives.
 
-    Example:
+    Example (not run as a doctest: needs the trained workdir runs/default):
       >>> model, config = load_model("runs/default")  # doctest: +SKIP
       >>> logits = logits_fn(model, config)(images)  # doctest: +SKIP
     """
@@ -174,7 +174,7 @@ def evaluate_workdir(
 
     Returns ``{"split", "step", "loss", "accuracy", "count"}`` (means over every example).
 
-    Example:
+    Example (not run as a doctest: needs the trained workdir runs/default):
       >>> evaluate_workdir("runs/default")["accuracy"] > 0.9  # doctest: +SKIP
       True
     """
@@ -235,7 +235,7 @@ def load_inputs(
     holding one ``(H, W[, C])`` or many ``(N, H, W[, C])`` images, uint8 or floats in [0, 1].
     If ``names`` is a list, one name per image is appended (``file`` or ``file[i]``).
 
-    Example:
+    Example (not run as a doctest: needs digits.npy):
       >>> load_inputs(["digits.npy"], (8, 8, 1)).shape  # doctest: +SKIP
       (5, 8, 8, 1)
     """
@@ -279,7 +279,7 @@ def predict(
     Images go through the run's eval transform (normalisation, resize, sequence layout).
     ``names`` (a list) receives one name per image (see :func:`load_inputs`).
 
-    Example:
+    Example (not run as a doctest: needs the trained workdir runs/default):
       >>> predict("runs/default", ["digit.png"], top_k=2)  # doctest: +SKIP
       [[(3, 0.98), (5, 0.01)]]
     """
@@ -392,7 +392,7 @@ def export_model(
     Returns:
       The path written.
 
-    Example:
+    Example (not run as a doctest: needs the trained workdir runs/default):
       >>> path = export_model("runs/default")  # doctest: +SKIP
       >>> exported = jax.export.deserialize(open(path, "rb").read())  # doctest: +SKIP
       >>> logits = exported.call(images.astype(np.float32))  # uint8 (N, 8, 8, 1) digits

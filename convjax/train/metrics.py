@@ -144,7 +144,7 @@ class Averager:
 def read_jsonl(path: str, split: str | None = None) -> list[dict[str, Any]]:
     """Read the records of a metrics file, optionally only those of one ``split``.
 
-    Example:
+    Example (not run as a doctest: needs the trained workdir runs/default):
       >>> train = read_jsonl("runs/default/metrics.jsonl", "train")  # doctest: +SKIP
       >>> steps, losses = [r["step"] for r in train], [r["loss"] for r in train]
       ... # doctest: +SKIP

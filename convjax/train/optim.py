@@ -53,7 +53,7 @@ def param_labels(params_state: nnx.State, mask_type: type | None = None) -> dict
       A nested dict with the same keys as ``nnx.to_pure_dict(params_state)`` whose leaves are
       :data:`MASK_GROUP` for ``mask_type`` variables and :data:`DEFAULT_GROUP` otherwise.
 
-    Example:
+    Example (not run as a doctest: a fragment of the trainer's setup):
       >>> labels = param_labels(nnx.state(model, nnx.Param))  # doctest: +SKIP
     """
     if mask_type is None:
@@ -153,7 +153,7 @@ def make_task_optimizer(
     Returns:
       ``(tx, schedule)``; ``schedule(step)`` is the default group's learning rate.
 
-    Example:
+    Example (not run as a doctest: a fragment of the trainer's setup):
       >>> tx, sched = make_task_optimizer(config.optimizer, param_labels(params), 1000)
       ... # doctest: +SKIP
     """

@@ -88,7 +88,7 @@ def split_model(model: nnx.Module) -> tuple[ModelDef, dict, dict, dict, nnx.Stat
     Also returns the ``nnx.Param`` state (with Variable types) for building label trees.
     The model is left in train mode.
 
-    Example:
+    Example (not run as a doctest: a fragment of the trainer's setup):
       >>> model_def, params, pad_params, stats, param_state = split_model(model)  # doctest: +SKIP
     """
     filters = (nnx.Param, PadParam, nnx.RngState, stats_filter())
@@ -118,7 +118,7 @@ def create_train_state(
 ) -> TrainState:
     """Initial :class:`TrainState` (step 0) with both optimizer states initialised.
 
-    Example:
+    Example (not run as a doctest: a fragment of the trainer's setup):
       >>> state = create_train_state(params, pad_params, stats, tx, tx_pad, seed=0)
       ... # doctest: +SKIP
     """

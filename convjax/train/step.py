@@ -61,7 +61,7 @@ def make_loss_fn(
     ``total_loss``. Differentiate w.r.t. ``(params, pad_params)``: the task loss gives exact
     zeros on ``pad_params`` and the padding losses exact zeros on ``params``.
 
-    Example:
+    Example (not run as a doctest: a fragment of the trainer's setup):
       >>> loss_fn = make_loss_fn(model_def)  # doctest: +SKIP
       >>> grads = jax.grad(loss_fn, argnums=(0, 1), has_aux=True)(p, pp, s, batch, key)[0]
       ... # doctest: +SKIP
@@ -167,7 +167,7 @@ def make_eval_step(
     ``correct`` and ``count``, so accuracy over a split is ``sum(correct) / sum(count)``
     with every real example counted exactly once.
 
-    Example:
+    Example (not run as a doctest: a fragment of the trainer's setup):
       >>> sums = jax.pmap(make_eval_step(model_def), axis_name="batch")(state, batch)
       ... # doctest: +SKIP
     """
