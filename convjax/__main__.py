@@ -480,7 +480,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return prepare_main(argv[3:])
         if argv[2:3] != ["convert"]:
             print(
-                "convjax: error: usage: convjax data prepare|convert <tfds name> ...",
+                "convjax: error: usage: convjax data prepare <tfds name> ... or "
+                "convjax data convert <tfds name> ...",
                 file=sys.stderr,
             )
             return 2

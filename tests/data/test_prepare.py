@@ -122,4 +122,5 @@ def test_prepare_errors_are_one_line(tmp_path, monkeypatch, capsys):
 
 def test_usage_names_both_data_commands(capsys):
     assert main(["convjax", "data", "build"]) == 2
-    assert "prepare|convert" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "convjax data prepare <tfds name>" in err and "convjax data convert <tfds name>" in err
