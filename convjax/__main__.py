@@ -10,10 +10,11 @@ or the name of a config shipped in ``convjax/configs`` (``--config=default``); a
 
 A trained workdir is used with ``convjax eval --workdir=DIR [--split=test]``,
 ``convjax predict --workdir=DIR <images, IDX or .npy files>`` and
-``convjax export --workdir=DIR``; ``convjax data convert`` converts a TFRecord-prepared TFDS
-dataset to ArrayRecord (see :mod:`convjax.data.tfds_files`), ``convjax launch`` runs local
-multi-process jobs. ``convjax <command> --help`` lists each command's flags.
-Bad flags and values give one line on stderr and exit status 2.
+``convjax export --workdir=DIR``; ``convjax data prepare`` builds a TFDS dataset as
+ArrayRecord (see :mod:`convjax.data.prepare`), ``convjax data convert`` converts a
+TFRecord-prepared TFDS dataset to ArrayRecord (see :mod:`convjax.data.tfds_files`),
+``convjax launch`` runs local multi-process jobs. ``convjax <command> --help`` lists each
+command's flags. Bad flags and values give one line on stderr and exit status 2.
 
 Why a small parser of its own rather than absl flags (what flax/examples use with
 ``ml_collections.config_flags``): one binary with subcommands, each with its own flags; no
@@ -83,12 +84,15 @@ commands:
             evaluate the run's checkpoint; prints and writes <dir>/eval_<split>.json
   predict   --workdir=<dir> [--top_k=3] [--config.<field>=<v>] <image, IDX or .npy files>
             print the top-k classes of each image
-  export    --workdir=<dir> [--out=<file>] [--platforms=cpu,cuda] [--config.<field>=<v>]
-            write a serialized jax.export of the eval function
+  export    --workdir=<dir> [--out=<file>] [--platforms=cpu,cuda] [--inputs=raw|normalized]
+            [--config.<field>=<v>]
+            write a serialized jax.export of the eval function (raw pixels in, logits out)
   configs   list the configs shipped in convjax/configs
   models    the models of --config.model: parameters, description, switches honoured
   launch    [--processes N] [--devices-per-process D] [--port P] -- <command>
             run a command as N local JAX processes (multi-host on one machine)
+  data prepare <tfds name> [--data_dir=<dir>] [--manual_dir=<dir>] [--imports=<module>]
+            download and prepare a TFDS dataset as ArrayRecord (the builder needs TensorFlow)
   data convert <tfds name> [--data_dir=<dir>] [--out_root=<dir>]
             convert a TFRecord-prepared TFDS dataset to ArrayRecord (no TensorFlow)
   compare   <padding|pooling|norm|conv|cifar10_*|file> [--quick] [--recipe=paper|adam]
@@ -162,17 +166,21 @@ flags:
 """
 
 EXPORT_HELP = """usage: convjax export --workdir=<dir> [--out=<file>] [--platforms=cpu,cuda]
+                      [--inputs=raw|normalized]
 
-Write a serialized jax.export of the eval function images -> logits (float32 input
-(b, *input_shape), normalised like the data pipeline; symbolic batch size b), with the
-checkpoint's parameters baked in, plus signature.json next to it. Reload it with
-jax.export.deserialize(open(path, "rb").read()).call(images).
+Write a serialized jax.export of the eval function images -> logits (symbolic batch size b),
+with the checkpoint's parameters baked in, plus signature.json next to it. By default it takes
+raw pixels, float32 (b, H, W, C) in 0..255 (uint8 images: .astype(np.float32)), and applies
+the run's normalisation (data_info.json) and sequence layout itself. Reload it with
+jax.export.deserialize(open(path, "rb").read()).call(images) (needs jax and flatbuffers).
 
 flags:
   --workdir=<dir>          a training run's directory
   --out=<file>             output file (default <dir>/export/eval_fn.jax)
   --platforms=<p1,p2>      lowering platforms (default: the current backend)
   --config.<field>=<value> override a stored field (not the model's), e.g. --config.dtype
+  --inputs=<raw|normalized>  raw pixels (default), or images already normalised like the
+                           data pipeline's output, float32 (b, *input_shape)
 """
 
 
@@ -245,6 +253,7 @@ class CommandLine:
     top_k: int = 3
     out: str | None = None
     platforms: list[str] | None = None
+    inputs: str = "raw"
     files: list[str] = dataclasses.field(default_factory=list)
 
 
@@ -252,7 +261,7 @@ _FLAGS = {
     "train": ("workdir", "print_config", "coordinator_address", "num_processes", "process_id"),
     "eval": ("workdir", "split", "step"),
     "predict": ("workdir", "top_k"),
-    "export": ("workdir", "out", "platforms"),
+    "export": ("workdir", "out", "platforms", "inputs"),
     "configs": (),
     "models": (),
 }
@@ -279,6 +288,8 @@ def _parser(command: str) -> _Parser:
         p.add_argument("--out", default=None)
     if "platforms" in names:
         p.add_argument("--platforms", default=None)
+    if "inputs" in names:
+        p.add_argument("--inputs", default="raw", choices=("raw", "normalized"))
     return p
 
 
@@ -348,7 +359,7 @@ def parse_command_line(argv: Sequence[str]) -> CommandLine:
         **{
             k: v
             for k, v in vars(namespace).items()
-            if k in ("workdir", "print_config", "split", "step", "top_k", "out")
+            if k in ("workdir", "print_config", "split", "step", "top_k", "out", "inputs")
         },
     )
     if command in ("eval", "predict", "export") and not line.workdir:
@@ -511,8 +522,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv[1] == "compare":
         return compare.main(argv[2:])
     if argv[1] == "data":
+        if argv[2:3] == ["prepare"]:
+            from convjax.data.prepare import main as prepare_main
+
+            return prepare_main(argv[3:])
         if argv[2:3] != ["convert"]:
-            print("convjax: error: usage: convjax data convert <tfds name> ...", file=sys.stderr)
+            print(
+                "convjax: error: usage: convjax data prepare <tfds name> ... or "
+                "convjax data convert <tfds name> ...",
+                file=sys.stderr,
+            )
             return 2
         return data_cli.main(argv[3:])
     if any(a in ("-h", "--help", "--helpfull") for a in argv[2:]) and argv[1] in _FLAGS:
@@ -567,9 +586,17 @@ def _run(line: CommandLine) -> int:
             return 0
         if line.command == "export":
             path = export_model(
-                line.workdir, line.out, platforms=line.platforms, config=line.config
+                line.workdir,
+                line.out,
+                platforms=line.platforms,
+                config=line.config,
+                inputs=line.inputs,
             )
-            print(f"convjax: wrote {path} (and signature.json next to it)", flush=True)
+            print(
+                f"convjax: wrote {path} (and signature.json next to it; inputs: "
+                f"{'raw pixels 0..255' if line.inputs == 'raw' else 'normalized images'})",
+                flush=True,
+            )
             return 0
     except DataError as err:  # bad or missing data: one line, no traceback
         status = _error(str(err), 1)

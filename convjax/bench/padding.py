@@ -35,7 +35,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from convjax.bench.timing import environment_header
+from convjax.bench.timing import environment_header, require_bench_extra
 from convjax.models import build
 from convjax.nnx import PadParam, pop_padding_losses
 from convjax.ops.learned_pad import init_padding_params, learned_pad, padding_loss
@@ -180,6 +180,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=7, help="timed VGG16 calls per mode")
     parser.add_argument("--out", default="runs/bench_padding.png")
     args = parser.parse_args(argv)
+    require_bench_extra()  # 4 of its 6 photographs come from scikit-image
     size = args.crop or (32 if args.quick else 64)
     steps = args.steps or (300 if args.quick else 1500)
     vgg_width = args.vgg_width or (0.25 if args.quick else 1.0)

@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from convjax.bench.timing import environment_header
+from convjax.bench.timing import environment_header, require_bench_extra
 from convjax.ops.soft_pool import soft_pool
 
 FACTORS = (2, 4)
@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> None:
         "--out", type=pathlib.Path, default=pathlib.Path("runs/bench_retention.png")
     )
     args = parser.parse_args(argv)
-
+    require_bench_extra()  # its 4 photographs and SSIM come from scikit-image
     images = load_images(args.max_images)
     results = evaluate(images)
     means = {

@@ -45,6 +45,23 @@ def _block(tree: Any) -> Any:
     return jax.block_until_ready(tree)
 
 
+def require_bench_extra(module: str = "skimage", package: str = "scikit-image") -> None:
+    """Stop at once, with the exact ``pip install`` line, when a benchmark's optional
+    dependency (the ``bench`` extra) is missing, instead of failing after minutes of work.
+
+    Example:
+      >>> require_bench_extra("numpy", "numpy")  # installed: returns None
+    """
+    import importlib.util
+    import sys
+
+    if importlib.util.find_spec(module) is None:
+        sys.exit(
+            f'convjax: error: this benchmark needs {package}: run `pip install -e ".[bench]"` '
+            f"in a convjax clone (or `pip install {package}`)"
+        )
+
+
 def time_fn(fn: Callable[..., Any], *args: Any, warmup: int = 2, repeats: int = 7) -> float:
     """Median wall-clock seconds of one call of ``jax.jit(fn)(*args)``.
 

@@ -375,11 +375,12 @@ def bench_model(
       the :func:`prepare_variant` dicts completed by ``step_s`` (median), ``step_s_all``,
       ``images_per_s``, the ratios and ``loss`` (task loss of the last timed step).
 
-    Example:
+    Example (compiles and times a model: tens of seconds, so not run as a doctest):
       >>> res = bench_model("digits_cnn", [BASELINE], batch_size=4, size=8, in_channels=1,
       ...                   num_classes=10, steps=1, warmup=1, dtype="float32",
       ...                   model_kwargs={}, parallel="shard_map", warm_compile=False)
-      >>> res["variants"][0]["ratio"]
+      ... # doctest: +SKIP
+      >>> res["variants"][0]["ratio"]  # doctest: +SKIP
       1.0
     """
     rs = np.random.RandomState(0)
@@ -576,9 +577,10 @@ def run(args: argparse.Namespace, command: str, log: Any = print) -> dict[str, A
     ``environment`` names the device, versions, parallel backend, compilation cache and the
     load average before and after. ``args.out`` (``.json`` or ``.md``) receives a copy.
 
-    Example:
+    Example (a whole benchmark run: minutes, so not run as a doctest):
       >>> report = run(parse_args(["--models", "digits_cnn", "--size", "8", "--in-channels",
       ...                          "1", "--batch", "4", "--steps", "1"]), "example")
+      ... # doctest: +SKIP
     """
     sweep = parse_switches(args.switches) if args.switches else dict(SWITCHES)
     variants = variant_list(sweep, grid=args.grid)
@@ -695,8 +697,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """``python -m convjax.bench.train_step [options]``; returns the report dict.
 
-    Example:
+    Example (the whole quick benchmark: minutes, so not run as a doctest):
       >>> main(["--quick", "--models", "resnet20", "--switches", "padding=zero,learned"])
+      ... # doctest: +SKIP
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)

@@ -707,9 +707,9 @@ def find_tfds_builder(tfds_name: str, data_dir: str | None = None) -> Any:
         base = tfds_name.split(":")[0]
         raise DataError(
             f"dataset {name!r} is not prepared in data_dir {directory} "
-            f"({_prepared_hint(tfds_name, directory)}); prepare it once with `tfds build {base} "
-            f"--file_format=array_record --data_dir={directory}` in an environment with "
-            "TensorFlow (pip install 'convjax[prepare]'; reading needs no TensorFlow)"
+            f"({_prepared_hint(tfds_name, directory)}); prepare it once with `convjax data prepare "
+            f"{base} --data_dir={directory}` in an environment with TensorFlow "
+            "(pip install 'convjax[prepare]'; reading needs no TensorFlow)"
         )
     return builder
 

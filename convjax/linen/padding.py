@@ -32,8 +32,14 @@ def sum_padding_losses(losses: Mapping[str, Any]) -> jax.Array:
     Accepts the collection itself or a dict of collections containing ``"losses"``.
 
     Example:
-      >>> logits, mutated = model.apply(variables, x, mutable=["losses", "batch_stats"])
-      >>> total = task_loss(logits) + sum_padding_losses(mutated["losses"])
+      >>> from convjax.linen import Conv
+      >>> x = jax.random.normal(jax.random.key(1), (2, 6, 6, 1))
+      >>> model = Conv(4, 3, padding_mode="learned")
+      >>> variables = model.init(jax.random.key(0), x)  # params, padding (and losses: drop)
+      >>> trainable = {k: variables[k] for k in ("params", "padding")}
+      >>> y, mutated = model.apply(trainable, x, mutable=["losses"])
+      >>> float(sum_padding_losses(mutated["losses"])) > 0.0
+      True
     """
     if LOSSES_COLLECTION in losses and isinstance(losses[LOSSES_COLLECTION], Mapping):
         losses = losses[LOSSES_COLLECTION]
@@ -142,8 +148,9 @@ def pad_op_kwargs(
     """``pad_params`` and ``padding_loss`` for :func:`convjax.ops.padded_conv` /
     :func:`convjax.ops.pad_for_conv` from a layer's learned :class:`PaddingModule` (or none).
 
-    Example:
+    Example (inside a layer's ``__call__``, ``pm`` its bound :class:`PaddingModule`):
       >>> y, loss = padded_conv(x, k, padding_mode="learned", **pad_op_kwargs(pm, 3, 2, None))
+      ... # doctest: +SKIP
     """
     if module is None:
         return {}

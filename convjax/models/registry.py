@@ -105,6 +105,9 @@ def register(
       ... def my_net(*, num_classes, in_features, cfg, rngs):
       ...     return SmallCNN((8,), num_classes=num_classes, in_features=in_features,
       ...                     cfg=cfg, rngs=rngs)
+      >>> "my_net" in available_models()
+      True
+      >>> del _REGISTRY["my_net"]  # (this example only: keep the registry as shipped)
     """
     if not isinstance(name, str) or not name:
         raise ValueError(f"`name` must be a non-empty string, got {name!r}.")
@@ -190,9 +193,9 @@ def build(
 
     Example:
       >>> import jax.numpy as jnp
-      >>> model = build("resnet20", num_classes=10, in_features=3, pool="soft",
+      >>> model = build("digits_cnn", num_classes=10, in_features=1, pool="soft",
       ...               rngs=nnx.Rngs(0))
-      >>> model(jnp.ones((2, 32, 32, 3))).shape
+      >>> model(jnp.ones((2, 8, 8, 1))).shape
       (2, 10)
     """
     if name not in _REGISTRY:

@@ -27,8 +27,13 @@ class PadParam(nnx.Variable):
     """Learned padding parameters: an ``nnx.Variable`` that is deliberately not an ``nnx.Param``.
 
     Example:
+      >>> import optax
+      >>> from convjax.nnx import Conv
+      >>> model = Conv(1, 4, 3, padding_mode="learned", rngs=nnx.Rngs(0))
       >>> opt_task = nnx.Optimizer(model, optax.sgd(0.1), wrt=nnx.Param)
       >>> opt_pad = nnx.Optimizer(model, optax.adam(1e-3), wrt=PadParam)
+      >>> len(jax.tree.leaves(nnx.state(model, PadParam))) > 0
+      True
     """
 
 
@@ -49,9 +54,12 @@ def pop_padding_losses(model: nnx.Module) -> jax.Array:
       float32 scalar; ``0.0`` if the model has no learned padding (or nothing was recorded).
 
     Example:
-      >>> logits = model(x)
-      >>> total = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
-      >>> total = total + pop_padding_losses(model)
+      >>> from convjax.nnx import Conv
+      >>> model = Conv(1, 4, 3, padding_mode="learned", rngs=nnx.Rngs(0))
+      >>> y = model(jax.random.normal(jax.random.key(1), (2, 6, 6, 1)))
+      >>> total = jnp.mean(y**2) + pop_padding_losses(model)  # task loss + padding losses
+      >>> float(pop_padding_losses(model))  # reset by the first pop
+      0.0
     """
     total = jnp.zeros((), jnp.float32)
     for _, var in nnx.iter_graph(model):
@@ -192,8 +200,9 @@ def pad_op_kwargs(module: PaddingModule | None) -> dict[str, Any]:
     :func:`convjax.ops.pad_for_conv` from a layer's learned :class:`PaddingModule` (or none):
     the loss is computed unless the module is deterministic (``model.eval()``).
 
-    Example:
+    Example (not run as a doctest: inside a layer's __call__):
       >>> y, loss = padded_conv(x, k, padding_mode="learned", **pad_op_kwargs(conv.pad))
+      ... # doctest: +SKIP
     """
     if module is None:
         return {}

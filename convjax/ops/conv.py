@@ -271,8 +271,8 @@ def conv_options(layer: object) -> dict[str, object]:
     """``{name: getattr(layer, name)}`` for :data:`CONV_OPTIONS`: what a conv layer (NNX or
     Linen) passes to :func:`padded_conv`, so both spell the call once.
 
-    Example:
-      >>> y, loss = padded_conv(x, kernel, bias, **conv_options(self))
+    Example (not run as a doctest: inside a layer's __call__):
+      >>> y, loss = padded_conv(x, kernel, bias, **conv_options(self))  # doctest: +SKIP
     """
     return {name: getattr(layer, name) for name in CONV_OPTIONS}
 

@@ -29,10 +29,10 @@ launcher stays light):
 
 ``convjax.train.load_model`` and ``convjax.train.train`` are imported on first use.
 
-Example:
-  >>> from convjax.configs import default
-  >>> from convjax.train.loop import train
-  >>> summary = train(default.get_config(), "runs/default")
+Example (not run as a doctest: trains the 440-step default run):
+  >>> from convjax.configs import default  # doctest: +SKIP
+  >>> from convjax.train.loop import train  # doctest: +SKIP
+  >>> summary = train(default.get_config(), "runs/default")  # doctest: +SKIP
 """
 
 

@@ -113,10 +113,10 @@ class Checkpointer:
         would write the same host copy; restoring still works everywhere). With several
         processes only process 0 ever opens the directory (see the module docstring).
 
-    Example:
-      >>> ckpt = Checkpointer("runs/x/checkpoints")
-      >>> ckpt.save(100, host_state, iterator.get_state())
-      >>> state, data_state = ckpt.restore(template_state)
+    Example (not run as a doctest: a fragment of the training loop):
+      >>> ckpt = Checkpointer("runs/x/checkpoints")  # doctest: +SKIP
+      >>> ckpt.save(100, host_state, iterator.get_state())  # doctest: +SKIP
+      >>> state, data_state = ckpt.restore(template_state)  # doctest: +SKIP
     """
 
     def __init__(self, directory: str, *, max_to_keep: int = 2, enabled: bool = True) -> None:

@@ -148,8 +148,8 @@ def wait_for_coordinator(address: str, timeout: float, *, interval: float = 0.25
     within ``timeout`` seconds (the coordinator process is not running, is still starting
     past the timeout, or a firewall blocks the port).
 
-    Example:
-      >>> wait_for_coordinator("127.0.0.1:1234", timeout=30)
+    Example (not run as a doctest: needs a running coordinator):
+      >>> wait_for_coordinator("127.0.0.1:1234", timeout=30)  # doctest: +SKIP
     """
     host, port = _split_address(address)
     deadline = time.monotonic() + timeout
@@ -196,8 +196,8 @@ def initialize(
     seconds if it does not; once connected, a peer that stops sending heartbeats for
     ``heartbeat_timeout`` seconds makes JAX terminate every process with an error.
 
-    Example:
-      >>> initialize("10.0.0.1:1234", num_processes=2, process_id=0)
+    Example (not run as a doctest: needs a coordinator, before any JAX call):
+      >>> initialize("10.0.0.1:1234", num_processes=2, process_id=0)  # doctest: +SKIP
     """
     settings = distributed_settings(
         {
@@ -242,8 +242,9 @@ def setup_distributed(dist: Mapping[str, Any] | None = None) -> bool:
     Returns True when the run is multi-process (``jax.distributed`` initialized, now or
     before). Call it before any other JAX call. See :func:`distributed_settings`.
 
-    Example:
+    Example (not run as a doctest: a fragment of the training loop):
       >>> setup_distributed(config.distributed)   # no-op on a single host
+      ... # doctest: +SKIP
     """
     settings = distributed_settings(dist)
     if jax.distributed.is_initialized():
@@ -283,9 +284,10 @@ class DataParallel:
     Attributes:
       num_devices: devices over all processes. ``num_local_devices``: this process's.
 
-    Example:
-      >>> dp = DataParallel("shard_map")
+    Example (not run as a doctest: a fragment of the training loop):
+      >>> dp = DataParallel("shard_map")  # doctest: +SKIP
       >>> state, metrics = dp.compile(step)(dp.replicate(state), dp.shard_batch(batch))
+      ... # doctest: +SKIP
     """
 
     def __init__(
@@ -398,6 +400,12 @@ class DataParallel:
         return jax.jit(mapped, donate_argnums=donate, compiler_options=options or None)
 
 
+def _dtype_of(x: Any) -> np.dtype:
+    """The dtype of an array or a Python/NumPy scalar (``np.result_type(array)`` is deprecated
+    for arrays: implicit array-to-dtype conversion)."""
+    return np.dtype(x.dtype) if hasattr(x, "dtype") else np.result_type(x)
+
+
 class _CompileWithOptions:
     """``jax.pmap`` takes no ``compiler_options``: lower and compile on the first call for
     each argument signature (shapes, dtypes, tree structure) and reuse the executable."""
@@ -409,7 +417,7 @@ class _CompileWithOptions:
 
     def __call__(self, *args: Any) -> Any:
         leaves, treedef = jax.tree.flatten(args)
-        key = (treedef, tuple((np.shape(x), str(np.result_type(x))) for x in leaves))
+        key = (treedef, tuple((np.shape(x), str(_dtype_of(x))) for x in leaves))
         compiled = self._compiled.get(key)
         if compiled is None:
             compiled = self._mapped.lower(*args).compile(compiler_options=self._options)

@@ -109,8 +109,8 @@ def restore_run(
     Raises:
       FileNotFoundError: not a training workdir, or no checkpoint in it.
 
-    Example:
-      >>> config, info, model_def, state, step = restore_run("runs/default")
+    Example (not run as a doctest: needs the trained workdir runs/default):
+      >>> config, info, model_def, state, step = restore_run("runs/default")  # doctest: +SKIP
     """
     workdir = os.path.abspath(workdir)
     spec = workdir_spec(workdir, config)
@@ -151,9 +151,10 @@ def load_model(
       config: the run's config instead of the stored ``config.json`` (see
         :func:`workdir_spec`).
 
-    Example:
-      >>> model, spec = load_model("runs/default")
+    Example (not run as a doctest: needs the trained workdir runs/default):
+      >>> model, spec = load_model("runs/default")  # doctest: +SKIP
       >>> logits = model(images)  # images: float32 (N, 8, 8, 1), normalised
+      ... # doctest: +SKIP
     """
     spec, _, model_def, state, _ = restore_run(workdir, step, config=config)
     model = model_def.merge(state.params, state.pad_params, state.stats, train=False)
@@ -164,9 +165,9 @@ def logits_fn(model: nnx.Module, spec: TrainSpec) -> Any:
     """A jitted ``images -> logits`` of an eval-mode ``model`` (compute dtype of ``spec``,
     float32 logits), compiled with the options :func:`xla_compiler_options` gives.
 
-    Example:
-      >>> model, spec = load_model("runs/default")
-      >>> logits = logits_fn(model, spec)(images)
+    Example (not run as a doctest: needs the trained workdir runs/default):
+      >>> model, spec = load_model("runs/default")  # doctest: +SKIP
+      >>> logits = logits_fn(model, spec)(images)  # doctest: +SKIP
     """
     dtype = compute_dtype(spec.run.dtype)
     graph, state = nnx.split(model)
@@ -233,8 +234,8 @@ def evaluate_workdir(
 
     Returns ``{"split", "step", "loss", "accuracy", "count"}`` (means over every example).
 
-    Example:
-      >>> evaluate_workdir("runs/default")["accuracy"] > 0.9
+    Example (not run as a doctest: needs the trained workdir runs/default):
+      >>> evaluate_workdir("runs/default")["accuracy"] > 0.9  # doctest: +SKIP
       True
     """
     spec, _, model_def, state, ckpt_step = restore_run(workdir, step, config=config)
@@ -419,8 +420,8 @@ def load_inputs(
     :func:`check_value_range`). Warnings go to ``warn`` (default: one line on stderr).
     If ``names`` is a list, one name per image is appended (``file`` or ``file[i]``).
 
-    Example:
-      >>> load_inputs(["digits.npy"], (8, 8, 1)).shape
+    Example (not run as a doctest: needs digits.npy):
+      >>> load_inputs(["digits.npy"], (8, 8, 1)).shape  # doctest: +SKIP
       (5, 8, 8, 1)
     """
     if not paths:
@@ -467,16 +468,14 @@ def predict(
     which inputs are refused with one line and which get a warning). Class names, where the
     dataset has them, are in ``data_info.json``: see :func:`format_prediction`.
 
-    Example:
-      >>> predict("runs/default", ["digit.png"], top_k=2)
+    Example (not run as a doctest: needs the trained workdir runs/default):
+      >>> predict("runs/default", ["digit.png"], top_k=2)  # doctest: +SKIP
       [[(3, 0.98), (5, 0.01)]]
     """
     if not isinstance(top_k, int) or top_k < 1:
         raise ValueError(f"--top_k must be an integer >= 1, got {top_k!r}.")
     model, spec = load_model(workdir, config=config)
-    info_dict = _read(os.path.abspath(workdir), DATA_INFO_FILE)
-    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in info_dict.items()}
-    info = DatasetInfo(**fields)
+    info = _info_from_dict(_read(os.path.abspath(workdir), DATA_INFO_FILE))
     images = load_inputs(paths, info.image_shape, names, mean=info.mean, std=info.std)
     transform = ImageTransform(
         info,
@@ -517,18 +516,77 @@ def format_prediction(top: Sequence[tuple[int, float]], names: Sequence[str] = (
     )
 
 
+#: ``inputs`` of :func:`export_model`: raw pixels (normalised inside) or normalised images.
+EXPORT_INPUTS = ("raw", "normalized")
+
+
+def _info_from_dict(info_dict: dict) -> Any:
+    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in info_dict.items()}
+    return DatasetInfo(**fields)
+
+
+def preprocess_fn(info: Any, spec: TrainSpec) -> tuple[Any, tuple[int, ...]]:
+    """The eval transform after decoding, in JAX: ``(fn, raw_shape)``.
+
+    ``fn`` maps raw pixels ``(b, *raw_shape)`` (uint8, or floats in 0..255; ``raw_shape =
+    (H, W, C)`` at the model's image size) to the model input ``(b, *info.input_shape)``:
+    ``(x / 255 - mean) / std`` per channel, then the run's sequence layout (flatten / the
+    fixed pMNIST permutation), exactly as :class:`convjax.data.ImageTransform` computes in
+    NumPy (float32, the same operations). Resizing and cropping (``--config.data.image_size``
+    of datasets with varying image sizes) are not included: give images of ``raw_shape``.
+
+    Example:
+      >>> from convjax.data import load_dataset
+      >>> fn, shape = preprocess_fn(load_dataset("digits").info, resolve_spec({}))
+      >>> shape, fn(jnp.full((1, 8, 8, 1), 255.0)).shape
+      ((8, 8, 1), (1, 8, 8, 1))
+    """
+    transform = ImageTransform(
+        info,
+        train=False,
+        image_size=spec.data.image_size,
+        sequence=spec.data.sequence,
+        permutation_seed=spec.data.permutation_seed,
+    )
+    mean = np.asarray(info.mean, np.float32)
+    std = np.asarray(info.std, np.float32)
+    scale = jnp.asarray(1.0 / (255.0 * std), jnp.float32)
+    shift = jnp.asarray(mean / std, jnp.float32)
+    permutation = transform.permutation
+    sequence = transform.sequence
+
+    def fn(images: jax.Array) -> jax.Array:
+        x = images.astype(jnp.float32) * scale - shift
+        if sequence != "none":
+            *lead, h, w, c = x.shape
+            x = x.reshape(*lead, h * w, c)
+            if permutation is not None:
+                x = jnp.take(x, jnp.asarray(permutation), axis=-2)
+        return x
+
+    return fn, tuple(int(d) for d in transform.output_image_shape)
+
+
 def export_model(
     workdir: str,
     out: str | None = None,
     *,
     platforms: Sequence[str] | None = None,
     config: TrainSpec | Mapping | None = None,
+    inputs: str = "raw",
 ) -> str:
     """Serialize ``images -> logits`` (eval mode, parameters baked in) with ``jax.export``.
 
-    The input is float32 ``(b, *input_shape)`` with a symbolic batch size ``b`` (normalised
-    as the data pipeline does; ``signature.json`` next to it has mean/std); the output is
-    float32 logits ``(b, num_classes)``. Reload with ``jax.export.deserialize(bytes).call(x)``.
+    With ``inputs="raw"`` (the default) the function takes the pixels the data pipeline
+    reads, float32 ``(b, H, W, C)`` with values in 0..255 (pass uint8 images as
+    ``images.astype(np.float32)``), and applies the run's normalisation (mean/std stored in
+    ``data_info.json``) and sequence layout itself (see :func:`preprocess_fn`); its logits
+    equal the model's on the pipeline's normalised images and rank classes as
+    :func:`predict` does. With ``inputs="normalized"`` it takes float32
+    ``(b, *input_shape)`` normalised as the data pipeline yields them. ``b`` is a symbolic
+    batch size; the output is float32 logits ``(b, num_classes)``. ``signature.json`` next
+    to the file records shapes, ``inputs``, mean/std. Reload with
+    ``jax.export.deserialize(bytes).call(x)`` (needs only ``jax`` and ``flatbuffers``).
     A bfloat16 model called on CPU needs ``jax.jit(exported.call, compiler_options=
     convjax.train.distributed.CPU_BF16_WORKAROUND)`` (an XLA:CPU bug, see
     :func:`convjax.train.distributed.xla_compiler_options`; ``signature.json`` lists them).
@@ -537,26 +595,35 @@ def export_model(
       workdir: a training run's directory.
       out: output file (default ``<workdir>/export/eval_fn.jax``).
       platforms: lowering platforms (default: the current backend), e.g. ``("cpu", "cuda")``.
+      inputs: ``"raw"`` (pixels, normalised inside) or ``"normalized"``.
 
     Returns:
       The path written.
 
-    Example:
-      >>> path = export_model("runs/default")
-      >>> exported = jax.export.deserialize(open(path, "rb").read())
-      >>> logits = exported.call(images)
+    Example (not run as a doctest: needs the trained workdir runs/default):
+      >>> path = export_model("runs/default")  # doctest: +SKIP
+      >>> exported = jax.export.deserialize(open(path, "rb").read())  # doctest: +SKIP
+      >>> logits = exported.call(images.astype(np.float32))  # uint8 (N, 8, 8, 1) digits
+      ... # doctest: +SKIP
     """
+    if inputs not in EXPORT_INPUTS:
+        raise ValueError(f"--inputs must be one of {list(EXPORT_INPUTS)}, got {inputs!r}.")
     model, spec = load_model(workdir, config=config)
-    info = _read(os.path.abspath(workdir), DATA_INFO_FILE)
+    info_dict = _read(os.path.abspath(workdir), DATA_INFO_FILE)
     dtype = compute_dtype(spec.run.dtype)
     graph, state = nnx.split(model)
+    if inputs == "raw":
+        preprocess, input_shape = preprocess_fn(_info_from_dict(info_dict), spec)
+    else:
+        preprocess, input_shape = (lambda x: x), tuple(info_dict["input_shape"])
 
     def eval_fn(images: jax.Array) -> jax.Array:
-        x = images if dtype is None else images.astype(dtype)
+        x = preprocess(images)
+        x = x if dtype is None else x.astype(dtype)
         return nnx.merge(graph, state)(x).astype(jnp.float32)
 
     (batch,) = jax.export.symbolic_shape("b")
-    input_spec = jax.ShapeDtypeStruct((batch, *info["input_shape"]), jnp.float32)
+    input_spec = jax.ShapeDtypeStruct((batch, *input_shape), jnp.float32)
     kwargs = {} if platforms is None else {"platforms": tuple(platforms)}
     exported = jax.export.export(jax.jit(eval_fn), **kwargs)(input_spec)
     out = out or os.path.join(os.path.abspath(workdir), EXPORT_DIR, EXPORT_FILE)
@@ -564,11 +631,14 @@ def export_model(
     with open(out, "wb") as f:
         f.write(exported.serialize())
     meta = {
-        "input_shape": ["b", *info["input_shape"]],
+        "inputs": inputs,
+        "input_shape": ["b", *input_shape],
         "input_dtype": "float32",
-        "output_shape": ["b", int(info["num_classes"])],
-        "mean": info.get("mean"),
-        "std": info.get("std"),
+        "input_range": "0..255 (raw pixels)" if inputs == "raw" else "normalized",
+        "output_shape": ["b", int(info_dict["num_classes"])],
+        "mean": info_dict.get("mean"),
+        "std": info_dict.get("std"),
+        "sequence": spec.data.sequence,
         "model": spec.model.name,
         "dtype": spec.run.dtype,
         "platforms": list(exported.platforms),
@@ -591,6 +661,7 @@ __all__ = [
     "load_model",
     "logits_fn",
     "predict",
+    "preprocess_fn",
     "restore_run",
     "split_loader",
     "workdir_spec",

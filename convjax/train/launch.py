@@ -200,8 +200,9 @@ def launch(
       0 if every process exited with 0; else the status of the first process that failed
       (``128 + signal`` for a signal), 124 on timeout, 130 on Ctrl-C.
 
-    Example:
+    Example (not run as a doctest: starts 2 processes and trains):
       >>> launch(["train", "--config=default", "--config.num_steps=20"], processes=2)
+      ... # doctest: +SKIP
       0
     """
     if not isinstance(processes, int) or processes < 1:

@@ -34,8 +34,12 @@ class MetricsWriter:
     test row when a finished run is run again).
 
     Example:
-      >>> w = MetricsWriter("runs/x")
+      >>> import tempfile
+      >>> workdir = tempfile.mkdtemp()  # e.g. runs/x
+      >>> w = MetricsWriter(workdir)
       >>> w.write(10, "train", {"loss": 0.5})
+      >>> read_jsonl(os.path.join(workdir, "metrics.jsonl"))[0]["loss"]
+      0.5
     """
 
     def __init__(
@@ -140,9 +144,10 @@ class Averager:
 def read_jsonl(path: str, split: str | None = None) -> list[dict[str, Any]]:
     """Read the records of a metrics file, optionally only those of one ``split``.
 
-    Example:
-      >>> train = read_jsonl("runs/default/metrics.jsonl", "train")
+    Example (not run as a doctest: needs the trained workdir runs/default):
+      >>> train = read_jsonl("runs/default/metrics.jsonl", "train")  # doctest: +SKIP
       >>> steps, losses = [r["step"] for r in train], [r["loss"] for r in train]
+      ... # doctest: +SKIP
     """
     return [r for r in _iter_jsonl(path) if split is None or r.get("split") == split]
 

@@ -186,8 +186,8 @@ def param_labels(params_state: nnx.State, mask_type: type | None = None) -> dict
       A nested dict with the same keys as ``nnx.to_pure_dict(params_state)`` whose leaves are
       :data:`MASK_GROUP` for ``mask_type`` variables and :data:`DEFAULT_GROUP` otherwise.
 
-    Example:
-      >>> labels = param_labels(nnx.state(model, nnx.Param))
+    Example (not run as a doctest: a fragment of the trainer's setup):
+      >>> labels = param_labels(nnx.state(model, nnx.Param))  # doctest: +SKIP
     """
     if mask_type is None:
         mask_type = MaskParam
@@ -216,6 +216,7 @@ def make_schedule(config: Any, num_steps: int) -> optax.Schedule:
     ``step_fractions``, ``step_factor``.
 
     Example:
+      >>> import ml_collections
       >>> sched = make_schedule(ml_collections.ConfigDict(dict(learning_rate=0.1)), 100)
     """
     spec = OptimizerSpec.from_config(config)
@@ -291,8 +292,9 @@ def make_task_optimizer(
     Returns:
       ``(tx, schedule)``; ``schedule(step)`` is the default group's learning rate.
 
-    Example:
+    Example (not run as a doctest: a fragment of the trainer's setup):
       >>> tx, sched = make_task_optimizer(config.optimizer, param_labels(params), 1000)
+      ... # doctest: +SKIP
     """
     spec = OptimizerSpec.from_config(config)
     name = spec.name
@@ -330,6 +332,7 @@ def make_padding_optimizer(config: Any) -> optax.GradientTransformation:
     ``base_config().padding_optimizer`` (:mod:`convjax.configs.default`).
 
     Example:
+      >>> import ml_collections
       >>> tx_pad = make_padding_optimizer(ml_collections.ConfigDict(dict(name="adam")))
     """
     spec = PaddingOptimizerSpec.from_config(config)

@@ -88,8 +88,8 @@ def split_model(model: nnx.Module) -> tuple[ModelDef, dict, dict, dict, nnx.Stat
     Also returns the ``nnx.Param`` state (with Variable types) for building label trees.
     The model is left in train mode.
 
-    Example:
-      >>> model_def, params, pad_params, stats, param_state = split_model(model)
+    Example (not run as a doctest: a fragment of the trainer's setup):
+      >>> model_def, params, pad_params, stats, param_state = split_model(model)  # doctest: +SKIP
     """
     filters = (nnx.Param, PadParam, nnx.RngState, stats_filter())
     model.eval()
@@ -118,8 +118,9 @@ def create_train_state(
 ) -> TrainState:
     """Initial :class:`TrainState` (step 0) with both optimizer states initialised.
 
-    Example:
+    Example (not run as a doctest: a fragment of the trainer's setup):
       >>> state = create_train_state(params, pad_params, stats, tx, tx_pad, seed=0)
+      ... # doctest: +SKIP
     """
     return TrainState(
         step=jnp.zeros((), jnp.int32),

@@ -67,9 +67,10 @@ def make_loss_fn(
     ``total_loss``. Differentiate w.r.t. ``(params, pad_params)``: the task loss gives exact
     zeros on ``pad_params`` and the padding losses exact zeros on ``params``.
 
-    Example:
-      >>> loss_fn = make_loss_fn(model_def)
+    Example (not run as a doctest: a fragment of the trainer's setup):
+      >>> loss_fn = make_loss_fn(model_def)  # doctest: +SKIP
       >>> grads = jax.grad(loss_fn, argnums=(0, 1), has_aux=True)(p, pp, s, batch, key)[0]
+      ... # doctest: +SKIP
     """
 
     def loss_fn(params: dict, pad_params: dict, stats: dict, batch: Batch, key: jax.Array):
@@ -130,9 +131,10 @@ def make_train_step(
     ``accuracy``, ``padding_loss``, ``aliasing_penalty``, ``total_loss``, ``grad_norm``,
     ``learning_rate``.
 
-    Example:
-      >>> step = make_train_step(model_def, tx, tx_pad)
-      >>> p_step = jax.pmap(step, axis_name="batch")
+    Example (``model_def`` from :func:`convjax.train.state.split_model`, ``tx`` and
+    ``tx_pad`` optax optimizers; ``tests/train/test_step.py`` runs it in full):
+      >>> step = make_train_step(model_def, tx, tx_pad)  # doctest: +SKIP
+      >>> p_step = jax.pmap(step, axis_name="batch")  # doctest: +SKIP
     """
 
     loss_fn = make_loss_fn(
@@ -155,7 +157,7 @@ def make_train_step(
         params = optax.apply_updates(state.params, updates)
         pad_updates, opt_pad = tx_pad.update(g_pad, state.opt_pad, state.pad_params)
         pad_params = optax.apply_updates(state.pad_params, pad_updates)
-        metrics["grad_norm"] = optax.global_norm(g_task)
+        metrics["grad_norm"] = optax.tree.norm(g_task)
         lr = schedule(state.step) if schedule is not None else 0.0
         metrics["learning_rate"] = jnp.asarray(lr, jnp.float32)
         new_state = state.replace(
@@ -182,8 +184,9 @@ def make_eval_step(
     ``correct`` and ``count``, so accuracy over a split is ``sum(correct) / sum(count)``
     with every real example counted exactly once.
 
-    Example:
+    Example (not run as a doctest: a fragment of the trainer's setup):
       >>> sums = jax.pmap(make_eval_step(model_def), axis_name="batch")(state, batch)
+      ... # doctest: +SKIP
     """
 
     def eval_step(state: TrainState, batch: Batch) -> Metrics:

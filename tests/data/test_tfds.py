@@ -233,11 +233,11 @@ def test_misspelled_or_unprepared_name_is_one_line_with_the_closest_prepared(pre
         "closest prepared there: tiny_digits",
     )
     assert "TFDS has no builder" in message and "abstract_reasoning" not in message
-    # A registered TFDS name that is not prepared here: the tfds build command.
+    # A registered TFDS name that is not prepared here: the prepare command.
     _error(
         lambda: load_dataset("tfds:mnist", data_dir=data_dir),
         "not prepared in data_dir",
-        "tfds build mnist --file_format=array_record",
+        "convjax data prepare mnist --data_dir=",
         data_dir,
     )
     _error(

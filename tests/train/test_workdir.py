@@ -312,7 +312,7 @@ def test_predict_npy_idx_and_png(trained, tmp_path, capsys):
 
 def test_export_round_trip(trained, tmp_path, capsys):
     workdir, _ = trained
-    path = export_model(workdir, str(tmp_path / "fn.jax"))
+    path = export_model(workdir, str(tmp_path / "fn.jax"), inputs="normalized")
     exported = jax.export.deserialize(open(path, "rb").read())
     model, config = load_model(workdir)
     for n in (1, 5):  # a symbolic batch size
@@ -325,9 +325,62 @@ def test_export_round_trip(trained, tmp_path, capsys):
         )
     signature = json.load(open(tmp_path / "signature.json"))
     assert signature["input_shape"] == ["b", 8, 8, 1] and signature["output_shape"] == ["b", 10]
+    assert signature["inputs"] == "normalized"
     assert main(["convjax", "export", f"--workdir={workdir}"]) == 0
     assert os.path.exists(os.path.join(workdir, "export", "eval_fn.jax"))
     assert "wrote" in capsys.readouterr().out
+    assert json.load(open(os.path.join(workdir, "export", "signature.json")))["inputs"] == "raw"
+
+
+def test_export_of_raw_pixels_matches_model_and_predict(trained, tmp_path):
+    """The default export normalises inside: raw uint8 pixels (as float32) give the model's
+    logits on the pipeline's normalised images, and the classes `convjax predict` prints."""
+    from convjax.data import DatasetInfo, ImageTransform
+
+    workdir, _ = trained
+    images, _ = _test_images()  # uint8 (6, 8, 8, 1), as the data pipeline reads them
+    path = export_model(workdir, str(tmp_path / "raw.jax"))
+    exported = jax.export.deserialize(open(path, "rb").read())
+    raw_logits = np.asarray(exported.call(images.astype(np.float32)), np.float64)
+    model, config = load_model(workdir)
+    info = json.load(open(os.path.join(workdir, "data_info.json")))
+    info = DatasetInfo(**{k: tuple(v) if isinstance(v, list) else v for k, v in info.items()})
+    normalised = ImageTransform(info, train=False)(images, None)
+    assert abs(float(normalised.mean())) < 5 and not np.allclose(normalised, images)
+    np.testing.assert_allclose(
+        raw_logits, np.asarray(model(normalised), np.float64), rtol=1e-5, atol=1e-5
+    )
+    np.save(tmp_path / "digits.npy", images)
+    top = predict(workdir, [str(tmp_path / "digits.npy")], top_k=3)
+    probs = np.exp(raw_logits - raw_logits.max(-1, keepdims=True))
+    probs /= probs.sum(-1, keepdims=True)
+    for row, p in zip(top, probs):
+        assert [c for c, _ in row] == list(np.argsort(-p)[:3])
+        np.testing.assert_allclose([q for _, q in row], p[[c for c, _ in row]], rtol=1e-4)
+    # The normalised-input export fed raw pixels is what gave constant wrong classes.
+    signature = json.load(open(tmp_path / "signature.json"))
+    assert signature["inputs"] == "raw" and signature["input_shape"] == ["b", 8, 8, 1]
+    with pytest.raises(ValueError, match=r"--inputs must be one of \['raw', 'normalized'\]"):
+        export_model(workdir, str(tmp_path / "x.jax"), inputs="pixels")
+    assert main(["convjax", "export", f"--workdir={workdir}", "--inputs=pixels"]) == 2
+
+
+def test_export_preprocessing_matches_the_sequence_transform():
+    """preprocess_fn (JAX) == ImageTransform (NumPy) for the flatten and permute layouts."""
+    from convjax.data import DatasetInfo, ImageTransform
+    from convjax.train.inference import preprocess_fn
+
+    info = DatasetInfo("digits", 10, (4, 5, 2), 1, 1, (0.2, 0.4), (0.3, 0.1), False)
+    images = np.random.RandomState(0).randint(0, 256, (3, 4, 5, 2)).astype(np.uint8)
+    for sequence in ("none", "flatten", "permute"):
+        config = resolve_config({"data": {"sequence": sequence, "permutation_seed": 3}})
+        fn, shape = preprocess_fn(info, config)
+        want = ImageTransform(info, train=False, sequence=sequence, permutation_seed=3)(
+            images, None
+        )
+        assert shape == (4, 5, 2)
+        np.testing.assert_allclose(np.asarray(fn(images.astype(np.float32))), want, atol=1e-6)
+        np.testing.assert_allclose(np.asarray(fn(images)), want, atol=1e-6)  # uint8 too
 
 
 def test_reuse_errors_are_one_line(tmp_path, capsys):
