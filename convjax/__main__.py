@@ -40,7 +40,7 @@ USAGE = """usage: convjax <command> [flags]      (convjax <command> --help: its 
 
 commands:
   train     --config=<file or shipped name> [--config.<field>=<value> ...] [--workdir=<dir>]
-            [--print_config]   run or resume a training job
+            [--step=N] [--print_config]   run or resume a training job
   eval      --workdir=<dir> [--split=test|train] [--step=N]
             evaluate the run's checkpoint; prints and writes <dir>/eval_<split>.json
   predict   --workdir=<dir> [--top_k=3] <image files, IDX or .npy files>
@@ -63,7 +63,7 @@ example:
 """
 
 TRAIN_HELP = """usage: convjax train --config=<file or shipped name> [--config.<field>=<value> ...]
-                     [--workdir=<dir>] [--print_config]
+                     [--workdir=<dir>] [--step=N] [--print_config]
 
 Train (or resume, from <workdir>/checkpoints) the job a config describes.
 
@@ -72,6 +72,8 @@ flags:
   --config.<field>=<v>    override a field (nested: --config.optimizer.learning_rate=0.1;
                           model keywords: --config.model_kwargs.widths="(16, 32)")
   --workdir=<dir>         output directory (default: --config.workdir)
+  --step=<N>              resume from checkpoint step N (default: the newest intact one);
+                          newer steps are moved to checkpoints/rewound-<step>
   --print_config          print the merged config and exit
   --coordinator_address=<host:port> --num_processes=<N> --process_id=<i>
                           multi-host setup (default: the JAX_COORDINATOR_ADDRESS,
@@ -268,7 +270,14 @@ class CommandLine:
 
 
 _FLAGS = {
-    "train": ("workdir", "print_config", "coordinator_address", "num_processes", "process_id"),
+    "train": (
+        "workdir",
+        "print_config",
+        "step",
+        "coordinator_address",
+        "num_processes",
+        "process_id",
+    ),
     "eval": ("workdir", "split", "step"),
     "predict": ("workdir", "top_k"),
     "export": ("workdir", "out", "platforms"),
@@ -500,15 +509,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(line: CommandLine) -> int:
     from convjax.data import DataError
+    from convjax.train.checkpoint import CheckpointError, DiskFullError
     from convjax.train.config import ConfigError
     from convjax.train.distributed import DistributedError
+    from convjax.train.workdir_lock import WorkdirLocked
 
     try:
         if line.command == "train":
             from convjax.train.loop import NonFiniteError, train
 
             try:
-                summary = train(line.config, line.workdir)
+                summary = train(line.config, line.workdir, step=line.step)
             except NonFiniteError as err:
                 return _error(str(err), 1)
             return 0 if summary["test_examples"] > 0 else 1
@@ -542,7 +553,12 @@ def _run(line: CommandLine) -> int:
         status = _error(str(err), 1)
         _exit_now_if_multiprocess(print_traceback=False)
         return status
-    except (ConfigError, DistributedError, FileNotFoundError) as err:
+    except (ConfigError, DistributedError, FileNotFoundError, WorkdirLocked) as err:
+        return _error(str(err), 1)
+    except (CheckpointError, DiskFullError) as err:
+        status = _error(err.strerror if isinstance(err, DiskFullError) else str(err), 1)
+        _exit_now_if_multiprocess(print_traceback=False)
+        return status
         return _error(str(err), 1)
     except KeyboardInterrupt:
         raise

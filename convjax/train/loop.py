@@ -63,6 +63,8 @@ from convjax.train.factory import (
 )
 from convjax.train.metrics import Averager, MetricsWriter
 from convjax.train.state import ModelDef, TrainState
+from convjax.train.workdir_lock import WorkdirLock
+from convjax.train.workdir_lock import acquire as acquire_workdir_lock
 
 #: ``hook(step, train_loop_state)`` called after every train step (e.g. to stop early).
 Hook = Callable[[int, Any], None]
@@ -213,6 +215,7 @@ class Run:
     num_pad_params: int
     t_start: float
     train_time: float = 0.0
+    lock: WorkdirLock | None = None
 
     def say(self, text: str) -> None:
         """Print ``convjax: text`` on the primary process."""
@@ -223,6 +226,8 @@ class Run:
         """Release the metric writers and the checkpoint manager (checkpoints are kept)."""
         self.writer.close()
         self.checkpointer.close()
+        if self.lock is not None:
+            self.lock.release()
 
 
 def _check_resume(config: Any, workdir: str, checkpointer: Checkpointer) -> dict:
@@ -243,13 +248,21 @@ def _check_resume(config: Any, workdir: str, checkpointer: Checkpointer) -> dict
     return accepted
 
 
-def setup(config: Any, workdir: str | None = None, *, loaders: Sequence[Any] | None = None) -> Run:
+def setup(
+    config: Any,
+    workdir: str | None = None,
+    *,
+    loaders: Sequence[Any] | None = None,
+    step: int | None = None,
+) -> Run:
     """Build everything a run needs; restore the newest checkpoint (see module docstring).
 
     Args:
       config: a (possibly partial) config; merged onto the defaults and checked here.
       workdir: output directory (default ``config.workdir``).
       loaders: ``(train_iterator, eval_iterable, info)`` instead of ``make_loaders``.
+      step: resume from this checkpoint step (default: the newest intact one); newer steps
+        are moved to ``checkpoints/rewound-<step>``.
 
     Raises:
       ConfigError: a bad or unknown field (naming ``--config.<field>``).
@@ -264,6 +277,8 @@ def setup(config: Any, workdir: str | None = None, *, loaders: Sequence[Any] | N
     setup_distributed(config.distributed)
     workdir = os.path.abspath(workdir or config.workdir)
     primary = is_primary()
+    # One trainer per workdir (WorkdirLocked names the holder), before anything is written.
+    lock = acquire_workdir_lock(workdir, primary=primary)
     dp = DataParallel(config.parallel)
     dtype = compute_dtype(config.dtype)
     checkpointer = Checkpointer(
@@ -294,7 +309,9 @@ def setup(config: Any, workdir: str | None = None, *, loaders: Sequence[Any] | N
 
     resumed_from = None
     if config.resume:
-        restored = checkpointer.restore(state)
+        restored = checkpointer.restore(state, step)
+        if step is not None:
+            _say_rewound(primary, step, checkpointer.rewind(step))
         if restored is not None:
             state, data_state = restored
             if data_state is not None:
@@ -329,11 +346,21 @@ def setup(config: Any, workdir: str | None = None, *, loaders: Sequence[Any] | N
         num_params=built.num_params,
         num_pad_params=built.num_padding_params,
         t_start=t_start,
+        lock=lock,
     )
     if primary:
         _write_workdir_files(run)
         _print_header(run, accepted)
     return run
+
+
+def _say_rewound(primary: bool, step: int, newer: list[int]) -> None:
+    if primary and newer:
+        print(
+            f"convjax: resuming from step {step} as asked (--step); moved the newer checkpoints "
+            f"{', '.join(map(str, newer))} to checkpoints/rewound-<step>",
+            flush=True,
+        )
 
 
 def _write_workdir_files(run: Run) -> None:
@@ -457,16 +484,35 @@ def _nonfinite_message(run: Run, what: str, step: int, value: float) -> str:
     )
 
 
-def _first_nonfinite(pending: list[tuple[int, Any]]) -> tuple[int, float] | None:
-    """The first ``(step, loss)`` of ``pending`` whose loss is not finite, else ``None``."""
+#: What each checked quantity is called in the non-finite error message.
+_CHECKED = (
+    ("loss", "the train loss"),
+    ("grad_norm", "the gradient norm"),
+    ("state_finite", "the model state (parameters, statistics or optimizer state)"),
+)
+
+
+def _first_nonfinite(pending: list[tuple[int, dict]]) -> tuple[str, int, Any] | None:
+    """The first ``(what, step, value)`` of ``pending`` (``(step, checked metrics)`` pairs)
+    with a non-finite train loss, gradient norm or model state, else ``None``.
+
+    ``state_finite`` is the step's flag that every float of the new state is finite
+    (:func:`convjax.train.step.all_finite`); one fetch of all pending values.
+    """
     if not pending:
         return None
-    losses = np.stack([np.asarray(jax.device_get(loss), np.float64).ravel() for _, loss in pending])
-    bad = ~np.isfinite(losses).all(axis=1)
-    if not bad.any():
-        return None
-    i = int(np.argmax(bad))
-    return pending[i][0], float(losses[i][~np.isfinite(losses[i])][0])
+    host = jax.device_get([checked for _, checked in pending])
+    for (step, _), values in zip(pending, host, strict=True):
+        for key, what in _CHECKED:
+            if values.get(key) is None:  # a custom step without the state flag
+                continue
+            value = np.asarray(values[key], np.float64).ravel()
+            if key == "state_finite":
+                if not (value == 1.0).all():
+                    return what, step, "not finite"
+            elif not np.isfinite(value).all():
+                return what, step, float(value[~np.isfinite(value)][0])
+    return None
 
 
 def run_loop(run: Run, hooks: Sequence[Hook] = ()) -> Any:
@@ -494,6 +540,8 @@ def run_loop(run: Run, hooks: Sequence[Hook] = ()) -> Any:
         for step in range(run.start, run.num_steps):
             batch = next(run.train_iter)
             dstate, metrics = run.train_step(dstate, dp.shard_batch(batch))
+            checked = {k: metrics.pop(k, None) for k in ("state_finite",)}
+            checked.update(loss=metrics["loss"], grad_norm=metrics["grad_norm"])
             done = step + 1
             if t_rate is None:
                 jax.block_until_ready(metrics)
@@ -501,7 +549,7 @@ def run_loop(run: Run, hooks: Sequence[Hook] = ()) -> Any:
                 t_rate, rate_from = time.perf_counter(), done
             averager.add(metrics)
             if check:
-                pending.append((done, metrics["loss"]))
+                pending.append((done, checked))
             is_log = done % log_every == 0 or done == run.num_steps
             is_eval = eval_every > 0 and done % eval_every == 0 and done != run.num_steps
             is_ckpt = (ckpt_every > 0 and done % ckpt_every == 0) or done == run.num_steps
@@ -511,7 +559,7 @@ def run_loop(run: Run, hooks: Sequence[Hook] = ()) -> Any:
                 if bad is not None:
                     values = averager.result()
                     run.writer.write(done, "train", values)
-                    raise NonFiniteError(_nonfinite_message(run, "the train loss", *bad))
+                    raise NonFiniteError(_nonfinite_message(run, *bad))
             if is_log:
                 values = averager.result()
                 values["time_s"] = time.perf_counter() - run.t_start
@@ -624,6 +672,7 @@ def train(
     *,
     loaders: Sequence[Any] | None = None,
     hooks: Sequence[Hook] = (),
+    step: int | None = None,
 ) -> dict[str, Any]:
     """Train ``config`` to completion (resuming from ``<workdir>/checkpoints`` if present).
 
@@ -638,6 +687,7 @@ def train(
         ``num_classes``, ``input_shape`` and ``steps_per_epoch``.
       hooks: ``hook(step, state)`` after every step (``state`` is the device train state);
         an exception raised by a hook aborts the run like a crash would.
+      step: resume from this checkpoint step instead of the newest intact one (``--step``).
 
     Returns:
       The summary: ``test_accuracy``, ``test_loss``, ``steps``, ``num_params``,
@@ -654,7 +704,7 @@ def train(
       >>> summary["test_accuracy"] > 0.9  # doctest: +SKIP
       True
     """
-    run = setup(config, workdir, loaders=loaders)
+    run = setup(config, workdir, loaders=loaders, step=step)
     dstate = run_loop(run, hooks)
     return finish(run, dstate)
 
