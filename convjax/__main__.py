@@ -83,7 +83,9 @@ config fields (defaults of convjax/configs/default.py; see its docstring):
 {fields}
 
 exit status: 0 done; 1 stopped (non-finite loss/metric, config mismatch on resume, data
-error); 2 bad flags or values; 130 interrupted (Ctrl-C; run the same command to resume).
+error, workdir locked, no intact checkpoint, disk full); 2 bad flags or values; 130
+interrupted by Ctrl-C, 143 by SIGTERM (the step reached is saved first; run the same command
+to resume).
 """
 
 EVAL_HELP = """usage: convjax eval --workdir=<dir> [--split=test] [--step=N]
@@ -504,7 +506,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt as err:
         text = str(err) or "interrupted; run the same command to resume"
         print(f"\nconvjax: {text}", file=sys.stderr, flush=True)
-        return EXIT_INTERRUPTED
+        signum = getattr(err, "signum", None)
+        return 128 + int(signum) if signum else EXIT_INTERRUPTED
 
 
 def _run(line: CommandLine) -> int:

@@ -343,7 +343,8 @@ class Checkpointer:
             n += 1
             target = os.path.join(self.directory, f"{label}-{step}.{n}")
         os.rename(os.path.join(self.directory, str(step)), target)
-        self._open()
+        if self._manager is not None:  # orbax caches the steps it saw: reopen
+            self._open()
         return target
 
     def rewind(self, step: int) -> list[int]:

@@ -62,6 +62,7 @@ from convjax.train.factory import (
     make_train_setup,
 )
 from convjax.train.metrics import Averager, MetricsWriter
+from convjax.train.preemption import StopRequest, signal_name
 from convjax.train.state import ModelDef, TrainState
 from convjax.train.workdir_lock import WorkdirLock
 from convjax.train.workdir_lock import acquire as acquire_workdir_lock
@@ -84,15 +85,26 @@ class ConfigMismatchError(ConfigError):
 
 
 class TrainingInterrupted(KeyboardInterrupt):
-    """Ctrl-C during training; ``step`` (completed steps) and ``checkpoint_step`` (or None)."""
+    """Ctrl-C or SIGTERM during training: ``step`` (completed steps), ``checkpoint_step``
+    (or None) and ``signum`` (the signal the run stopped for after saving ``step``, or None
+    for an immediate stop, e.g. a second Ctrl-C)."""
 
-    def __init__(self, step: int, checkpoint_step: int | None) -> None:
+    def __init__(self, step: int, checkpoint_step: int | None, signum: int | None = None) -> None:
         self.step = step
         self.checkpoint_step = checkpoint_step
-        where = "none yet" if checkpoint_step is None else f"at step {checkpoint_step}"
-        super().__init__(
-            f"interrupted at step {step}; last checkpoint {where}; run the same command to resume"
-        )
+        self.signum = signum
+        if signum is not None and checkpoint_step == step:
+            text = (
+                f"interrupted by {signal_name(signum)} at step {step}; saved a checkpoint at "
+                f"step {step}; run the same command to resume"
+            )
+        else:
+            where = "none yet" if checkpoint_step is None else f"at step {checkpoint_step}"
+            text = (
+                f"interrupted at step {step}; last checkpoint {where}; run the same command "
+                "to resume"
+            )
+        super().__init__(text)
 
     def __str__(self) -> str:
         return str(self.args[0])
@@ -468,13 +480,52 @@ def _reporter(run: Run) -> Any:
     return _LogLines(run)
 
 
-def _nonfinite_message(run: Run, what: str, step: int, value: float) -> str:
+def _spoiled_checkpoint(run: Run, what: str, step: int) -> int | None:
+    """The checkpoint step that a non-finite ``what`` at ``step`` shows to be bad, or None.
+
+    The train loss of step ``t`` is computed with the state of step ``t - 1``: when it is
+    non-finite, the checkpoint of step ``t - 1`` (if any) may hold finite numbers that do not
+    evaluate finite (e.g. weights that overflow a float16 forward pass). It is evaluated on
+    the test split; if that is not finite it is returned (it is then set aside). The data
+    can be at fault instead (a NaN batch): then the checkpoint evaluates finite and is kept.
+    """
+    candidate = step - 1
+    if what != "the train loss" or candidate < 1:
+        return None
+    if run.checkpointer.multiprocess:
+        from jax.experimental import multihost_utils
+
+        present = candidate in run.checkpointer.all_steps()
+        present = bool(multihost_utils.broadcast_one_to_all(np.int32(present)))
+    else:
+        present = candidate in run.checkpointer.all_steps()
+    if not present:
+        return None
+    template = jax.device_get(run.state)
+    restored = run.checkpointer.restore(template, candidate)
+    result = evaluate(run.dp, run.eval_step, run.dp.replicate(restored[0]), run.eval_batches)
+    finite = math.isfinite(result["loss"]) and math.isfinite(result["accuracy"])
+    return None if finite else candidate
+
+
+def _nonfinite_message(run: Run, what: str, step: int, value: Any) -> str:
+    """The error of a non-finite ``what`` at ``step``; a checkpoint that the failure shows
+    not to evaluate finite (:func:`_spoiled_checkpoint`) is moved to
+    ``checkpoints/nonfinite-<step>`` first, so the message names one that does."""
+    spoiled = _spoiled_checkpoint(run, what, step)
+    if spoiled is not None and run.checkpointer.enabled:
+        run.checkpointer.set_aside(spoiled, "nonfinite")
     last = run.checkpointer.latest_step()
     kept = (
         f"the last good checkpoint (step {last}) is kept in {run.checkpointer.directory}"
         if last is not None
-        else "no checkpoint was written yet"
+        else "no good checkpoint was written yet"
     )
+    if spoiled is not None:
+        kept += (
+            f" (step {spoiled} evaluates to a non-finite loss: moved to "
+            f"checkpoints/nonfinite-{spoiled})"
+        )
     hints = "a lower --config.optimizer.learning_rate, --config.optimizer.grad_clip_norm=1.0"
     if run.config.dtype != "float32":
         hints += ", --config.dtype=float32"
@@ -522,7 +573,9 @@ def run_loop(run: Run, hooks: Sequence[Hook] = ()) -> Any:
       NonFiniteError: a non-finite train loss (checked before every log line, evaluation and
         checkpoint, so no checkpoint holds a diverged state) or eval metric, when
         ``config.stop_on_nonfinite``.
-      TrainingInterrupted: Ctrl-C (``KeyboardInterrupt``) during the loop.
+      TrainingInterrupted: SIGINT (Ctrl-C) or SIGTERM during the loop: the step in progress
+        is finished and saved (all processes agree on the step first, see
+        :mod:`convjax.train.preemption`), then the run stops; a second Ctrl-C stops at once.
     """
     config, dp = run.config, run.dp
     dstate = dp.replicate(run.state)
@@ -536,7 +589,9 @@ def run_loop(run: Run, hooks: Sequence[Hook] = ()) -> Any:
         run.say("compiling the train step (the first step can take minutes on a large model)")
     t_loop = time.perf_counter()
     t_rate, rate_from = None, run.start
+    stop = StopRequest()  # SIGINT/SIGTERM: save this step, then stop (all processes agree)
     try:
+        stop.__enter__()
         for step in range(run.start, run.num_steps):
             batch = next(run.train_iter)
             dstate, metrics = run.train_step(dstate, dp.shard_batch(batch))
@@ -553,6 +608,8 @@ def run_loop(run: Run, hooks: Sequence[Hook] = ()) -> Any:
             is_log = done % log_every == 0 or done == run.num_steps
             is_eval = eval_every > 0 and done % eval_every == 0 and done != run.num_steps
             is_ckpt = (ckpt_every > 0 and done % ckpt_every == 0) or done == run.num_steps
+            is_stop = stop.should_stop() and done != run.num_steps
+            is_ckpt = is_ckpt or is_stop
             if check and (is_log or is_eval or is_ckpt):
                 bad = _first_nonfinite(pending)
                 pending = []
@@ -576,11 +633,17 @@ def run_loop(run: Run, hooks: Sequence[Hook] = ()) -> Any:
                 )
                 _check_eval(run, result, done)
             if is_ckpt:
-                with _sigint_deferred():
+                with contextlib.nullcontext() if stop.active else _sigint_deferred():
                     run.checkpointer.save(done, dp.unreplicate(dstate), run.train_iter.get_state())
             report.update(1)
+            if is_stop:
+                raise TrainingInterrupted(done, done, stop.agreed_signum)
             for hook in hooks:
                 hook(done, dstate)
+    except TrainingInterrupted:
+        report.close()
+        run.close()
+        raise
     except KeyboardInterrupt as err:
         report.close()
         run.close()
@@ -590,6 +653,8 @@ def run_loop(run: Run, hooks: Sequence[Hook] = ()) -> Any:
         report.close()
         run.close()
         raise
+    finally:
+        stop.__exit__()
     report.close()
     run.train_time = time.perf_counter() - t_loop
     return dstate
