@@ -565,6 +565,16 @@ def _run(line: CommandLine) -> int:
         return _error(str(err), 1)
     except KeyboardInterrupt:
         raise
+    except OSError as err:
+        from convjax.train.checkpoint import disk_full_error, is_disk_full
+
+        if not is_disk_full(err):
+            _exit_now_if_multiprocess()
+            raise
+        workdir = line.workdir or getattr(line.config, "workdir", None) or "."
+        status = _error(disk_full_error(workdir, "the workdir").strerror, 1)
+        _exit_now_if_multiprocess(print_traceback=False)
+        return status
     except Exception:
         _exit_now_if_multiprocess()
         raise

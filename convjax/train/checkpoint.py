@@ -372,8 +372,9 @@ class Checkpointer:
         )
         step_dir = os.path.join(self.directory, str(int(step)))
         try:
-            self._manager.save(int(step), args=args, force=True)
-            self._manager.wait_until_finished()
+            with _quiet_orbax():  # a failing save logs a traceback per thread; we say it once
+                self._manager.save(int(step), args=args, force=True)
+                self._manager.wait_until_finished()
             write_manifest(step_dir)
         except Exception as err:
             if not is_disk_full(err):
