@@ -8,13 +8,15 @@
    the padding / pool / norm / conv switches, split into a functional train state), two
    optimizers (task over ``nnx.Param``, padding over ``PadParam``) and the per-device steps,
    compiled with ``jax.pmap`` or ``jax.shard_map``;
-   restore the newest checkpoint in ``<workdir>/checkpoints`` (exact resume) after checking
+   lock the workdir (:mod:`convjax.train.workdir_lock`: one trainer per workdir); restore
+   the newest intact checkpoint in ``<workdir>/checkpoints`` (exact resume) after checking
    that the stored ``config.json`` describes the same model and data; write ``config.json``,
    ``versions.json`` and ``data_info.json`` (what :func:`convjax.train.load_model` needs);
 2. :func:`run_loop` -- the steps, with a progress bar on a terminal (one log line every
    ``log_every`` steps otherwise), JSON-lines metrics, periodic evaluation and checkpoints;
-   a non-finite train loss or eval metric stops the run (:class:`NonFiniteError`), Ctrl-C
-   raises :class:`TrainingInterrupted` naming the last checkpoint;
+   a non-finite train loss, gradient norm, model state or eval metric stops the run
+   (:class:`NonFiniteError`); SIGINT (Ctrl-C) or SIGTERM saves the step reached and raises
+   :class:`TrainingInterrupted` (:mod:`convjax.train.preemption`);
 3. :func:`finish` -- final evaluation on the test split and the summary
    (also ``<workdir>/summary.json``).
 """
@@ -39,7 +41,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from convjax.train.checkpoint import Checkpointer
+from convjax.train.checkpoint import Checkpointer, CheckpointError
 from convjax.train.config import (
     ConfigError,
     compare_configs,
@@ -501,8 +503,10 @@ def _spoiled_checkpoint(run: Run, what: str, step: int) -> int | None:
         present = candidate in run.checkpointer.all_steps()
     if not present:
         return None
-    template = jax.device_get(run.state)
-    restored = run.checkpointer.restore(template, candidate)
+    try:
+        restored = run.checkpointer.restore(jax.device_get(run.state), candidate)
+    except CheckpointError:  # damaged: the next run's restore skips it with a warning
+        return None
     result = evaluate(run.dp, run.eval_step, run.dp.replicate(restored[0]), run.eval_batches)
     finite = math.isfinite(result["loss"]) and math.isfinite(result["accuracy"])
     return None if finite else candidate

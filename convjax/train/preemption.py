@@ -82,7 +82,7 @@ class StopRequest:
         if threading.current_thread() is threading.main_thread():
             for sig in STOP_SIGNALS:
                 previous = signal.getsignal(sig)
-                if previous is signal.SIG_IGN:  # the user's choice (nohup, a background job)
+                if previous is signal.SIG_IGN or previous is None:  # ignored, or not Python's
                     continue
                 self._previous[sig] = previous
                 signal.signal(sig, self._handle)

@@ -6,13 +6,18 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from convjax.__main__ import main
 from convjax.train.checkpoint import MANIFEST, Checkpointer, CheckpointError, verify_step
 from tests.train.test_checkpoint import _state
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _two_steps(root):
@@ -117,3 +122,40 @@ def test_step_without_manifest_is_restored_unverified(tmp_path):
     restored, _ = Checkpointer(str(tmp_path), warn=warnings.append).restore(_state())
     assert int(restored.step) == 4
     assert len(warnings) == 1 and "has no checksums.json" in warnings[0]
+
+
+def test_cli_explicit_steps_and_a_damaged_newest_step(tmp_path, capsys):
+    """``train --step`` / ``eval --step`` and, in a real ``python -m convjax eval`` process,
+    a bit-flipped newest step: one warning line, the previous step evaluated, exit 0."""
+    workdir = tmp_path / "run"
+    argv = [
+        "convjax", "train", "--config=default", "--config.model_kwargs.widths=(4,)",
+        "--config.num_steps=4", "--config.checkpoint_every=1", "--config.keep_checkpoints=4",
+        "--config.eval_every=0", "--config.progress=False", f"--workdir={workdir}",
+    ]  # fmt: skip
+    assert main(argv) == 0
+    capsys.readouterr()
+    assert main(["convjax", "eval", f"--workdir={workdir}", "--step=9"]) == 1
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"convjax: error: no checkpoint of step 9 in {workdir}/checkpoints; its steps are "
+        "1, 2, 3, 4"
+    ]
+    assert main([*argv, "--step=2"]) == 0
+    out = capsys.readouterr().out
+    assert "resumed at step 2" in out and "moved the newer checkpoints 3, 4" in out
+    assert sorted(os.listdir(workdir / "checkpoints")) == [
+        "1", "2", "3", "4", "rewound-3", "rewound-4"
+    ]  # fmt: skip
+    _bit_flip(workdir / "checkpoints" / "4")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]))
+    done = subprocess.run(
+        [sys.executable, "-m", "convjax", "eval", f"--workdir={workdir}"],
+        capture_output=True, text=True, cwd=ROOT, env=env, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.strip().splitlines() == [
+        f"convjax: warning: checkpoint step 4 in {workdir}/checkpoints is damaged: file "
+        + done.stderr.split(" is damaged: file ")[1].split(" fails")[0]
+        + " fails its SHA-256 checksum (changed after writing); restored step 3"
+    ]
+    assert done.stdout.startswith("convjax: test split at step 3: accuracy")
