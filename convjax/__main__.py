@@ -45,6 +45,12 @@ from convjax.data import cli as data_cli
 from convjax.models import available_models, model_info
 from convjax.models.spec import ModelSpec
 from convjax.train import launch
+from convjax.train.checkpoint import (
+    CheckpointError,
+    DiskFullError,
+    disk_full_error,
+    is_disk_full,
+)
 from convjax.train.config import (
     ConfigError,
     _flatten,
@@ -64,6 +70,7 @@ from convjax.train.inference import (
 )
 from convjax.train.loop import NonFiniteError, train
 from convjax.train.spec import TrainSpec
+from convjax.train.workdir_lock import WorkdirLocked
 
 #: Directory of the configs shipped with convjax.
 CONFIG_DIR = pathlib.Path(__file__).resolve().parent / "configs"
@@ -79,7 +86,7 @@ USAGE = """usage: convjax <command> [flags]      (convjax <command> --help: its 
 
 commands:
   train     --config=<file or shipped name> [--config.<field>=<value> ...] [--workdir=<dir>]
-            [--print_config]   run or resume a training job
+            [--step=N] [--print_config]   run or resume a training job
   eval      --workdir=<dir> [--split=test|train] [--step=N] [--config.<field>=<value> ...]
             evaluate the run's checkpoint; prints and writes <dir>/eval_<split>.json
   predict   --workdir=<dir> [--top_k=3] [--config.<field>=<v>] <image, IDX or .npy files>
@@ -113,7 +120,7 @@ example:
 """
 
 TRAIN_HELP = """usage: convjax train --config=<file or shipped name> [--config.<field>=<value> ...]
-                     [--workdir=<dir>] [--print_config]
+                     [--workdir=<dir>] [--step=N] [--print_config]
 
 Train (or resume, from <workdir>/checkpoints) the job a config describes.
 
@@ -122,6 +129,8 @@ flags:
   --config.<field>=<v>    override a field (nested: --config.optimizer.learning_rate=0.1;
                           model keywords: --config.model_kwargs.widths="(16, 32)")
   --workdir=<dir>         output directory (default: --config.workdir)
+  --step=<N>              resume from checkpoint step N (default: the newest intact one);
+                          newer steps are moved to checkpoints/rewound-<step>
   --print_config          print the resolved config (as --config.<field>=<value> lines)
                           and exit
   --coordinator_address=<host:port> --num_processes=<N> --process_id=<i>
@@ -134,7 +143,9 @@ does not honour, see `convjax models`, is an error):
 {fields}
 
 exit status: 0 done; 1 stopped (non-finite loss/metric, config mismatch on resume, data
-error); 2 bad flags or values; 130 interrupted (Ctrl-C; run the same command to resume).
+error, workdir locked, no intact checkpoint, disk full); 2 bad flags or values; 130
+interrupted by Ctrl-C, 143 by SIGTERM (the step reached is saved first; run the same command
+to resume).
 """
 
 EVAL_HELP = """usage: convjax eval --workdir=<dir> [--split=test] [--step=N]
@@ -258,7 +269,14 @@ class CommandLine:
 
 
 _FLAGS = {
-    "train": ("workdir", "print_config", "coordinator_address", "num_processes", "process_id"),
+    "train": (
+        "workdir",
+        "print_config",
+        "step",
+        "coordinator_address",
+        "num_processes",
+        "process_id",
+    ),
     "eval": ("workdir", "split", "step"),
     "predict": ("workdir", "top_k"),
     "export": ("workdir", "out", "platforms", "inputs"),
@@ -555,14 +573,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt as err:
         text = str(err) or "interrupted; run the same command to resume"
         print(f"\nconvjax: {text}", file=sys.stderr, flush=True)
-        return EXIT_INTERRUPTED
+        signum = getattr(err, "signum", None)
+        return 128 + int(signum) if signum else EXIT_INTERRUPTED
 
 
 def _run(line: CommandLine) -> int:
     try:
         if line.command == "train":
             try:
-                summary = train(line.config)
+                summary = train(line.config, step=line.step)
             except NonFiniteError as err:
                 return _error(str(err), 1)
             return 0 if summary["test_examples"] > 0 else 1
@@ -602,10 +621,24 @@ def _run(line: CommandLine) -> int:
         status = _error(str(err), 1)
         _exit_now_if_multiprocess(print_traceback=False)
         return status
-    except (ConfigError, DistributedError, FileNotFoundError) as err:
+    except (ConfigError, DistributedError, FileNotFoundError, WorkdirLocked) as err:
         return _error(str(err), 1)
+    except (CheckpointError, DiskFullError) as err:
+        status = _error(err.strerror if isinstance(err, DiskFullError) else str(err), 1)
+        _exit_now_if_multiprocess(print_traceback=False)
+        return status
     except KeyboardInterrupt:
         raise
+    except OSError as err:
+        if not is_disk_full(err):
+            _exit_now_if_multiprocess()
+            raise
+        workdir = line.workdir or (
+            line.config.run.workdir if isinstance(line.config, TrainSpec) else "."
+        )
+        status = _error(disk_full_error(workdir, "the workdir").strerror, 1)
+        _exit_now_if_multiprocess(print_traceback=False)
+        return status
     except Exception:
         _exit_now_if_multiprocess()
         raise

@@ -9,13 +9,15 @@
    the padding / pool / norm / conv switches, split into a functional train state), two
    optimizers (task over ``nnx.Param``, padding over ``PadParam``) and the per-device steps,
    compiled with ``jax.pmap`` or ``jax.shard_map``;
-   restore the newest checkpoint in ``<workdir>/checkpoints`` (exact resume) after checking
+   lock the workdir (:mod:`convjax.train.workdir_lock`: one trainer per workdir); restore
+   the newest intact checkpoint in ``<workdir>/checkpoints`` (exact resume) after checking
    that the stored ``config.json`` describes the same model and data; write ``config.json``,
    ``versions.json`` and ``data_info.json`` (what :func:`convjax.train.load_model` needs);
 2. :func:`run_loop` -- the steps, with a progress bar on a terminal (one log line every
    ``log_every`` steps otherwise), JSON-lines metrics, periodic evaluation and checkpoints;
-   a non-finite train loss or eval metric stops the run (:class:`NonFiniteError`), Ctrl-C
-   raises :class:`TrainingInterrupted` naming the last checkpoint;
+   a non-finite train loss, gradient norm, model state or eval metric stops the run
+   (:class:`NonFiniteError`); SIGINT (Ctrl-C) or SIGTERM saves the step reached and raises
+   :class:`TrainingInterrupted` (:mod:`convjax.train.preemption`);
 3. :func:`finish` -- final evaluation on the test split and the summary
    (also ``<workdir>/summary.json``).
 """
@@ -45,7 +47,7 @@ import optax
 from tqdm import tqdm
 
 from convjax.data import describe_data, make_loaders
-from convjax.train.checkpoint import Checkpointer
+from convjax.train.checkpoint import Checkpointer, CheckpointError
 from convjax.train.config import (
     ConfigError,
     compare_configs,
@@ -68,8 +70,11 @@ from convjax.train.factory import (
     make_train_setup,
 )
 from convjax.train.metrics import Averager, MetricsWriter
+from convjax.train.preemption import StopRequest, signal_name
 from convjax.train.spec import TrainSpec
 from convjax.train.state import ModelDef, TrainState
+from convjax.train.workdir_lock import WorkdirLock
+from convjax.train.workdir_lock import acquire as acquire_workdir_lock
 
 #: ``hook(step, train_loop_state)`` called after every train step (e.g. to stop early).
 Hook = Callable[[int, Any], None]
@@ -89,15 +94,26 @@ class ConfigMismatchError(ConfigError):
 
 
 class TrainingInterrupted(KeyboardInterrupt):
-    """Ctrl-C during training; ``step`` (completed steps) and ``checkpoint_step`` (or None)."""
+    """Ctrl-C or SIGTERM during training: ``step`` (completed steps), ``checkpoint_step``
+    (or None) and ``signum`` (the signal the run stopped for after saving ``step``, or None
+    for an immediate stop, e.g. a second Ctrl-C)."""
 
-    def __init__(self, step: int, checkpoint_step: int | None) -> None:
+    def __init__(self, step: int, checkpoint_step: int | None, signum: int | None = None) -> None:
         self.step = step
         self.checkpoint_step = checkpoint_step
-        where = "none yet" if checkpoint_step is None else f"at step {checkpoint_step}"
-        super().__init__(
-            f"interrupted at step {step}; last checkpoint {where}; run the same command to resume"
-        )
+        self.signum = signum
+        if signum is not None and checkpoint_step == step:
+            text = (
+                f"interrupted by {signal_name(signum)} at step {step}; saved a checkpoint at "
+                f"step {step}; run the same command to resume"
+            )
+        else:
+            where = "none yet" if checkpoint_step is None else f"at step {checkpoint_step}"
+            text = (
+                f"interrupted at step {step}; last checkpoint {where}; run the same command "
+                "to resume"
+            )
+        super().__init__(text)
 
     def __str__(self) -> str:
         return str(self.args[0])
@@ -232,6 +248,7 @@ class Run:
     num_pad_params: int
     t_start: float
     train_time: float = 0.0
+    lock: WorkdirLock | None = None
 
     def say(self, text: str) -> None:
         """Print ``convjax: text`` on the primary process."""
@@ -242,6 +259,8 @@ class Run:
         """Release the metric writers and the checkpoint manager (checkpoints are kept)."""
         self.writer.close()
         self.checkpointer.close()
+        if self.lock is not None:
+            self.lock.release()
 
 
 def _check_resume(spec: TrainSpec, workdir: str, checkpointer: Checkpointer) -> dict:
@@ -263,7 +282,11 @@ def _check_resume(spec: TrainSpec, workdir: str, checkpointer: Checkpointer) -> 
 
 
 def setup(
-    spec: TrainSpec | Any, workdir: str | None = None, *, loaders: Sequence[Any] | None = None
+    spec: TrainSpec | Any,
+    workdir: str | None = None,
+    *,
+    loaders: Sequence[Any] | None = None,
+    step: int | None = None,
 ) -> Run:
     """Build everything a run needs; restore the newest checkpoint (see module docstring).
 
@@ -272,6 +295,8 @@ def setup(
         config / mapping, resolved here once (:func:`convjax.train.config.resolve_spec`).
       workdir: output directory (default ``spec.run.workdir``).
       loaders: ``(train_iterator, eval_iterable, info)`` instead of ``make_loaders``.
+      step: resume from this checkpoint step (default: the newest intact one); newer steps
+        are moved to ``checkpoints/rewound-<step>``.
 
     Raises:
       ConfigError: a bad or unknown field (naming ``--config.<field>``).
@@ -287,6 +312,8 @@ def setup(
     setup_distributed(r.distributed.to_config())
     workdir = os.path.abspath(workdir or r.workdir)
     primary = is_primary()
+    # One trainer per workdir (WorkdirLocked names the holder), before anything is written.
+    lock = acquire_workdir_lock(workdir, primary=primary)
     dp = DataParallel(r.parallel)
     dtype = compute_dtype(r.dtype)
     checkpointer = Checkpointer(
@@ -317,7 +344,9 @@ def setup(
 
     resumed_from = None
     if r.resume:
-        restored = checkpointer.restore(state)
+        restored = checkpointer.restore(state, step)
+        if step is not None:
+            _say_rewound(primary, step, checkpointer.rewind(step))
         if restored is not None:
             state, data_state = restored
             if data_state is not None:
@@ -350,11 +379,21 @@ def setup(
         num_params=built.num_params,
         num_pad_params=built.num_padding_params,
         t_start=t_start,
+        lock=lock,
     )
     if primary:
         _write_workdir_files(run)
         _print_header(run, accepted)
     return run
+
+
+def _say_rewound(primary: bool, step: int, newer: list[int]) -> None:
+    if primary and newer:
+        print(
+            f"convjax: resuming from step {step} as asked (--step); moved the newer checkpoints "
+            f"{', '.join(map(str, newer))} to checkpoints/rewound-<step>",
+            flush=True,
+        )
 
 
 def _write_workdir_files(run: Run) -> None:
@@ -459,13 +498,54 @@ def _reporter(run: Run) -> Any:
     return _LogLines(run)
 
 
-def _nonfinite_message(run: Run, what: str, step: int, value: float) -> str:
+def _spoiled_checkpoint(run: Run, what: str, step: int) -> int | None:
+    """The checkpoint step that a non-finite ``what`` at ``step`` shows to be bad, or None.
+
+    The train loss of step ``t`` is computed with the state of step ``t - 1``: when it is
+    non-finite, the checkpoint of step ``t - 1`` (if any) may hold finite numbers that do not
+    evaluate finite (e.g. weights that overflow a float16 forward pass). It is evaluated on
+    the test split; if that is not finite it is returned (it is then set aside). The data
+    can be at fault instead (a NaN batch): then the checkpoint evaluates finite and is kept.
+    """
+    candidate = step - 1
+    if what != "the train loss" or candidate < 1:
+        return None
+    if run.checkpointer.multiprocess:
+        from jax.experimental import multihost_utils
+
+        present = candidate in run.checkpointer.all_steps()
+        present = bool(multihost_utils.broadcast_one_to_all(np.int32(present)))
+    else:
+        present = candidate in run.checkpointer.all_steps()
+    if not present:
+        return None
+    try:
+        restored = run.checkpointer.restore(jax.device_get(run.state), candidate)
+    except CheckpointError:  # damaged: the next run's restore skips it with a warning
+        return None
+    result = evaluate(run.dp, run.eval_step, run.dp.replicate(restored[0]), run.eval_batches)
+    finite = math.isfinite(result["loss"]) and math.isfinite(result["accuracy"])
+    return None if finite else candidate
+
+
+def _nonfinite_message(run: Run, what: str, step: int, value: Any) -> str:
+    """The error of a non-finite ``what`` at ``step``; a checkpoint that the failure shows
+    not to evaluate finite (:func:`_spoiled_checkpoint`) is moved to
+    ``checkpoints/nonfinite-<step>`` first, so the message names one that does."""
+    spoiled = _spoiled_checkpoint(run, what, step)
+    if spoiled is not None and run.checkpointer.enabled:
+        run.checkpointer.set_aside(spoiled, "nonfinite")
     last = run.checkpointer.latest_step()
     kept = (
         f"the last good checkpoint (step {last}) is kept in {run.checkpointer.directory}"
         if last is not None
-        else "no checkpoint was written yet"
+        else "no good checkpoint was written yet"
     )
+    if spoiled is not None:
+        kept += (
+            f" (step {spoiled} evaluates to a non-finite loss: moved to "
+            f"checkpoints/nonfinite-{spoiled})"
+        )
     hints = "a lower --config.optimizer.learning_rate, --config.optimizer.grad_clip_norm=1.0"
     if run.spec.run.dtype != "float32":
         hints += ", --config.dtype=float32"
@@ -475,16 +555,35 @@ def _nonfinite_message(run: Run, what: str, step: int, value: float) -> str:
     )
 
 
-def _first_nonfinite(pending: list[tuple[int, Any]]) -> tuple[int, float] | None:
-    """The first ``(step, loss)`` of ``pending`` whose loss is not finite, else ``None``."""
+#: What each checked quantity is called in the non-finite error message.
+_CHECKED = (
+    ("loss", "the train loss"),
+    ("grad_norm", "the gradient norm"),
+    ("state_finite", "the model state (parameters, statistics or optimizer state)"),
+)
+
+
+def _first_nonfinite(pending: list[tuple[int, dict]]) -> tuple[str, int, Any] | None:
+    """The first ``(what, step, value)`` of ``pending`` (``(step, checked metrics)`` pairs)
+    with a non-finite train loss, gradient norm or model state, else ``None``.
+
+    ``state_finite`` is the step's flag that every float of the new state is finite
+    (:func:`convjax.train.step.all_finite`); one fetch of all pending values.
+    """
     if not pending:
         return None
-    losses = np.stack([np.asarray(jax.device_get(loss), np.float64).ravel() for _, loss in pending])
-    bad = ~np.isfinite(losses).all(axis=1)
-    if not bad.any():
-        return None
-    i = int(np.argmax(bad))
-    return pending[i][0], float(losses[i][~np.isfinite(losses[i])][0])
+    host = jax.device_get([checked for _, checked in pending])
+    for (step, _), values in zip(pending, host, strict=True):
+        for key, what in _CHECKED:
+            if values.get(key) is None:  # a custom step without the state flag
+                continue
+            value = np.asarray(values[key], np.float64).ravel()
+            if key == "state_finite":
+                if not (value == 1.0).all():
+                    return what, step, "not finite"
+            elif not np.isfinite(value).all():
+                return what, step, float(value[~np.isfinite(value)][0])
+    return None
 
 
 def run_loop(run: Run, hooks: Sequence[Hook] = ()) -> Any:
@@ -494,7 +593,9 @@ def run_loop(run: Run, hooks: Sequence[Hook] = ()) -> Any:
       NonFiniteError: a non-finite train loss (checked before every log line, evaluation and
         checkpoint, so no checkpoint holds a diverged state) or eval metric, when
         ``config.stop_on_nonfinite``.
-      TrainingInterrupted: Ctrl-C (``KeyboardInterrupt``) during the loop.
+      TrainingInterrupted: SIGINT (Ctrl-C) or SIGTERM during the loop: the step in progress
+        is finished and saved (all processes agree on the step first, see
+        :mod:`convjax.train.preemption`), then the run stops; a second Ctrl-C stops at once.
     """
     r, dp = run.spec.run, run.dp
     dstate = dp.replicate(run.state)
@@ -508,10 +609,14 @@ def run_loop(run: Run, hooks: Sequence[Hook] = ()) -> Any:
         run.say("compiling the train step (the first step can take minutes on a large model)")
     t_loop = time.perf_counter()
     t_rate, rate_from = None, run.start
+    stop = StopRequest()  # SIGINT/SIGTERM: save this step, then stop (all processes agree)
     try:
+        stop.__enter__()
         for step in range(run.start, run.num_steps):
             batch = next(run.train_iter)
             dstate, metrics = run.train_step(dstate, dp.shard_batch(batch))
+            checked = {k: metrics.pop(k, None) for k in ("state_finite",)}
+            checked.update(loss=metrics["loss"], grad_norm=metrics["grad_norm"])
             done = step + 1
             if t_rate is None:
                 jax.block_until_ready(metrics)
@@ -519,17 +624,19 @@ def run_loop(run: Run, hooks: Sequence[Hook] = ()) -> Any:
                 t_rate, rate_from = time.perf_counter(), done
             averager.add(metrics)
             if check:
-                pending.append((done, metrics["loss"]))
+                pending.append((done, checked))
             is_log = done % log_every == 0 or done == run.num_steps
             is_eval = eval_every > 0 and done % eval_every == 0 and done != run.num_steps
             is_ckpt = (ckpt_every > 0 and done % ckpt_every == 0) or done == run.num_steps
+            is_stop = stop.should_stop() and done != run.num_steps
+            is_ckpt = is_ckpt or is_stop
             if check and (is_log or is_eval or is_ckpt):
                 bad = _first_nonfinite(pending)
                 pending = []
                 if bad is not None:
                     values = averager.result()
                     run.writer.write(done, "train", values)
-                    raise NonFiniteError(_nonfinite_message(run, "the train loss", *bad))
+                    raise NonFiniteError(_nonfinite_message(run, *bad))
             if is_log:
                 values = averager.result()
                 values["time_s"] = time.perf_counter() - run.t_start
@@ -546,11 +653,17 @@ def run_loop(run: Run, hooks: Sequence[Hook] = ()) -> Any:
                 )
                 _check_eval(run, result, done)
             if is_ckpt:
-                with _sigint_deferred():
+                with contextlib.nullcontext() if stop.active else _sigint_deferred():
                     run.checkpointer.save(done, dp.unreplicate(dstate), run.train_iter.get_state())
             report.update(1)
+            if is_stop:
+                raise TrainingInterrupted(done, done, stop.agreed_signum)
             for hook in hooks:
                 hook(done, dstate)
+    except TrainingInterrupted:
+        report.close()
+        run.close()
+        raise
     except KeyboardInterrupt as err:
         report.close()
         run.close()
@@ -560,6 +673,8 @@ def run_loop(run: Run, hooks: Sequence[Hook] = ()) -> Any:
         report.close()
         run.close()
         raise
+    finally:
+        stop.__exit__()
     report.close()
     run.train_time = time.perf_counter() - t_loop
     return dstate
@@ -642,6 +757,7 @@ def train(
     *,
     loaders: Sequence[Any] | None = None,
     hooks: Sequence[Hook] = (),
+    step: int | None = None,
 ) -> dict[str, Any]:
     """Train ``config`` to completion (resuming from ``<workdir>/checkpoints`` if present).
 
@@ -657,6 +773,7 @@ def train(
         ``num_classes``, ``input_shape`` and ``steps_per_epoch``.
       hooks: ``hook(step, state)`` after every step (``state`` is the device train state);
         an exception raised by a hook aborts the run like a crash would.
+      step: resume from this checkpoint step instead of the newest intact one (``--step``).
 
     Returns:
       The summary: ``test_accuracy``, ``test_loss``, ``steps``, ``num_params``,
@@ -673,7 +790,7 @@ def train(
       >>> summary["test_accuracy"] > 0.9  # doctest: +SKIP
       True
     """
-    run = setup(config, workdir, loaders=loaders)
+    run = setup(config, workdir, loaders=loaders, step=step)
     dstate = run_loop(run, hooks)
     return finish(run, dstate)
 

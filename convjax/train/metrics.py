@@ -4,13 +4,19 @@ Every record is one JSON object per line, e.g.
 ``{"step": 100, "split": "train", "loss": 0.31, "accuracy": 0.91, "time": 12.3}``, which is
 easy to read back with :func:`read_jsonl` (the quickstart notebook plots from it).
 Only process 0 writes (``enabled=False`` elsewhere).
+
+A crash or a full disk can leave a half-written last line: a resumed run drops it with one
+warning line (and :func:`read_jsonl` skips it); a failed append is undone, and a full disk
+raises :class:`convjax.train.checkpoint.DiskFullError` naming the directory and free space.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import sys
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -59,9 +65,16 @@ class MetricsWriter:
             return
         os.makedirs(workdir, exist_ok=True)
         if os.path.exists(self.path):
-            records = list(_iter_jsonl(self.path))
+            records, torn = _read_records(self.path)
+            if torn:
+                print(
+                    f"convjax: warning: dropped the half-written last line of {self.path} "
+                    f"({len(torn)} bytes, left by a run that was cut short)",
+                    file=sys.stderr,
+                    flush=True,
+                )
             kept = [r for r in records if keep_until is None or int(r["step"]) <= keep_until]
-            if len(kept) != len(records):
+            if len(kept) != len(records) or torn:
                 self._rewrite(kept)
             self._keys = {(int(r["step"]), r["split"]) for r in kept}
         if tensorboard:
@@ -79,10 +92,34 @@ class MetricsWriter:
 
     def _rewrite(self, records: list[dict[str, Any]]) -> None:
         tmp = self.path + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            for record in records:
-                f.write(json.dumps(record) + "\n")
-        os.replace(tmp, self.path)
+        try:
+            with open(tmp, "w", encoding="utf-8") as f:
+                for record in records:
+                    f.write(json.dumps(record) + "\n")
+            os.replace(tmp, self.path)
+        except OSError as err:
+            with contextlib.suppress(OSError):
+                os.remove(tmp)
+            self._raise(err)
+
+    def _append(self, line: str) -> None:
+        """Append ``line``; on failure truncate back (no torn line is left behind)."""
+        size = os.path.getsize(self.path) if os.path.exists(self.path) else 0
+        try:
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write(line)
+                f.flush()
+        except OSError as err:
+            with contextlib.suppress(OSError):
+                os.truncate(self.path, size)
+            self._raise(err)
+
+    def _raise(self, err: OSError) -> None:
+        from convjax.train.checkpoint import disk_full_error, is_disk_full
+
+        if is_disk_full(err):
+            raise disk_full_error(os.path.dirname(self.path), os.path.basename(self.path)) from None
+        raise err
 
     def write(self, step: int, split: str, values: Mapping[str, float]) -> None:
         """Append one record ``{"step", "split", **values}`` (floats; non-finite as null);
@@ -98,8 +135,7 @@ class MetricsWriter:
             others = [r for r in _iter_jsonl(self.path) if (int(r["step"]), r["split"]) != key]
             self._rewrite(others + [record])
         else:
-            with open(self.path, "a", encoding="utf-8") as f:
-                f.write(json.dumps(record) + "\n")
+            self._append(json.dumps(record) + "\n")
             self._keys.add(key)
         if self._tb is not None:
             for key, value in values.items():
@@ -152,12 +188,30 @@ def read_jsonl(path: str, split: str | None = None) -> list[dict[str, Any]]:
     return [r for r in _iter_jsonl(path) if split is None or r.get("split") == split]
 
 
+def _read_records(path: str) -> tuple[list[dict[str, Any]], str]:
+    """``(records, torn)``: the records of a JSON-lines file and its half-written last line
+    (``""`` if none). A bad line elsewhere raises a one-line ``ValueError``."""
+    with open(path, encoding="utf-8", errors="replace") as f:
+        lines = f.read().split("\n")
+    numbered = [(i + 1, line.strip()) for i, line in enumerate(lines) if line.strip()]
+    records = []
+    for k, (number, line) in enumerate(numbered):
+        try:
+            record = json.loads(line)
+            if not isinstance(record, dict) or "step" not in record:
+                raise ValueError("not a metrics record")
+        except ValueError:
+            if k == len(numbered) - 1:
+                return records, line
+            raise ValueError(
+                f"{path} line {number} is not a metrics record: {line[:80]!r}"
+            ) from None
+        records.append(record)
+    return records, ""
+
+
 def _iter_jsonl(path: str) -> Iterator[dict[str, Any]]:
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            line = line.strip()
-            if line:
-                yield json.loads(line)
+    yield from _read_records(path)[0]
 
 
 __all__ = ["Averager", "MetricsWriter", "read_jsonl"]

@@ -31,6 +31,22 @@ Batch = dict[str, jax.Array]
 Metrics = dict[str, jax.Array]
 
 
+def all_finite(*trees: Any) -> jax.Array:
+    """``True`` iff every floating-point leaf of ``trees`` is finite: one fused reduction
+    (``all(isfinite(x))`` per leaf, no overflow, unlike a sum of squares).
+
+    Example:
+      >>> bool(all_finite({"w": jnp.ones(3)}, {"b": jnp.asarray([jnp.nan])}))
+      False
+    """
+    flags = [
+        jnp.all(jnp.isfinite(x))
+        for x in jax.tree.leaves(trees)
+        if jnp.issubdtype(jnp.result_type(x), jnp.inexact)
+    ]
+    return jnp.all(jnp.stack(flags)) if flags else jnp.asarray(True)
+
+
 def step_key(base: jax.Array, step: jax.Array, axis_name: str | None) -> jax.Array:
     """PRNG key of one device in one step: ``fold_in(fold_in(base, step), device_index)``."""
     key = jax.random.fold_in(jax.random.wrap_key_data(base), step)
@@ -129,7 +145,9 @@ def make_train_step(
     Loss (per device, then ``pmean``): ``mean_i CE(f(x_i), y_i) + sum padding losses +
     aliasing_weight * penalty``. Metrics (``pmean`` over devices): ``loss`` (task loss),
     ``accuracy``, ``padding_loss``, ``aliasing_penalty``, ``total_loss``, ``grad_norm``,
-    ``learning_rate``.
+    ``learning_rate``, and ``state_finite`` (1.0 iff every float of the new state, i.e.
+    parameters, padding parameters, statistics and both optimizer states, is finite; the
+    training loop checks it so that no checkpoint holds a non-finite state).
 
     Example (``model_def`` from :func:`convjax.train.state.split_model`, ``tx`` and
     ``tx_pad`` optax optimizers; ``tests/train/test_step.py`` runs it in full):
@@ -168,6 +186,8 @@ def make_train_step(
             opt_task=opt_task,
             opt_pad=opt_pad,
         )
+        finite = all_finite(params, pad_params, stats, opt_task, opt_pad)
+        metrics["state_finite"] = finite.astype(jnp.float32)
         return new_state, metrics
 
     return train_step
@@ -213,6 +233,7 @@ def make_eval_step(
 
 
 __all__ = [
+    "all_finite",
     "cross_entropy",
     "make_eval_step",
     "make_loss_fn",
