@@ -171,7 +171,7 @@ def test_recipes_paper_by_default_adam_on_request():
     opt = cfg.optimizer
     assert (opt.name, opt.learning_rate, opt.momentum, opt.weight_decay) == ("sgd", 0.1, 0.9, 1e-3)
     assert (opt.weight_decay_on, opt.schedule, opt.warmup_steps) == ("all", "cosine", 0)
-    assert cfg.batch_size == 128 and cfg.norm == "deconv"
+    assert cfg.run.batch_size == 128 and cfg.model.norm == "deconv"
     adam = compare.arm_config(compare.load_experiment("norm", recipe="adam"), "1 epoch", "batch", 0)
     assert (adam.optimizer.name, adam.optimizer.learning_rate) == ("adam", 3e-3)
     pool = compare.arm_config(compare.load_experiment("pooling"), "VGG-style", "soft", 0)
@@ -180,8 +180,8 @@ def test_recipes_paper_by_default_adam_on_request():
         compare.load_experiment("conv", quick=True), "FlexNet-tiny", "flex", 0
     )
     assert (conv.optimizer.learning_rate, conv.optimizer.mask_lr_factor) == (0.01, 0.1)
-    assert conv.model_kwargs["dropout"] == 0.2 and conv.aliasing_weight == 0.0
-    assert conv.batch_size == 64 and conv.model_kwargs["flex_kernel_size"] == 17
+    assert conv.model.kwargs["dropout"] == 0.2 and conv.run.aliasing_weight == 0.0
+    assert conv.run.batch_size == 64 and conv.model.kwargs["flex_kernel_size"] == 17
     with pytest.raises(ValueError, match="not one of the experiment's recipes"):
         compare.load_experiment("norm", recipe="lamb")
     for name in ("cifar10_norm", "cifar10_pooling", "cifar10_padding", "cifar10_conv"):
