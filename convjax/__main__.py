@@ -42,6 +42,7 @@ from convjax import __version__, compare
 from convjax.configs import ConfigFileError, load_config_module
 from convjax.data import DataError
 from convjax.data import cli as data_cli
+from convjax.data import prepare as data_prepare
 from convjax.models import available_models, model_info
 from convjax.models.spec import ModelSpec
 from convjax.train import launch
@@ -541,9 +542,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return compare.main(argv[2:])
     if argv[1] == "data":
         if argv[2:3] == ["prepare"]:
-            from convjax.data.prepare import main as prepare_main
-
-            return prepare_main(argv[3:])
+            return data_prepare.main(argv[3:])
         if argv[2:3] != ["convert"]:
             print(
                 "convjax: error: usage: convjax data prepare <tfds name> ... or "

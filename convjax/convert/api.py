@@ -8,6 +8,8 @@ import flax.linen as nn
 from flax import nnx
 
 from convjax.convert.common import make_plan
+from convjax.convert.linen_convert import convert_linen
+from convjax.convert.nnx_convert import convert_nnx
 
 
 def convert(
@@ -114,12 +116,8 @@ def convert(
     call_kwargs = options.pop("call_kwargs", None)
     plan = make_plan(padding, pool, norm, conv, options)
     if isinstance(model, nnx.Module):
-        from convjax.convert.nnx_convert import convert_nnx
-
         new, report = convert_nnx(model, plan, inputs, call_kwargs)
     elif isinstance(model, nn.Module):
-        from convjax.convert.linen_convert import convert_linen
-
         new, report = convert_linen(model, plan, inputs, call_kwargs)
     else:
         raise TypeError(

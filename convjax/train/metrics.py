@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from convjax.train.checkpoint import disk_full_error, is_disk_full
+
 
 class MetricsWriter:
     """Write metric records to ``<workdir>/metrics.jsonl`` and optionally TensorBoard.
@@ -115,8 +117,6 @@ class MetricsWriter:
             self._raise(err)
 
     def _raise(self, err: OSError) -> None:
-        from convjax.train.checkpoint import disk_full_error, is_disk_full
-
         if is_disk_full(err):
             raise disk_full_error(os.path.dirname(self.path), os.path.basename(self.path)) from None
         raise err

@@ -237,7 +237,7 @@ def test_compare_takes_config_overrides(capsys):
 def test_no_import_cycles():
     import importlib.util
 
-    path = os.path.join(os.path.dirname(__file__), "..", "..", "tools", "import_graph.py")
+    path = os.path.join(os.path.dirname(__file__), "..", "import_graph.py")
     spec = importlib.util.spec_from_file_location("import_graph", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

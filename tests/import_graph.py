@@ -1,6 +1,6 @@
 """Import graph of the convjax package: cycles and function-level imports.
 
-    python tools/import_graph.py [-v]
+    python tests/import_graph.py [-v]
 
 Prints the number of import cycles among convjax modules (strongly connected groups of more
 than one module, counting every ``import`` statement, also those inside functions) and the
