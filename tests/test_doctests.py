@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import doctest
 import importlib
+import os
 import pkgutil
 
 import pytest
@@ -66,6 +67,16 @@ def test_every_module_is_searched():
 def test_docstring_examples(test: doctest.DocTest):
     out: list[str] = []
     runner = doctest.DocTestRunner(optionflags=OPTIONS, verbose=False)
-    result = runner.run(test, out=out.append)
+    env, cwd = dict(os.environ), os.getcwd()
+    try:
+        result = runner.run(test, out=out.append)
+    finally:  # an example that changed the process would leak into every later test
+        changed = sorted(set(env.items()) ^ set(os.environ.items()))
+        os.environ.clear()
+        os.environ.update(env)
+        moved = os.getcwd() != cwd
+        os.chdir(cwd)
     if result.failed:
         pytest.fail("".join(out), pytrace=False)
+    assert not changed, f"the examples changed os.environ: {changed}"
+    assert not moved, "the examples changed the working directory"

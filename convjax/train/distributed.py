@@ -89,9 +89,10 @@ def distributed_settings(dist: Mapping[str, Any] | None = None) -> dict[str, Any
       auto-detect, e.g. on TPU pods, SLURM or Open MPI).
 
     Example:
-      >>> os.environ["JAX_NUM_PROCESSES"] = "2"
-      >>> distributed_settings({"process_id": 1})["num_processes"]
-      2
+      >>> settings = distributed_settings({"coordinator_address": "10.0.0.1:1234",
+      ...                                  "num_processes": 2, "process_id": 1})
+      >>> settings["initialize"], settings["coordinator_bind_address"]
+      (True, '10.0.0.1:1234')
     """
     dist = dist.to_dict() if hasattr(dist, "to_dict") else dict(dist or {})
     address = (
