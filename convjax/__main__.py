@@ -54,7 +54,12 @@ from convjax.train.config import (
     resolve_spec,
 )
 from convjax.train.distributed import DistributedError
-from convjax.train.inference import evaluate_workdir, export_model, predict
+from convjax.train.inference import (
+    evaluate_workdir,
+    export_model,
+    predict,
+    register_workdir_model,
+)
 from convjax.train.loop import NonFiniteError, train
 from convjax.train.spec import TrainSpec
 
@@ -371,6 +376,7 @@ def workdir_overrides(workdir: str, overrides: Sequence[tuple[str, str]]) -> Tra
     path = os.path.join(workdir, "config.json")
     if not os.path.exists(path):
         raise UsageError(f"--workdir={workdir} holds no config.json (not a training run)")
+    register_workdir_model(workdir)
     with open(path, encoding="utf-8") as f:
         tree = merge_config(json.load(f))
     partial = parse_overrides(overrides, tree)
