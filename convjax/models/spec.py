@@ -15,12 +15,14 @@ factory's contract::
         -> nnx.Module   # maps (N, *input_shape) float32 to logits (N, num_classes)
 
 ``rngs`` has the streams ``params`` (seeded by ``--config.seed``) and ``dropout``; the
-``--config.model_kwargs.<name>`` fields are passed on as keywords. The model is plain Flax NNX
-(``nnx.Conv``, ``nnx.BatchNorm``, pools as function calls, ...); the switches the config sets
-explicitly are applied by :func:`convjax.convert` (``inputs=`` an example batch of the data's
-image shape), the others leave the model as written: a switch is *unset* when it is ``""``
-(the config default), so a user's average pools stay average pools unless
-``--config.pool`` is given. For a zoo model ``""`` means the zoo default
+``--config.model_kwargs.<name>`` fields are passed on as keywords, except the block
+``model_kwargs.convert``: options of :func:`convjax.convert` (:meth:`ModelSpec.convert_options`;
+with ``norm=deconv`` the classifier is converted too, ``deconv_dense=True``, as in the zoo).
+The model is plain Flax NNX (``nnx.Conv``, ``nnx.BatchNorm``, pools as function calls, ...);
+the switches the config sets explicitly are applied by :func:`convjax.convert` (``inputs=`` an
+example batch of the data's image shape), the others leave the model as written: a switch is
+*unset* when it is ``""`` (the config default), so a user's average pools stay average pools
+unless ``--config.pool`` is given. For a zoo model ``""`` means the zoo default
 (:data:`SWITCH_DEFAULTS`), and the spec stores that value, so ``config.json`` files are the same
 as before unset switches existed.
 """
@@ -178,11 +180,31 @@ class ModelSpec:
         resolve_factory(self.name)
         from convjax.convert.common import make_plan  # models <- convert: checked lazily
 
+        options = self.convert_options()
         try:
-            make_plan(**self.convert_switches(), options={})
-        except ValueError as err:
-            given = " ".join(f"{flag(s)}={v}" for s, v in self.convert_switches().items())
-            raise ConfigError(f"{given}: {err}") from None
+            make_plan(**self.convert_switches(), options=dict(options))
+        except (TypeError, ValueError) as err:
+            given = " ".join(f"{flag(s)}={v}" for s, v in self.convert_switches().items() if v)
+            if options:
+                given += f" {flag('model_kwargs.convert')}={options}"
+            raise ConfigError(f"{given.strip()}: {err}") from None
+
+    def convert_options(self) -> dict[str, Any]:
+        """The :func:`convjax.convert` options of an import-path model: ``deconv_dense=True``
+        with ``norm="deconv"`` (the classifier becomes a deconvolution "Delinear" layer too,
+        as in the zoo models and the reference code), updated by the
+        ``--config.model_kwargs.convert`` block (e.g. ``{"padding_kwargs": {"depth": 2}}``,
+        ``{"deconv_dense": False}``), which is not passed to the factory.
+
+        Example:
+          >>> ModelSpec("convjax.models.registry:resnet20", norm="deconv").convert_options()
+          {'deconv_dense': True}
+        """
+        user = self.kwargs.get("convert") or {}
+        if not isinstance(user, Mapping):
+            raise ConfigError(f"{flag('model_kwargs.convert')} must be a block, got {user!r}")
+        defaults = {"deconv_dense": True} if self.norm == "deconv" else {}
+        return {**defaults, **plain(user)}
 
     def convert_switches(self) -> dict[str, str | None]:
         """The switches :func:`convjax.convert` gets for an import-path model: the ones set
@@ -283,7 +305,8 @@ class ModelSpec:
     ) -> nnx.Module:
         factory = resolve_factory(self.name)
         rngs = nnx.Rngs(params=int(seed), dropout=int(seed) + 1)
-        model = factory(num_classes=num_classes, in_features=in_features, rngs=rngs, **self.kwargs)
+        kwargs = {k: v for k, v in self.kwargs.items() if k != "convert"}
+        model = factory(num_classes=num_classes, in_features=in_features, rngs=rngs, **kwargs)
         if not isinstance(model, nnx.Module):
             raise ConfigError(
                 f"{flag('model')}={self.name!r} returned a {type(model).__name__}; the factory "
@@ -301,7 +324,8 @@ class ModelSpec:
             from convjax.convert import convert
 
             inputs = jnp.zeros((1, *(int(d) for d in input_shape)), jnp.float32)
-            model = convert(model, **switches, inputs=inputs, seed=int(seed))
+            options = {"seed": int(seed), **self.convert_options()}
+            model = convert(model, **switches, inputs=inputs, **options)
         if axis_name is not None:
             from convjax.nnx.deconv import _DeconvLayer
 
