@@ -124,7 +124,9 @@ flags:
 
 config fields (defaults of convjax/configs/default.py; see its docstring; a flag always
 wins over the file; --config.data.name is an alias of --config.dataset; a switch the model
-does not honour, see `convjax models`, is an error):
+does not honour, see `convjax models`, is an error; padding/pool/norm/conv='' is unset: a zoo
+model's default (zero/max/batch/its own conv), an import-path model's layers as written;
+--config.model=<module>:<factory> trains your own NNX model, see convjax/models/spec.py):
 {fields}
 
 exit status: 0 done; 1 stopped (non-finite loss/metric, config mismatch on resume, data
