@@ -7,9 +7,9 @@ user's own model), the four switches ``padding`` / ``pool`` / ``norm`` / ``conv`
 place those fields are read.
 
 **An import-path model** (``--config.model=my_pkg.nets:make_cnn``): ``my_pkg.nets`` must be
-importable (on ``sys.path``, e.g. the working directory) when the run trains *and* when it is
-evaluated, predicted or exported, since those rebuild the model from ``config.json``. The
-factory's contract::
+importable (on ``sys.path``; the working directory is searched too) when the run trains *and*
+when it is evaluated, predicted or exported, since those rebuild the model from
+``config.json``. The factory's contract::
 
     factory(*, num_classes: int, in_features: int, rngs: nnx.Rngs, **model_kwargs)
         -> nnx.Module   # maps (N, *input_shape) float32 to logits (N, num_classes)
@@ -32,6 +32,8 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import importlib
+import os
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -62,6 +64,22 @@ def is_import_path(name: Any) -> bool:
     return isinstance(name, str) and ":" in name
 
 
+def _import_module(name: str) -> Any:
+    """``importlib.import_module``, also searching the working directory (as ``python -m``
+    does; the ``convjax`` console script does not put it on ``sys.path``)."""
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as err:
+        top = name.split(".")[0]
+        cwd = os.getcwd()
+        if err.name != top or cwd in sys.path or "" in sys.path:
+            raise
+        if not any(os.path.exists(os.path.join(cwd, top + s)) for s in ("", ".py")):
+            raise
+        sys.path.append(cwd)
+        return importlib.import_module(name)
+
+
 def resolve_factory(path: str) -> Callable[..., nnx.Module]:
     """The factory of an import path ``"<module>:<attribute>"`` (the attribute may be dotted).
 
@@ -78,7 +96,7 @@ def resolve_factory(path: str) -> Callable[..., nnx.Module]:
     if not module_name or not attr or ":" in attr:
         raise ConfigError(f"{where} must be '<module>:<factory>', e.g. 'my_pkg.nets:make_cnn'")
     try:
-        obj: Any = importlib.import_module(module_name)
+        obj: Any = _import_module(module_name)
     except Exception as err:  # noqa: BLE001 - any import failure is one line for the user
         raise ConfigError(
             f"{where}: module {module_name!r} cannot be imported ({type(err).__name__}: {err}); "
