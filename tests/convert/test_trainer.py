@@ -194,3 +194,16 @@ def test_registered_model_from_a_config_file_evals_predicts_exports(tmp_path, mo
     assert main(["convjax", "eval", f"--workdir={workdir}"]) != 0
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and f"model '{name}' was registered by {cfg}" in err[0], err
+
+
+def test_a_module_in_the_working_directory_is_found(tmp_path, monkeypatch):
+    """The ``convjax`` console script does not put the working directory on sys.path."""
+    source = open(os.path.join(os.path.dirname(__file__), "user_models.py")).read()
+    (tmp_path / "i20_cwd_nets.py").write_text(source)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("sys.path", [p for p in __import__("sys").path if p not in ("", ".")])
+    monkeypatch.delitem(__import__("sys").modules, "i20_cwd_nets", raising=False)
+    model = ModelSpec("i20_cwd_nets:make_cnn").build(num_classes=10, in_features=1)
+    assert type(model).__name__ == "UserCNN"
+    with pytest.raises(ConfigError, match="cannot be imported"):
+        ModelSpec("i20_not_in_cwd:make_cnn")
