@@ -207,3 +207,16 @@ def test_a_module_in_the_working_directory_is_found(tmp_path, monkeypatch):
     assert type(model).__name__ == "UserCNN"
     with pytest.raises(ConfigError, match="cannot be imported"):
         ModelSpec("i20_not_in_cwd:make_cnn")
+
+
+def test_deconv_converts_the_classifier_unless_the_convert_block_says_not():
+    from convjax.nnx.deconv import DeconvDense
+
+    def head(**kwargs):
+        spec = ModelSpec(USER, norm="deconv", kwargs=kwargs)
+        return spec.build(num_classes=10, in_features=1, input_shape=(8, 8, 1)).head
+
+    assert isinstance(head(), DeconvDense)  # as the zoo's norm=deconv "Delinear" head
+    assert type(head(convert={"deconv_dense": False})) is nnx.Linear
+    with pytest.raises(ConfigError, match="model_kwargs.convert"):
+        ModelSpec(USER, kwargs={"convert": {"no_such_option": 1}})
