@@ -10,6 +10,11 @@ resolved config), ``data_info.json`` (classes, input shape, normalisation) and
 * :func:`predict` -- top-k classes of images, IDX or NumPy files (``convjax predict``);
 * :func:`export_model` -- a serialized ``jax.export`` of the eval function (``convjax export``),
   reloadable with ``jax.export.deserialize`` without convjax.
+
+The model is rebuilt from ``config.json``: an import-path model
+(``--config.model=<module>:<factory>``, :mod:`convjax.models.spec`) needs its module importable
+again; a model registered outside convjax (``convjax.models.register``, e.g. in a config file)
+is registered again from ``model_source.json`` (:func:`register_workdir_model`).
 """
 
 from __future__ import annotations
