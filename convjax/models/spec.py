@@ -155,7 +155,14 @@ class ModelSpec:
         if is_import_path(self.name):
             self._check_import_path()
             return
-        check_str(self.name, "model", available_models())
+        check_str(self.name, "model")
+        if self.name not in available_models():
+            close = difflib.get_close_matches(self.name, available_models(), n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise ConfigError(
+                f"{flag('model')} must be one of {available_models()} or an import path "
+                f"'<module>:<factory>' of your own model; {hint}got {self.name!r}"
+            )
         for switch in ("padding", "pool", "norm"):
             if getattr(self, switch) == "":
                 object.__setattr__(self, switch, SWITCH_DEFAULTS[switch])
