@@ -18,7 +18,8 @@ when it is evaluated, predicted or exported, since those rebuild the model from
 ``--config.model_kwargs.<name>`` fields are passed on as keywords, except the block
 ``model_kwargs.convert``: options of :func:`convjax.convert` (:meth:`ModelSpec.convert_options`;
 with ``norm=deconv`` the classifier is converted too, ``deconv_dense=True``, as in the zoo).
-The model is plain Flax NNX (``nnx.Conv``, ``nnx.BatchNorm``, pools as function calls, ...);
+The model is plain Flax NNX (``nnx.Conv``, ``nnx.BatchNorm``, pools as function calls, ...;
+a Linen module is refused with a one-line error: the trainer trains NNX models);
 the switches the config sets explicitly are applied by :func:`convjax.convert` (``inputs=`` an
 example batch of the data's image shape), the others leave the model as written: a switch is
 *unset* when it is ``""`` (the config default), so a user's average pools stay average pools
