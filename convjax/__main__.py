@@ -68,6 +68,7 @@ from convjax.train.inference import (
     export_model,
     format_prediction,
     predict,
+    register_workdir_model,
 )
 from convjax.train.loop import NonFiniteError, train
 from convjax.train.spec import TrainSpec
@@ -140,7 +141,9 @@ flags:
 
 config fields (defaults of convjax/configs/default.py; see its docstring; a flag always
 wins over the file; --config.data.name is an alias of --config.dataset; a switch the model
-does not honour, see `convjax models`, is an error):
+does not honour, see `convjax models`, is an error; padding/pool/norm/conv='' is unset: a zoo
+model's default (zero/max/batch/its own conv), an import-path model's layers as written;
+--config.model=<module>:<factory> trains your own NNX model, see convjax/models/spec.py):
 {fields}
 
 exit status: 0 done; 1 stopped (non-finite loss/metric, config mismatch on resume, data
@@ -411,6 +414,7 @@ def workdir_overrides(workdir: str, overrides: Sequence[tuple[str, str]]) -> Tra
     path = os.path.join(workdir, "config.json")
     if not os.path.exists(path):
         raise UsageError(f"--workdir={workdir} holds no config.json (not a training run)")
+    register_workdir_model(workdir)
     with open(path, encoding="utf-8") as f:
         tree = merge_config(json.load(f))
     partial = parse_overrides(overrides, tree)

@@ -29,6 +29,17 @@ together). Printed per variant:
 - the task loss after the timed steps (a finite number shows the variant trains);
 - device, versions and machine load (``os.getloadavg``) before and after.
 
+**A converted model against the zoo** (``--side-by-side``): ``--models`` may name an
+import-path model (``<module>:<factory>``, the trainer's ``--config.model`` contract,
+:mod:`convjax.models.spec`), which the trainer builds with the factory and
+:func:`convjax.convert`. With ``--side-by-side`` every switch setting is timed for all the
+models together, interleaved, and the ratios are to the first model, e.g. the zoo's
+``digits_cnn`` against its plain Flax twin converted with the same switches::
+
+    python -m convjax.bench.train_step --quick --side-by-side --size 8 --in-channels 1 \
+      --models digits_cnn,convjax.bench.plain_models:digits_cnn \
+      --switches padding=learned pool=soft norm=deconv --grid
+
 ``--out`` writes the results as JSON (``.json``) or a markdown table (``.md``). Nothing is
 asserted.
 """
@@ -53,6 +64,7 @@ import numpy as np
 from convjax.bench.timing import environment_header, time_interleaved
 from convjax.configs.default import base_config
 from convjax.models import available_models
+from convjax.models.spec import is_import_path, resolve_factory
 from convjax.train.distributed import DataParallel
 from convjax.train.factory import make_train_setup
 
@@ -258,7 +270,8 @@ def prepare_variant(
     """Build, trace, lower and compile one variant's train step; HLO facts, no timing.
 
     Args:
-      model: a ``convjax.models.available_models()`` name.
+      model: a ``convjax.models.available_models()`` name or an import path
+        ``<module>:<factory>`` (built by the factory and :func:`convjax.convert`).
       switches: ``{"padding", "pool", "norm", "conv"}`` values.
       batch: host arrays ``image`` float32 ``(B, H, W, C)`` and ``label`` int32 ``(B,)``.
       num_classes, dtype, model_kwargs: passed to the model through the config.
@@ -286,7 +299,11 @@ def prepare_variant(
     in_features = int(batch["image"].shape[-1])
     try:
         setup = make_train_setup(
-            config, num_classes=num_classes, in_features=in_features, num_steps=1000
+            config,
+            num_classes=num_classes,
+            in_features=in_features,
+            num_steps=1000,
+            input_shape=tuple(batch["image"].shape[1:]),
         )
     except ValueError as err:
         return {**result, "status": "skipped", "reason": str(err)}
@@ -559,7 +576,106 @@ def format_markdown(report: dict[str, Any]) -> str:
                 f"{len(r['convs_after_xla'])} |"
             )
         out.append("")
+    if report.get("side_by_side"):
+        out += ["```", format_side_by_side(report["side_by_side"]), "```", ""]
     return "\n".join(out)
+
+
+def bench_side_by_side(
+    models: Sequence[str],
+    variants: list[Switches],
+    *,
+    batch_size: int,
+    size: int,
+    in_channels: int,
+    num_classes: int,
+    steps: int,
+    warmup: int,
+    dtype: str,
+    model_kwargs: dict[str, dict],
+    parallel: str,
+    log: Any = print,
+) -> list[dict[str, Any]]:
+    """For each switch setting, the train step of every model, timed together (interleaved);
+    ratios to ``models[0]`` (e.g. a zoo model against a converted plain twin).
+
+    Returns:
+      One dict per variant: ``{"name", "switches", "models": [prepare_variant dicts with
+      step_s, step_cpu_s, ratio, step_cpu_ratio, loss]}``.
+
+    Example:
+      >>> rows = bench_side_by_side(["digits_cnn", "convjax.bench.plain_models:digits_cnn"],
+      ...     [BASELINE], batch_size=4, size=8, in_channels=1, num_classes=10, steps=1,
+      ...     warmup=1, dtype="float32", model_kwargs={}, parallel="shard_map")
+      >>> rows[0]["models"][0]["ratio"]
+      1.0
+    """
+    rs = np.random.RandomState(0)
+    batch = {
+        "image": rs.randn(batch_size, size, size, in_channels).astype(np.float32),
+        "label": rs.randint(0, num_classes, batch_size).astype(np.int32),
+    }
+    rows = []
+    for switches in variants:
+        results = []
+        for model in models:
+            log(f"  compiling {model} {variant_name(switches)} ...", flush=True)
+            res = prepare_variant(
+                model,
+                switches,
+                batch=batch,
+                num_classes=num_classes,
+                dtype=dtype,
+                model_kwargs=model_kwargs.get(model, {}),
+                parallel=parallel,
+            )
+            res["name"] = model
+            res.pop("_fingerprint", None)
+            results.append(res)
+        calls = {r["name"]: r["_call"] for r in results if r["status"] == "ok"}
+        cpu: dict[str, list[float]] = {}
+        times = (
+            time_interleaved(calls, warmup=warmup, repeats=steps, cpu_times=cpu) if calls else {}
+        )
+        base = results[0]["name"] if results[0]["status"] == "ok" else None
+        for r in results:
+            holder = r.pop("_holder", None)
+            r.pop("_call", None)
+            if r["name"] not in times:
+                continue
+            r["step_s"] = statistics.median(times[r["name"]])
+            r["step_s_all"] = times[r["name"]]
+            r["step_cpu_s"] = statistics.median(cpu[r["name"]])
+            if base is not None:
+                r["ratio"] = r["step_s"] / statistics.median(times[base])
+                r["step_cpu_ratio"] = r["step_cpu_s"] / statistics.median(cpu[base])
+            r["loss"] = float(np.asarray(holder["metrics"]["loss"]).reshape(-1)[0])
+        rows.append({"name": variant_name(switches), "switches": dict(switches), "models": results})
+    return rows
+
+
+def format_side_by_side(rows: list[dict[str, Any]]) -> str:
+    """The printed table of :func:`bench_side_by_side`: one line per (variant, model)."""
+    lines = [
+        f"{'variant':30s} {'model':42s} {'step':>6s} {'cpu':>6s} | {'wall ms':>8s} "
+        f"{'cpu ms':>8s} | {'convs':>5s} {'GFLOP':>7s} {'params':>8s} {'loss':>7s}"
+    ]
+    for row in rows:
+        for r in row["models"]:
+            if r["status"] != "ok":
+                lines.append(f"{row['name']:30s} {r['name']:42s} {r['status']}: {r['reason']}")
+                continue
+            lines.append(
+                f"{row['name']:30s} {r['name']:42s} {_fmt(r.get('ratio'), '6.3f')} "
+                f"{_fmt(r.get('step_cpu_ratio'), '6.3f')} | {r['step_s'] * 1e3:8.2f} "
+                f"{r['step_cpu_s'] * 1e3:8.2f} | {len(r['convs_before_xla']):5d} "
+                f"{r['flops'] / 1e9:7.3f} {r['num_params']:8d} {r['loss']:7.3f}"
+            )
+    lines.append(
+        "  (step / cpu: ratio of the median wall / CPU step time to the first model's, timed "
+        "interleaved; convs: convolutions before XLA's optimisations; GFLOP: XLA's estimate)"
+    )
+    return "\n".join(lines)
 
 
 def _load() -> str:
@@ -591,7 +707,28 @@ def run(args: argparse.Namespace, command: str, log: Any = print) -> dict[str, A
     load_before = _load()
     log(f"train-step benchmark ({command}); load average before: {load_before}", flush=True)
     models = []
-    for model in args.models:
+    if args.side_by_side:
+        kwargs = {
+            m: {"width_multiplier": args.width_multiplier}
+            for m in args.models
+            if args.width_multiplier != 1.0 and m in _WIDTH_MULTIPLIER_MODELS
+        }
+        rows = bench_side_by_side(
+            args.models,
+            variants,
+            batch_size=args.batch,
+            size=args.size,
+            in_channels=args.in_channels,
+            num_classes=args.num_classes,
+            steps=args.steps,
+            warmup=args.warmup,
+            dtype=args.dtype,
+            model_kwargs=kwargs,
+            parallel=args.parallel,
+            log=log,
+        )
+        log(format_side_by_side(rows), flush=True)
+    for model in [] if args.side_by_side else args.models:
         kwargs = {}
         if args.width_multiplier != 1.0 and model in _WIDTH_MULTIPLIER_MODELS:
             kwargs["width_multiplier"] = args.width_multiplier
@@ -619,6 +756,8 @@ def run(args: argparse.Namespace, command: str, log: Any = print) -> dict[str, A
         env += "; each baseline compiled once before, discarded"
     log(env, flush=True)
     report = {"command": command, "environment": env, "models": models}
+    if args.side_by_side:
+        report["side_by_side"] = rows
     if args.out:
         os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
         with open(args.out, "w", encoding="utf-8") as f:
@@ -640,7 +779,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
       16
     """
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", default="resnet20,vgg16", help="comma-separated names")
+    parser.add_argument(
+        "--models",
+        default="resnet20,vgg16",
+        help="comma-separated names or import paths <module>:<factory> (a converted model)",
+    )
+    parser.add_argument(
+        "--side-by-side",
+        action="store_true",
+        help="time all --models together per switch setting; ratios to the first model",
+    )
     parser.add_argument(
         "--switches",
         nargs="*",
@@ -684,7 +832,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
             parser.error(f"--{key.replace('_', '-')} must be >= 1, got {getattr(args, key)}")
     if args.width_multiplier <= 0:
         parser.error(f"--width-multiplier must be > 0, got {args.width_multiplier}")
-    unknown = [m for m in args.models if m not in available_models()]
+    for model in args.models:
+        if is_import_path(model):
+            try:
+                resolve_factory(model)
+            except ValueError as err:
+                parser.error(f"--models: {err}")
+    unknown = [m for m in args.models if m not in available_models() and not is_import_path(m)]
     if unknown or not args.models:
         parser.error(f"--models must name models from {available_models()}, got {unknown}")
     try:

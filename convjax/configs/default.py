@@ -27,8 +27,10 @@ def base_config() -> ml_collections.ConfigDict:
     Fields:
       seed: model init, data order/augmentation and dropout RNG.
       workdir: metrics.jsonl, summary.json, checkpoints/ (and tb/).
-      model / model_kwargs: a ``convjax.models.available_models()`` name and extra keywords.
-      padding / pool / norm / conv: the model switches ("" conv = the model's default).
+      model / model_kwargs: a ``convjax.models.available_models()`` name, or the import path
+        ``<module>:<factory>`` of your own NNX model (``convjax.models.spec``), and keywords.
+      padding / pool / norm / conv: the model switches ("" = unset: a zoo model's default,
+        zero / max / batch / its own conv; an import-path model's layers as written).
       dataset: dataset spec ("digits", "idx:<dir>", "tfds:<name>"); data: pipeline block
         (``data.name`` is accepted as an alias of ``dataset``).
       batch_size: global batch over all devices and processes.
@@ -61,9 +63,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.workdir = "runs/default"
     c.model = "digits_cnn"
     c.model_kwargs = ml_collections.ConfigDict()
-    c.padding = "zero"
-    c.pool = "max"
-    c.norm = "batch"
+    c.padding = ""
+    c.pool = ""
+    c.norm = ""
     c.conv = ""
     c.dataset = "digits"
     c.data = default_data_config()

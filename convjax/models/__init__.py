@@ -26,7 +26,9 @@ from convjax.models.registry import (
     ModelInfo,
     available_models,
     build,
+    load_model_source,
     model_info,
+    model_source,
     register,
 )
 from convjax.models.resnet import BasicBlock, Bottleneck, CifarResNet, ResNet
@@ -57,6 +59,8 @@ __all__ = [
     "SmallCNN",
     "available_models",
     "build",
+    "load_model_source",
     "model_info",
+    "model_source",
     "register",
 ]

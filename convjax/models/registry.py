@@ -16,7 +16,10 @@ builder accepts, so a config can be checked before anything is built
 from __future__ import annotations
 
 import dataclasses
+import importlib
+import importlib.util
 import inspect
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -38,6 +41,7 @@ SWITCHES = ("padding", "pool", "norm", "conv")
 _REGISTRY: dict[str, ModelConstructor] = {}
 _DEFAULT_CONV: dict[str, str] = {}
 _INFO: dict[str, ModelInfo] = {}
+_SOURCE: dict[str, dict[str, str | None]] = {}
 _CONFIG_FIELDS = frozenset(f.name for f in dataclasses.fields(LayerConfig)) - {
     "padding",
     "pool",
@@ -120,6 +124,15 @@ def register(
             raise ValueError(f"`switches` must be a subset of {SWITCHES}, got {switches!r}.")
         _REGISTRY[name] = fn
         _DEFAULT_CONV[name] = default_conv
+        try:
+            source_file = inspect.getsourcefile(fn)
+        except TypeError:
+            source_file = None
+        _SOURCE[name] = {
+            "model": name,
+            "module": getattr(fn, "__module__", None),
+            "file": os.path.abspath(source_file) if source_file else None,
+        }
         doc = (description or (fn.__doc__ or "").strip().split("\n")[0]).strip().replace("``", "")
         _INFO[name] = ModelInfo(
             name=name,
@@ -132,6 +145,65 @@ def register(
         return fn
 
     return decorator
+
+
+def model_source(name: str) -> dict[str, str | None] | None:
+    """Where a model registered outside convjax was registered: ``{"model", "module",
+    "file"}`` (the constructor's module and source file), ``None`` for convjax's own models.
+
+    The trainer stores it in the workdir (``model_source.json``) so that ``convjax eval`` /
+    ``predict`` / ``export`` and ``load_model`` can re-run the registration
+    (:func:`load_model_source`).
+
+    Example:
+      >>> model_source("resnet20") is None
+      True
+    """
+    source = _SOURCE.get(name)
+    if source is None or str(source["module"]).startswith("convjax."):
+        return None
+    return dict(source)
+
+
+def load_model_source(source: dict[str, Any]) -> None:
+    """Re-run the registration a :func:`model_source` record points to, unless its model is
+    registered already: import its module when it is importable, else run its file (a config
+    file that calls :func:`register` at import; its ``get_config`` is not called).
+
+    Raises:
+      ValueError: one line naming the model and the file or module that could not register it.
+
+    Example:
+      >>> load_model_source({"model": "resnet20", "module": None, "file": None})
+    """
+    name = source.get("model")
+    if name in _REGISTRY:
+        return
+    module, path = source.get("module"), source.get("file")
+    tried = []
+    if module and module != "__main__" and not str(module).startswith("_convjax_config_"):
+        try:
+            importlib.import_module(module)
+        except Exception as err:  # noqa: BLE001 - reported in one line below if still missing
+            tried.append(f"import {module}: {type(err).__name__}: {err}")
+    if name not in _REGISTRY and path:
+        if not os.path.exists(path):
+            tried.append(f"{path} does not exist")
+        else:
+            spec = importlib.util.spec_from_file_location(
+                f"_convjax_config_{abs(hash(path))}", path
+            )
+            file_module = importlib.util.module_from_spec(spec)
+            try:
+                spec.loader.exec_module(file_module)
+            except Exception as err:  # noqa: BLE001 - one line for the user
+                tried.append(f"running {path}: {type(err).__name__}: {err}")
+    if name not in _REGISTRY:
+        detail = "; ".join(tried) or f"{path or module} does not register it"
+        raise ValueError(
+            f"model {name!r} was registered by {path or module} (convjax.models.register), "
+            f"which could not register it again: {detail}"
+        )
 
 
 def available_models() -> list[str]:
@@ -300,6 +372,8 @@ __all__ = [
     "ModelInfo",
     "available_models",
     "build",
+    "load_model_source",
     "model_info",
+    "model_source",
     "register",
 ]

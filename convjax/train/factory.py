@@ -53,11 +53,17 @@ def count_params(tree: Any) -> int:
 
 
 def build_model(
-    spec: TrainSpec | Any, *, num_classes: int, in_features: int, axis_name: str | None = "batch"
+    spec: TrainSpec | Any,
+    *,
+    num_classes: int,
+    in_features: int,
+    axis_name: str | None = "batch",
+    input_shape: Any = None,
 ) -> nnx.Module:
     """The model of ``spec`` (:meth:`convjax.models.spec.ModelSpec.build`), seeded by
     ``spec.run.seed``, computing in ``spec.run.dtype`` (a config or mapping is resolved
-    first, :func:`convjax.train.config.resolve_spec`).
+    first, :func:`convjax.train.config.resolve_spec`). ``input_shape`` (one example, e.g.
+    ``(8, 8, 1)``) is the example :func:`convjax.convert` traces for an import-path model.
 
     Example:
       >>> model = build_model(resolve_spec(), num_classes=10, in_features=1)
@@ -69,6 +75,7 @@ def build_model(
         seed=spec.run.seed,
         axis_name=axis_name,
         dtype=compute_dtype(spec.run.dtype),
+        input_shape=input_shape,
     )
 
 
@@ -117,6 +124,7 @@ def make_train_setup(
     in_features: int,
     num_steps: int,
     axis_name: str | None = "batch",
+    input_shape: Any = None,
 ) -> TrainSetup:
     """Model, initial state, both optimizers and the per-device steps of ``spec``.
 
@@ -136,6 +144,8 @@ def make_train_setup(
       num_steps: total train steps the learning-rate schedule spans (>= 1).
       axis_name: the data-parallel axis of the steps' collectives (``"batch"`` for
         ``DataParallel``; ``None``: no collectives, for a plain ``jax.jit``).
+      input_shape: one example's shape (e.g. ``(8, 8, 1)``); needed by an import-path model
+        (``--config.model=<module>:<factory>``) with a switch set (:func:`build_model`).
 
     Returns:
       A :class:`TrainSetup`.
@@ -152,7 +162,13 @@ def make_train_setup(
     if not isinstance(num_steps, int) or num_steps < 1:
         raise ValueError(f"`num_steps` must be an int >= 1, got {num_steps!r}.")
     spec = resolve_spec(spec)  # a TrainSpec comes back as is; a mapping is resolved here
-    model = build_model(spec, num_classes=num_classes, in_features=in_features, axis_name=axis_name)
+    model = build_model(
+        spec,
+        num_classes=num_classes,
+        in_features=in_features,
+        axis_name=axis_name,
+        input_shape=input_shape,
+    )
     model_def, params, pad_params, stats, param_state = split_model(model)
     del model
     tx_task, schedule, tx_pad = make_optimizers(spec, param_state, num_steps)

@@ -10,6 +10,11 @@ resolved config), ``data_info.json`` (classes, input shape, normalisation) and
 * :func:`predict` -- top-k classes of images, IDX or NumPy files (``convjax predict``);
 * :func:`export_model` -- a serialized ``jax.export`` of the eval function (``convjax export``),
   reloadable with ``jax.export.deserialize`` without convjax.
+
+The model is rebuilt from ``config.json``: an import-path model
+(``--config.model=<module>:<factory>``, :mod:`convjax.models.spec`) needs its module importable
+again; a model registered outside convjax (``convjax.models.register``, e.g. in a config file)
+is registered again from ``model_source.json`` (:func:`register_workdir_model`).
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from convjax._spec import ConfigError
 from convjax.data import (
     DataError,
     DatasetInfo,
@@ -35,12 +41,14 @@ from convjax.data import (
     load_dataset,
     read_idx,
 )
+from convjax.models.registry import load_model_source
 from convjax.train.checkpoint import Checkpointer
 from convjax.train.config import resolve_spec
 from convjax.train.distributed import xla_compiler_options
 from convjax.train.loop import (
     CONFIG_FILE,
     DATA_INFO_FILE,
+    MODEL_SOURCE_FILE,
     build_model,
     compute_dtype,
     eval_totals,
@@ -85,14 +93,36 @@ def _read(workdir: str, name: str) -> Any:
         return json.load(f)
 
 
+def register_workdir_model(workdir: str) -> None:
+    """Re-run the registration of a workdir's model when it was registered outside convjax
+    (``model_source.json``, written by the trainer; :func:`convjax.models.load_model_source`).
+
+    Raises:
+      ConfigError: one line when the registering module or file cannot register it again.
+    """
+    path = os.path.join(os.path.abspath(workdir), MODEL_SOURCE_FILE)
+    if not os.path.exists(path):
+        return
+    with open(path, encoding="utf-8") as f:
+        source = json.load(f)
+    try:
+        load_model_source(source)
+    except ValueError as err:
+        raise ConfigError(f"--workdir={workdir}: {err}") from None
+
+
 def workdir_spec(workdir: str, config: TrainSpec | Mapping | None = None) -> TrainSpec:
     """The :class:`~convjax.train.spec.TrainSpec` of a workdir: its stored ``config.json``
     resolved (or ``config``, e.g. the stored config with command-line overrides).
+
+    A model registered outside convjax is registered again first
+    (:func:`register_workdir_model`); an import-path model's module must be importable.
 
     Example:
       >>> workdir_spec("runs/default").model.name
       'digits_cnn'
     """
+    register_workdir_model(workdir)
     if config is None:
         config = _read(os.path.abspath(workdir), CONFIG_FILE)
     return resolve_spec(config)
@@ -120,6 +150,7 @@ def restore_run(
         num_classes=int(info["num_classes"]),
         in_features=int(info["input_shape"][-1]),
         axis_name=None,
+        input_shape=tuple(info["input_shape"]),
     )
     model_def, params, pad_params, stats, param_state = split_model(model)
     tx_task, _, tx_pad = make_optimizers(spec, param_state, max(spec.run.num_steps, 1))

@@ -47,6 +47,8 @@ import optax
 from tqdm import tqdm
 
 from convjax.data import describe_data, make_loaders
+from convjax.models.registry import model_source
+from convjax.models.spec import is_import_path
 from convjax.train.checkpoint import Checkpointer, CheckpointError
 from convjax.train.config import (
     ConfigError,
@@ -83,6 +85,9 @@ Hook = Callable[[int, Any], None]
 CONFIG_FILE = "config.json"
 VERSIONS_FILE = "versions.json"
 DATA_INFO_FILE = "data_info.json"
+#: Written when the model was registered outside convjax (``convjax.models.register``, e.g. in
+#: a config file): where to re-run that registration (:func:`convjax.models.load_model_source`).
+MODEL_SOURCE_FILE = "model_source.json"
 
 
 class NonFiniteError(RuntimeError):
@@ -339,6 +344,7 @@ def setup(
         in_features=int(info.input_shape[-1]),
         num_steps=num_steps,
         axis_name=dp.axis_name,
+        input_shape=tuple(info.input_shape),
     )
     state = built.state
 
@@ -400,6 +406,9 @@ def _write_workdir_files(run: Run) -> None:
     os.makedirs(run.workdir, exist_ok=True)
     _write_json(os.path.join(run.workdir, CONFIG_FILE), config_to_json(run.spec))
     _write_json(os.path.join(run.workdir, VERSIONS_FILE), versions())
+    source = None if is_import_path(run.spec.model.name) else model_source(run.spec.model.name)
+    if source is not None:
+        _write_json(os.path.join(run.workdir, MODEL_SOURCE_FILE), source)
     info = run.info
     payload = (
         dataclasses.asdict(info)
@@ -412,7 +421,8 @@ def _write_workdir_files(run: Run) -> None:
 def _print_header(run: Run, accepted: dict) -> None:
     m, r = run.spec.model, run.spec.run
     pad = f" + {run.num_pad_params:,} padding params" if run.num_pad_params else ""
-    switches = ", ".join(f"{s}={getattr(m, s) or 'default'}" for s in m.honoured_switches)
+    unset = "as written" if is_import_path(m.name) else "default"
+    switches = ", ".join(f"{s}={getattr(m, s) or unset}" for s in m.honoured_switches)
     run.say(
         f"model {m.name} ({run.num_params:,} params{pad}, {switches}, dtype={r.dtype}), "
         f"{run.dp.num_devices} x "

@@ -192,3 +192,32 @@ def test_time_interleaved_runs_round_robin():
     assert all(t >= 0 for v in (*times.values(), *cpu.values()) for t in v)
     with pytest.raises(ValueError, match="warmup"):
         time_interleaved(calls, warmup=0)
+
+
+def test_side_by_side_zoo_model_and_converted_plain_twin(tmp_path):
+    """The plain twin of digits_cnn, converted by the trainer with the same switches, compiles
+    to the same convolutions and flop count as the zoo model: the same architecture."""
+    plain = "convjax.bench.plain_models:digits_cnn"
+    argv = TINY[2:] + ["--models", f"digits_cnn,{plain}", "--side-by-side", "--steps", "1"]
+    argv += ["--warmup", "1", "--switches", "padding=learned", "pool=soft", "norm=deconv"]
+    argv += ["--grid", "--out", str(tmp_path / "r.md")]
+    lines: list[str] = []
+    report = bench.run(bench.parse_args(argv), "test", log=lambda *a, **k: lines.append(str(a)))
+    rows = report["side_by_side"]
+    assert [r["name"] for r in rows] == ["baseline", "padding=learned+pool=soft+norm=deconv"]
+    for row in rows:
+        zoo, converted = row["models"]
+        assert zoo["status"] == converted["status"] == "ok"
+        assert zoo["ratio"] == 1.0 and converted["ratio"] > 0
+        assert sorted(zoo["convs_before_xla"]) == sorted(converted["convs_before_xla"])
+        assert zoo["flops"] == pytest.approx(converted["flops"], rel=1e-6)
+        assert zoo["num_params"] == converted["num_params"]
+        assert zoo["num_padding_params"] == converted["num_padding_params"]
+    assert plain in (tmp_path / "r.md").read_text()
+
+
+def test_import_path_models_are_checked():
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--models", "no_such_module_i20:f"])
+    args = bench.parse_args(["--models", "convjax.bench.plain_models:digits_cnn"])
+    assert args.models == ["convjax.bench.plain_models:digits_cnn"]
