@@ -93,7 +93,18 @@ def test_eval_predict_export_on_an_import_path_run(user_run, tmp_path, capsys):
     assert result["accuracy"] == pytest.approx(summary["test_accuracy"])
     np.save(tmp_path / "x.npy", np.random.RandomState(1).rand(3, 8, 8, 1).astype(np.float32))
     assert main(["convjax", "predict", f"--workdir={workdir}", str(tmp_path / "x.npy")]) == 0
-    assert main(["convjax", "export", f"--workdir={workdir}", f"--out={tmp_path / 'f.jax'}"]) == 0
+    assert (
+        main(
+            [
+                "convjax",
+                "export",
+                f"--workdir={workdir}",
+                f"--out={tmp_path / 'f.jax'}",
+                "--inputs=normalized",
+            ]
+        )
+        == 0
+    )
     exported = jax.export.deserialize(open(tmp_path / "f.jax", "rb").read())
     model, _ = load_model(workdir)
     x = np.random.RandomState(2).randn(2, 8, 8, 1).astype(np.float32)
@@ -178,7 +189,8 @@ def test_registered_model_from_a_config_file_evals_predicts_exports(tmp_path, mo
     _unregister(monkeypatch, name)  # a new process: only the workdir is known
     assert main(["convjax", "eval", f"--workdir={workdir}"]) == 0
     _unregister(monkeypatch, name)
-    np.save(tmp_path / "x.npy", x)
+    pixels = np.random.RandomState(3).rand(2, 8, 8, 1).astype(np.float32)  # in 0..1
+    np.save(tmp_path / "x.npy", pixels)
     assert main(["convjax", "predict", f"--workdir={workdir}", str(tmp_path / "x.npy")]) == 0
     _unregister(monkeypatch, name)
     assert main(["convjax", "eval", f"--workdir={workdir}", "--config.data.eval_batch_size=8"]) == 0
