@@ -508,13 +508,7 @@ def predict(
     model, spec = load_model(workdir, config=config)
     info = _info_from_dict(_read(os.path.abspath(workdir), DATA_INFO_FILE))
     images = load_inputs(paths, info.image_shape, names, mean=info.mean, std=info.std)
-    transform = ImageTransform(
-        info,
-        train=False,
-        image_size=spec.data.image_size,
-        sequence=spec.data.sequence,
-        permutation_seed=spec.data.permutation_seed,
-    )
+    transform = eval_transform(info, spec)
     logits = np.asarray(logits_fn(model, spec)(transform(images, None)), np.float64)
     probs = np.exp(logits - logits.max(-1, keepdims=True))
     probs /= probs.sum(-1, keepdims=True)
@@ -556,6 +550,25 @@ def _info_from_dict(info_dict: dict) -> Any:
     return DatasetInfo(**fields)
 
 
+def eval_transform(info: Any, spec: TrainSpec) -> ImageTransform:
+    """The run's evaluation transform (normalise, resize, sequence layout; no augmentation)
+    of decoded images, as the data pipeline applies it to the eval split.
+
+    Example:
+      >>> from convjax.data import load_dataset
+      >>> transform = eval_transform(load_dataset("digits").info, resolve_spec({}))
+      >>> transform(np.zeros((2, 8, 8, 1), np.uint8), None).shape
+      (2, 8, 8, 1)
+    """
+    return ImageTransform(
+        info,
+        train=False,
+        image_size=spec.data.image_size,
+        sequence=spec.data.sequence,
+        permutation_seed=spec.data.permutation_seed,
+    )
+
+
 def preprocess_fn(info: Any, spec: TrainSpec) -> tuple[Any, tuple[int, ...]]:
     """The eval transform after decoding, in JAX: ``(fn, raw_shape)``.
 
@@ -572,13 +585,7 @@ def preprocess_fn(info: Any, spec: TrainSpec) -> tuple[Any, tuple[int, ...]]:
       >>> shape, fn(jnp.full((1, 8, 8, 1), 255.0)).shape
       ((8, 8, 1), (1, 8, 8, 1))
     """
-    transform = ImageTransform(
-        info,
-        train=False,
-        image_size=spec.data.image_size,
-        sequence=spec.data.sequence,
-        permutation_seed=spec.data.permutation_seed,
-    )
+    transform = eval_transform(info, spec)
     mean = np.asarray(info.mean, np.float32)
     std = np.asarray(info.std, np.float32)
     scale = jnp.asarray(1.0 / (255.0 * std), jnp.float32)
@@ -687,6 +694,7 @@ __all__ = [
     "class_names",
     "evaluate_workdir",
     "format_prediction",
+    "eval_transform",
     "export_model",
     "load_inputs",
     "load_model",
