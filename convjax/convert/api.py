@@ -125,8 +125,6 @@ def convert(
         pool[0] in <model> (...): max_pool(window=(2, 2), strides=(2, 2), padding=VALID) -> soft
         3 converted
         parameters added: PadParam: 77, PaddingLoss: 2
-      >>> model(x).shape
-      (2, 10)
       >>> opt, opt_pad = convjax.convert.make_optimizers(model, optax.adam(1e-3))
     """
     return_report = bool(options.pop("return_report", False))
