@@ -32,6 +32,14 @@ SLOW = {
 
 OPTIONS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 
+# scikit-learn sets KMP_DUPLICATE_LIB_OK / KMP_INIT_AT_FORK in os.environ when first imported
+# (the digits examples import it): import it now, so that one-time import side effect is not
+# blamed on whichever example happens to run first.
+try:
+    import sklearn  # noqa: F401
+except ImportError:  # pragma: no cover - sklearn is a test dependency
+    pass
+
 
 def _module_names() -> list[str]:
     return ["convjax"] + sorted(
