@@ -20,6 +20,7 @@ import convjax
 #: Docstrings whose examples take more than a few seconds (they build and run whole networks
 #: eagerly on the CPU); they run with ``-m slow``.
 SLOW = {
+    "convjax.bench.train_step.bench_side_by_side",
     "convjax.bench.train_step.prepare_variant",
     "convjax.linen.flex_conv.FlexConv",
     "convjax.models.flexnet.FlexBlock",
@@ -37,7 +38,7 @@ OPTIONS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 # blamed on whichever example happens to run first.
 try:
     import sklearn  # noqa: F401
-except ImportError:  # pragma: no cover - sklearn is a test dependency
+except ImportError:  # pragma: no cover - scikit-learn is a core dependency
     pass
 
 
