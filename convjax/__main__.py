@@ -428,13 +428,14 @@ def workdir_overrides(workdir: str, overrides: Sequence[tuple[str, str]]) -> Tra
 
 
 def parse_args(argv: Sequence[str]) -> tuple[str, Any, str | None]:
-    """``(command, config, workdir)`` of a command line (see :func:`parse_command_line`).
+    """``(command, spec, workdir)`` of a command line (see :func:`parse_command_line`); the
+    spec is the resolved :class:`~convjax.train.spec.TrainSpec`.
 
     Example:
-      >>> cmd, config, workdir = parse_args(
+      >>> cmd, spec, workdir = parse_args(
       ...     ["convjax", "train", "--config=default", "--config.num_steps=10"])
-      >>> config.num_steps
-      10
+      >>> cmd, spec.run.num_steps, spec.model.pool, workdir
+      ('train', 10, 'max', None)
     """
     line = parse_command_line(argv)
     return line.command, line.config, line.workdir

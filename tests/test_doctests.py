@@ -20,6 +20,7 @@ import convjax
 #: Docstrings whose examples take more than a few seconds (they build and run whole networks
 #: eagerly on the CPU); they run with ``-m slow``.
 SLOW = {
+    "convjax.bench.train_step.bench_side_by_side",
     "convjax.bench.train_step.prepare_variant",
     "convjax.linen.flex_conv.FlexConv",
     "convjax.models.flexnet.FlexBlock",
@@ -31,6 +32,14 @@ SLOW = {
 }
 
 OPTIONS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
+
+# scikit-learn sets KMP_DUPLICATE_LIB_OK / KMP_INIT_AT_FORK in os.environ when first imported
+# (the digits examples import it): import it now, so that one-time import side effect is not
+# blamed on whichever example happens to run first.
+try:
+    import sklearn  # noqa: F401
+except ImportError:  # pragma: no cover - scikit-learn is a core dependency
+    pass
 
 
 def _module_names() -> list[str]:

@@ -105,10 +105,11 @@ class PlainCifarResNet(nnx.Module):
     in plain Flax: a 3x3 stem, 3 stages of ``n`` basic blocks (widths 16/32/64, stride 2 at
     the start of stages 2 and 3), global average, linear.
 
-    Example:
+    Example (depth 8: one block per stage; :func:`resnet20` builds depth 20, widths 16/32/64):
       >>> import jax.numpy as jnp
-      >>> resnet20(num_classes=10, in_features=3, rngs=nnx.Rngs(0))(
-      ...     jnp.ones((2, 8, 8, 3))).shape
+      >>> model = PlainCifarResNet(8, num_classes=10, in_features=3, widths=(4, 8, 16),
+      ...                          rngs=nnx.Rngs(0))
+      >>> model(jnp.ones((2, 8, 8, 3))).shape
       (2, 10)
     """
 

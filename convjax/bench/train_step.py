@@ -607,6 +607,8 @@ def bench_side_by_side(
       >>> rows = bench_side_by_side(["digits_cnn", "convjax.bench.plain_models:digits_cnn"],
       ...     [BASELINE], batch_size=4, size=8, in_channels=1, num_classes=10, steps=1,
       ...     warmup=1, dtype="float32", model_kwargs={}, parallel="shard_map")
+        compiling digits_cnn baseline ...
+        compiling convjax.bench.plain_models:digits_cnn baseline ...
       >>> rows[0]["models"][0]["ratio"]
       1.0
     """

@@ -104,11 +104,27 @@ def convert(
       :class:`ConversionReport`; ``print`` it for one line per layer path ``before -> after``,
       counts and parameters added); ``(model, report)`` with ``return_report=True``.
 
-    Example:
-      >>> model = MyCNN(rngs=nnx.Rngs(0))                     # plain nnx.Conv / max_pool
-      >>> x = jnp.ones((8, 32, 32, 3))
-      >>> model = convjax.convert(model, padding="learned", pool="soft", inputs=x)
+    Example (a plain ``nnx.Conv`` / ``max_pool`` model):
+      >>> import optax
+      >>> import convjax
+      >>> import jax.numpy as jnp
+      >>> from flax import nnx
+      >>> class CNN(nnx.Module):
+      ...     def __init__(self, rngs):
+      ...         self.conv1 = nnx.Conv(3, 8, (3, 3), rngs=rngs)
+      ...         self.conv2 = nnx.Conv(8, 10, (3, 3), rngs=rngs)
+      ...     def __call__(self, x):
+      ...         x = nnx.max_pool(nnx.relu(self.conv1(x)), (2, 2), (2, 2))
+      ...         return self.conv2(x).mean(axis=(1, 2))
+      >>> x = jnp.ones((2, 8, 8, 3))
+      >>> model = convjax.convert(CNN(rngs=nnx.Rngs(0)), padding="learned", pool="soft", inputs=x)
       >>> print(model.convert_report)
+      convjax.convert(padding='learned', pool='soft')
+        conv1: nnx.Conv(3x3 zero) -> Conv(3x3 learned)
+        conv2: nnx.Conv(3x3 zero) -> Conv(3x3 learned)
+        pool[0] in <model> (...): max_pool(window=(2, 2), strides=(2, 2), padding=VALID) -> soft
+        3 converted
+        parameters added: PadParam: 77, PaddingLoss: 2
       >>> opt, opt_pad = convjax.convert.make_optimizers(model, optax.adam(1e-3))
     """
     return_report = bool(options.pop("return_report", False))

@@ -118,8 +118,17 @@ def intercept_pools(handler: Callable[[PoolCall], str | None]) -> Iterator[None]
     tracing a model is single-threaded).
 
     Example:
+      >>> import flax.linen as nn
+      >>> import jax.numpy as jnp
+      >>> from convjax.ops import soft_pool
+      >>> x = jnp.arange(16.0).reshape(1, 4, 4, 1)
       >>> with intercept_pools(lambda call: "soft"):
       ...     y = nn.max_pool(x, (2, 2), (2, 2))    # SoftPool 2x2/2
+      >>> bool(jnp.allclose(y, soft_pool(x, (2, 2), (2, 2))))
+      True
+      >>> nn.max_pool(x, (2, 2), (2, 2))[0, :, :, 0]   # outside the block: max again
+      Array([[ 5.,  7.],
+             [13., 15.]], dtype=float32)
     """
     with _LOCK:
         _STACK.append(handler)

@@ -36,9 +36,26 @@ class ConversionReport:
         (BatchNorm scales and shifts with ``norm="deconv"``, kernels replaced by FlexConv).
 
     Example:
-      >>> model, report = convert(model, padding="learned", return_report=True)
-      >>> print(report)          # one line per conv: "conv1: nnx.Conv(zero) -> Conv(learned)"
-      >>> report.counts()        # {"converted": 5, "kept": 1}
+      >>> from convjax.convert import convert
+      >>> import jax.numpy as jnp
+      >>> from flax import nnx
+      >>> class CNN(nnx.Module):
+      ...     def __init__(self, rngs):
+      ...         self.conv1 = nnx.Conv(3, 8, (3, 3), rngs=rngs)
+      ...         self.conv2 = nnx.Conv(8, 10, (3, 3), rngs=rngs)
+      ...     def __call__(self, x):
+      ...         x = nnx.max_pool(nnx.relu(self.conv1(x)), (2, 2), (2, 2))
+      ...         return self.conv2(x).mean(axis=(1, 2))
+      >>> x = jnp.ones((2, 8, 8, 3))
+      >>> model, report = convert(CNN(rngs=nnx.Rngs(0)), padding="learned", return_report=True)
+      >>> print(report)
+      convjax.convert(padding='learned')
+        conv1: nnx.Conv(3x3 zero) -> Conv(3x3 learned)
+        conv2: nnx.Conv(3x3 zero) -> Conv(3x3 learned)
+        2 converted
+        parameters added: PadParam: 77, PaddingLoss: 2
+      >>> report.counts()
+      {'converted': 2}
     """
 
     switches: dict

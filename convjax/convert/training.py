@@ -54,15 +54,30 @@ def make_optimizers(
       padding_tx: the padding optimizer (default ``optax.adam(1e-3)``, the trainer's).
 
     Example:
+      >>> import convjax
+      >>> import jax.numpy as jnp
+      >>> from flax import nnx
+      >>> class CNN(nnx.Module):
+      ...     def __init__(self, rngs):
+      ...         self.conv1 = nnx.Conv(3, 8, (3, 3), rngs=rngs)
+      ...         self.conv2 = nnx.Conv(8, 10, (3, 3), rngs=rngs)
+      ...     def __call__(self, x):
+      ...         x = nnx.max_pool(nnx.relu(self.conv1(x)), (2, 2), (2, 2))
+      ...         return self.conv2(x).mean(axis=(1, 2))
+      >>> x = jnp.ones((2, 8, 8, 3))
+      >>> y = jnp.array([0, 1])
+      >>> model = convjax.convert(CNN(rngs=nnx.Rngs(0)), padding="learned")
       >>> opt, opt_pad = make_optimizers(model, optax.sgd(0.1, momentum=0.9))
       >>> def loss_fn(m):
       ...     logits = m(x)
       ...     loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
       ...     return loss + convjax.nnx.pop_padding_losses(m)
       >>> diff = nnx.DiffState(0, nnx.Any(nnx.Param, PadParam))
-      >>> grads = nnx.grad(loss_fn, argnums=diff)(model)
-      >>> opt.update(model, nnx.state(grads, nnx.Param))
-      >>> opt_pad.update(model, nnx.state(grads, PadParam))
+      >>> grads = nnx.jit(nnx.grad(loss_fn, argnums=diff))(model)
+      >>> _ = opt.update(model, nnx.state(grads, nnx.Param))
+      >>> _ = opt_pad.update(model, nnx.state(grads, PadParam))   # (update returns the updates)
+      >>> int(opt.step[...]), int(opt_pad.step[...])
+      (1, 1)
     """
     padding_tx = optax.adam(DEFAULT_PADDING_LR) if padding_tx is None else padding_tx
     if isinstance(model, nnx.Module):
@@ -85,8 +100,23 @@ def linen_trainable(variables: Mapping[str, Any]) -> dict[str, Any]:
     (``padding`` empty without learned padding).
 
     Example:
+      >>> import jax
+      >>> import jax.numpy as jnp
+      >>> import flax.linen as nn
+      >>> import convjax
+      >>> class CNN(nn.Module):
+      ...     @nn.compact
+      ...     def __call__(self, x):
+      ...         return nn.Conv(4, (3, 3))(x).mean(axis=(1, 2))
+      >>> x = jnp.ones((2, 8, 8, 3))
+      >>> model = convjax.convert(CNN(), padding="learned", inputs=x)
+      >>> variables = model.init(jax.random.key(0), x)
+      >>> trainable = linen_trainable(variables)
+      >>> jax.tree.map(jnp.shape, trainable)
+      {'padding': {'Conv_0': {'pad': {'bias': (1, 3), 'kernel': (1, 2, 3, 3)}}},
+       'params': {'Conv_0': {'bias': (4,), 'kernel': (3, 3, 3, 4)}}}
       >>> tx_all = make_optimizers(variables, optax.adam(1e-3))
-      >>> opt_state = tx_all.init(linen_trainable(variables))
+      >>> opt_state = tx_all.init(trainable)
     """
     return {"params": variables["params"], "padding": dict(variables.get("padding", {}))}
 
@@ -106,9 +136,28 @@ def check_optimizers(model: nnx.Module, *optimizers: Any) -> bool:
     are none), ``False`` after warning.
 
     Example:
+      >>> import warnings
+      >>> import convjax
+      >>> import jax.numpy as jnp
+      >>> from flax import nnx
+      >>> class CNN(nnx.Module):
+      ...     def __init__(self, rngs):
+      ...         self.conv1 = nnx.Conv(3, 8, (3, 3), rngs=rngs)
+      ...         self.conv2 = nnx.Conv(8, 10, (3, 3), rngs=rngs)
+      ...     def __call__(self, x):
+      ...         x = nnx.max_pool(nnx.relu(self.conv1(x)), (2, 2), (2, 2))
+      ...         return self.conv2(x).mean(axis=(1, 2))
+      >>> x = jnp.ones((2, 8, 8, 3))
+      >>> model = convjax.convert(CNN(rngs=nnx.Rngs(0)), padding="learned")
       >>> opt = nnx.Optimizer(model, optax.adam(1e-3), wrt=nnx.Param)
-      >>> check_optimizers(model, opt)      # warns: PadParam is never updated
+      >>> with warnings.catch_warnings(record=True) as caught:
+      ...     warnings.simplefilter("always")
+      ...     check_optimizers(model, opt)      # PadParam is never updated
       False
+      >>> print(caught[0].message)
+      4 learned-padding parameters (PadParam, e.g. conv1/pad/bias) are updated by none ...
+      >>> check_optimizers(model, *make_optimizers(model, optax.adam(1e-3)))
+      True
     """
     missing = [
         path

@@ -136,8 +136,19 @@ def verify_step(step_dir: str) -> str | None:
     what is wrong (``"file state/d/... fails its SHA-256 checksum"``, ...).
 
     Example:
-      >>> verify_step("runs/x/checkpoints/200") is None
+      >>> import os, tempfile
+      >>> step = tempfile.mkdtemp()
+      >>> with open(os.path.join(step, "w.bin"), "wb") as f:
+      ...     _ = f.write(b"abc")
+      >>> verify_step(step)
+      'unverified'
+      >>> write_manifest(step)
+      >>> verify_step(step) is None
       True
+      >>> with open(os.path.join(step, "w.bin"), "ab") as f:
+      ...     _ = f.write(b"d")
+      >>> verify_step(step)
+      'file w.bin has 4 bytes, 3 were written (truncated?)'
     """
     if not os.path.isdir(step_dir):
         return "it does not exist"

@@ -118,9 +118,17 @@ def workdir_spec(workdir: str, config: TrainSpec | Mapping | None = None) -> Tra
     A model registered outside convjax is registered again first
     (:func:`register_workdir_model`); an import-path model's module must be importable.
 
-    Example:
-      >>> workdir_spec("runs/default").model.name
-      'digits_cnn'
+    Example (a workdir holding only the ``config.json`` a run writes):
+      >>> import json, os, tempfile
+      >>> from convjax.train.config import config_to_json
+      >>> run = tempfile.mkdtemp()
+      >>> with open(os.path.join(run, "config.json"), "w") as f:
+      ...     json.dump(config_to_json(resolve_spec({"num_steps": 10})), f)
+      >>> spec = workdir_spec(run)
+      >>> spec.model.name, spec.data.name, spec.run.num_steps
+      ('digits_cnn', 'digits', 10)
+      >>> workdir_spec(run, {"model": "resnet20", "num_steps": 10}).model.name
+      'resnet20'
     """
     register_workdir_model(workdir)
     if config is None:
@@ -219,7 +227,14 @@ def split_loader(spec: TrainSpec, split: str) -> Any:
     datasets list their own).
 
     Example:
-      >>> batches = split_loader(resolve_spec(json.load(open("runs/x/config.json"))), "train")
+      >>> spec = resolve_spec({"num_steps": 10})          # digits, batch size 64
+      >>> batch = next(iter(split_loader(spec, "train")))
+      >>> {k: v.shape for k, v in batch.items()}
+      {'image': (64, 8, 8, 1), 'label': (64,), 'mask': (64,)}
+      >>> split_loader(spec, "valid")
+      Traceback (most recent call last):
+      ...
+      convjax.train.inference.InputError: unknown split 'valid' for dataset 'digits'; ...
     """
     data = spec.data
     if split in ("test", ""):
@@ -520,8 +535,12 @@ def predict(
 def class_names(workdir: str) -> list[str]:
     """The class names a run's ``data_info.json`` lists (``[]`` when the dataset has none).
 
-    Example:
-      >>> class_names("runs/cifar10")[:2]
+    Example (a workdir with the ``data_info.json`` of a TFDS run, the key read here only):
+      >>> import json, os, tempfile
+      >>> run = tempfile.mkdtemp()
+      >>> with open(os.path.join(run, "data_info.json"), "w") as f:
+      ...     json.dump({"num_classes": 3, "class_names": ["airplane", "automobile", "bird"]}, f)
+      >>> class_names(run)[:2]
       ['airplane', 'automobile']
     """
     return [str(n) for n in _read(os.path.abspath(workdir), DATA_INFO_FILE).get("class_names", [])]

@@ -50,12 +50,17 @@ class StopRequest:
         several).
 
     Example:
+      >>> import signal
       >>> stop = StopRequest()
       >>> with stop.installed():
       ...     for step in range(1, 100):
-      ...         ...  # one train step
+      ...         pass  # one train step
+      ...         if step == 3 and stop.active:
+      ...             signal.raise_signal(signal.SIGTERM)   # as a preempting scheduler would
       ...         if stop.should_stop():
       ...             break  # save a checkpoint at ``step`` and exit 128 + stop.signum
+      >>> step, signal_name(stop.signum), stop.active
+      (3, 'SIGTERM', False)
     """
 
     def __init__(self, multiprocess: bool | None = None) -> None:
