@@ -390,6 +390,10 @@ class Checkpointer:
         except Exception as err:
             if not is_disk_full(err):
                 raise
+            # orbax's writer threads may still be finishing (and creating files) after the
+            # error surfaced: wait for them, then remove what they left.
+            with contextlib.suppress(Exception), _quiet_orbax():
+                self._manager.wait_until_finished()
             self.remove_partial(int(step))
             raise disk_full_error(self.directory, f"the checkpoint of step {int(step)}") from None
 
@@ -398,8 +402,11 @@ class Checkpointer:
         (an interrupted or failed save)."""
         if not os.path.isdir(self.directory):
             return
-        for name in os.listdir(self.directory):
-            if ".orbax-checkpoint-tmp" in name:
+        for _ in range(5):  # a file created while rmtree ran leaves its directory: go again
+            left = [n for n in os.listdir(self.directory) if ".orbax-checkpoint-tmp" in n]
+            if not left:
+                break
+            for name in left:
                 shutil.rmtree(os.path.join(self.directory, name), ignore_errors=True)
         if step is not None:
             step_dir = os.path.join(self.directory, str(step))

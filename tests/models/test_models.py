@@ -417,6 +417,7 @@ def test_deconv_first_layer_gets_reference_settings(name, kw, first_is_reference
     assert all(m.num_iters == 7 and not m.freeze and m.counter is None for m in rest)
 
 
+@pytest.mark.slow  # builds ImageNet ResNets; the initialisers are unit-tested in tests/ops
 def test_imagenet_resnet_deconv_init_is_kaiming_fan_out():
     """Reference ImageNet ResNets: kaiming fan-out normal on every FastDeconv weight, the
     Delinear head at PyTorch's default; the CIFAR stem keeps PyTorch's defaults throughout."""

@@ -26,7 +26,10 @@ def reference(tmp_path_factory):
     return train(_tiny_config(tmp_path_factory.mktemp("straight")))
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+# SIGINT takes the same path as SIGTERM (one handler, one StopRequest): slow; SIGTERM runs.
+@pytest.mark.parametrize(
+    "signum", [signal.SIGTERM, pytest.param(signal.SIGINT, marks=pytest.mark.slow)]
+)
 def test_signal_between_checkpoints_saves_that_step_and_resumes_exactly(
     tmp_path, reference, signum
 ):
@@ -55,7 +58,10 @@ def test_signal_between_checkpoints_saves_that_step_and_resumes_exactly(
     assert jax.tree.leaves(resumed["state"].pad_params)
 
 
-@pytest.mark.parametrize("signum, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+@pytest.mark.parametrize(
+    "signum, status",
+    [pytest.param(signal.SIGINT, 130, marks=pytest.mark.slow), (signal.SIGTERM, 143)],
+)
 def test_cli_signal_from_outside_saves_and_exits(tmp_path, signum, status):
     """A real signal sent to ``python -m convjax train`` while it trains."""
     workdir, log = tmp_path / "run", tmp_path / "out.log"
