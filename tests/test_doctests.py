@@ -20,6 +20,8 @@ import convjax
 #: Docstrings whose examples take more than a few seconds (they build and run whole networks
 #: eagerly on the CPU); they run with ``-m slow``.
 SLOW = {
+    "convjax.bench.plain_models.PlainCifarResNet",
+    "convjax.bench.plain_models.PlainSmallCNN",
     "convjax.bench.train_step.bench_side_by_side",
     "convjax.bench.train_step.prepare_variant",
     "convjax.linen.flex_conv.FlexConv",

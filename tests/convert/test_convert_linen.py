@@ -129,6 +129,7 @@ def test_1d_3d_and_depthwise(ndim, groups):
             convjax.convert(model, conv="flex", inputs=x, call_kwargs=EVAL)
 
 
+@pytest.mark.slow  # ~20 s; the README's Linen example test trains params and padding too
 def test_linen_train_step_moves_padding_and_warns_when_losses_are_dropped(resnet):
     model, variables, _ = resnet
     new = convjax.convert(model, padding="learned", inputs=X, call_kwargs=EVAL)
