@@ -709,26 +709,24 @@ def run(args: argparse.Namespace, command: str, log: Any = print) -> dict[str, A
     load_before = _load()
     log(f"train-step benchmark ({command}); load average before: {load_before}", flush=True)
     models = []
+    common = dict(
+        batch_size=args.batch,
+        size=args.size,
+        in_channels=args.in_channels,
+        num_classes=args.num_classes,
+        steps=args.steps,
+        warmup=args.warmup,
+        dtype=args.dtype,
+        parallel=args.parallel,
+        log=log,
+    )
     if args.side_by_side:
         kwargs = {
             m: {"width_multiplier": args.width_multiplier}
             for m in args.models
             if args.width_multiplier != 1.0 and m in _WIDTH_MULTIPLIER_MODELS
         }
-        rows = bench_side_by_side(
-            args.models,
-            variants,
-            batch_size=args.batch,
-            size=args.size,
-            in_channels=args.in_channels,
-            num_classes=args.num_classes,
-            steps=args.steps,
-            warmup=args.warmup,
-            dtype=args.dtype,
-            model_kwargs=kwargs,
-            parallel=args.parallel,
-            log=log,
-        )
+        rows = bench_side_by_side(args.models, variants, model_kwargs=kwargs, **common)
         log(format_side_by_side(rows), flush=True)
     for model in [] if args.side_by_side else args.models:
         kwargs = {}
@@ -737,17 +735,9 @@ def run(args: argparse.Namespace, command: str, log: Any = print) -> dict[str, A
         res = bench_model(
             model,
             variants,
-            batch_size=args.batch,
-            size=args.size,
-            in_channels=args.in_channels,
-            num_classes=args.num_classes,
-            steps=args.steps,
-            warmup=args.warmup,
-            dtype=args.dtype,
             model_kwargs=kwargs,
-            parallel=args.parallel,
             warm_compile=not args.no_warm_compile,
-            log=log,
+            **common,
         )
         log(format_model_table(res), flush=True)
         models.append(res)

@@ -402,11 +402,8 @@ class Checkpointer:
         (an interrupted or failed save)."""
         if not os.path.isdir(self.directory):
             return
-        for _ in range(5):  # a file created while rmtree ran leaves its directory: go again
-            left = [n for n in os.listdir(self.directory) if ".orbax-checkpoint-tmp" in n]
-            if not left:
-                break
-            for name in left:
+        for name in os.listdir(self.directory):
+            if ".orbax-checkpoint-tmp" in name:
                 shutil.rmtree(os.path.join(self.directory, name), ignore_errors=True)
         if step is not None:
             step_dir = os.path.join(self.directory, str(step))
