@@ -12,8 +12,9 @@ never its shapes), so an arm costs one compilation however many seeds it runs.
 
 Written to the workdir (default ``runs/compare/<experiment>[_quick]``):
 
-* ``runs.jsonl``: one line per (group, arm, seed): test accuracy and loss after every epoch,
-  train seconds per epoch (compilation excluded), parameter count, learned kernel sizes;
+* ``runs.jsonl``: one line per (group, arm, seed), written as soon as the seed finishes: test
+  accuracy and loss after every epoch, train seconds per epoch (compilation excluded),
+  parameter count, learned kernel sizes, and the fingerprint of the seed's resolved run spec;
 * ``results.json``: the experiment, per-arm mean / std (sample std, ``ddof=1``) of the final
   test accuracy, mean train time per epoch, parameters, compilations per arm, versions;
 * ``table.md``: the Markdown table (test accuracy mean ± std, the paired per-seed difference
@@ -22,6 +23,11 @@ Written to the workdir (default ``runs/compare/<experiment>[_quick]``):
 * ``curves.png``: per group, test accuracy and train loss against epoch and test accuracy
   against train seconds, per arm (mean over seeds, ± std; 1-epoch groups as points with error
   bars); ``kernel_sizes.png`` for experiments that record FlexConv kernel sizes.
+
+An interrupted experiment resumes: run the same command on the same workdir and every
+(group, arm, seed) already in ``runs.jsonl`` with the same resolved spec (fingerprint) is kept,
+not trained again; a seed whose spec changed is trained again (``--fresh`` retrains all). A
+long experiment can so be split over several sessions (``--arms``/``--seeds`` pick the part).
 
 Every shipped experiment trains by default under its paper's recipe as the authors' code ran
 it, scaled to the epoch budget (``--recipe=paper``; sources in each config's docstring), and
@@ -47,6 +53,7 @@ import argparse
 import copy
 import dataclasses
 import datetime
+import hashlib
 import json
 import math
 import os
@@ -246,6 +253,37 @@ def arm_config(exp: Mapping, group: str, arm: str, seed: int, overrides: Mapping
     cfg = _deep_update(cfg, dict(overrides))
     cfg["seed"] = int(seed)
     return resolve_spec(cfg)
+
+
+def spec_fingerprint(spec: TrainSpec) -> str:
+    """A short hash of a resolved run spec (its ``to_config()`` as sorted JSON): two runs with
+    equal fingerprints train the same model on the same data with the same recipe and seed.
+
+    Example:
+      >>> exp = load_experiment("pooling", quick=True)
+      >>> a = spec_fingerprint(arm_config(exp, "VGG-style", "soft", 0))
+      >>> a == spec_fingerprint(arm_config(exp, "VGG-style", "soft", 0)), len(a)
+      (True, 16)
+      >>> a == spec_fingerprint(arm_config(exp, "VGG-style", "soft", 1))
+      False
+    """
+    text = json.dumps(spec.to_config(), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _finished_runs(runs_path: pathlib.Path) -> dict[tuple[str, str, int], dict[str, Any]]:
+    """``{(group, arm, seed): record}`` of a previous ``runs.jsonl`` (a torn last line, as a
+    kill leaves it, is dropped)."""
+    done: dict[tuple[str, str, int], dict[str, Any]] = {}
+    if not runs_path.is_file():
+        return done
+    for line in runs_path.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+            done[(record["group"], record["arm"], int(record["seed"]))] = record
+        except (ValueError, KeyError, TypeError):
+            continue
+    return done
 
 
 # ------------------------------------------------------------------------------ one arm
@@ -793,6 +831,7 @@ def run_experiment(
     recipe: str | None = None,
     progress: bool = True,
     plots: bool = True,
+    fresh: bool = False,
 ) -> dict[str, Any]:
     """Run every (group, arm, seed) of an experiment and write its table and plots.
 
@@ -810,11 +849,15 @@ def run_experiment(
       progress: one tqdm bar over every train step of the experiment (on a terminal;
         otherwise, or with ``progress=False``, one line per finished seed).
       plots: write ``curves.png`` (and ``kernel_sizes.png``); needs matplotlib.
+      fresh: train every seed again. By default a seed already in the workdir's
+        ``runs.jsonl`` with the same resolved spec (:func:`spec_fingerprint`) is kept, so an
+        interrupted experiment resumes where it stopped.
 
     Returns:
       ``results.json``'s content: ``experiment``, ``rows`` (see :func:`summarize`),
-      ``table`` (Markdown), ``compilations`` (``{"group/arm": traces of the train step}``),
-      ``workdir``, ``versions``, ``wall_time_s``.
+      ``table`` (Markdown), ``compilations`` (``{"group/arm": traces of the train step}``,
+      arms that trained in this call), ``resumed`` (``"group/arm/seed"`` kept from an earlier
+      call), ``workdir``, ``versions``, ``wall_time_s``.
 
     Example:
       >>> res = run_experiment("pooling", quick=True, seeds=(0, 1, 2))  # doctest: +SKIP
@@ -841,6 +884,7 @@ def run_experiment(
     workdir = pathlib.Path(workdir or os.path.join("runs", "compare", name)).absolute()
     workdir.mkdir(parents=True, exist_ok=True)
     runs_path = workdir / RUNS_FILE
+    previous = {} if fresh else _finished_runs(runs_path)
     runs_path.write_text("")
 
     total, _ = _total_steps(exp, overrides)
@@ -854,18 +898,33 @@ def run_experiment(
     )
     runs: list[dict[str, Any]] = []
     compilations: dict[str, int] = {}
+    resumed: list[str] = []
     try:
         for group in exp["groups"]:
             for arm in exp["arms"]:
                 program = None
                 for seed in exp["seeds"]:
                     config = arm_config(exp, group, arm, seed, overrides)
+                    fingerprint = spec_fingerprint(config)
+                    record = previous.get((group, arm, int(seed)))
+                    if record is not None and record.get("spec_fingerprint") == fingerprint:
+                        runs.append(record)
+                        resumed.append(f"{group}/{arm}/{seed}")
+                        with runs_path.open("a", encoding="utf-8") as f:
+                            f.write(json.dumps(record) + "\n")
+                        bar.update(config.run.num_epochs * int(record["steps_per_epoch"]))
+                        bar.write(f"  {group} / {arm} / seed {seed}: kept from {runs_path.name}")
+                        continue
                     bar.set_description(f"{group} / {arm} / seed {seed}")
                     program, record = _run_seed(
                         config, program, bar=bar, record_kernel_sizes=bool(exp["kernel_sizes"])
                     )
                     record.update(
-                        group=group, arm=arm, model=config.model.name, dataset=config.data.name
+                        group=group,
+                        arm=arm,
+                        model=config.model.name,
+                        dataset=config.data.name,
+                        spec_fingerprint=fingerprint,
                     )
                     runs.append(record)
                     with runs_path.open("a", encoding="utf-8") as f:
@@ -875,7 +934,8 @@ def run_experiment(
                         f"{record['test_accuracy'][-1]:.4f}, "
                         f"{np.mean(record['epoch_time_s']):.2f} s/epoch"
                     )
-                compilations[f"{group}/{arm}"] = len(program.traces)
+                if program is not None:
+                    compilations[f"{group}/{arm}"] = len(program.traces)
     finally:
         bar.close()
 
@@ -896,6 +956,7 @@ def run_experiment(
         "rows": rows,
         "table": table,
         "compilations": compilations,
+        "resumed": resumed,
         "workdir": str(workdir),
         "versions": versions(),
         "written": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
@@ -964,6 +1025,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--batch_size", type=int, default=None)
     parser.add_argument("--dtype", default=None, choices=("float32", "bfloat16", "float16"))
     parser.add_argument("--no_progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--fresh",
+        action="store_true",
+        help="train every seed again (default: keep the seeds of the workdir's runs.jsonl "
+        "whose resolved spec is unchanged, so an interrupted experiment resumes)",
+    )
     argv = list(sys.argv[1:] if argv is None else argv)
     pairs = [a[len("--config.") :].partition("=")[::2] for a in argv if a.startswith("--config.")]
     args = parser.parse_args([a for a in argv if not a.startswith("--config.")])
@@ -992,6 +1059,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             arms=args.arms.split(",") if args.arms else None,
             recipe=args.recipe,
             progress=not args.no_progress,
+            fresh=args.fresh,
         )
     except (
         ValueError,

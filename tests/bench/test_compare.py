@@ -81,6 +81,29 @@ def test_one_compilation_per_arm_and_reuse_changes_nothing(tiny):
     np.testing.assert_allclose(fresh["test_accuracy"], reused["test_accuracy"], atol=1e-9)
 
 
+def test_an_interrupted_experiment_resumes_from_its_records(tiny, tmp_path):
+    """Seeds in runs.jsonl with the same resolved spec are kept; a seed whose spec changed (here
+    its fingerprint) and a torn last line (a kill mid-write) train again; --fresh keeps none."""
+    results, workdir = tiny
+    lines = (workdir / "runs.jsonl").read_text().splitlines()
+    changed = json.loads(lines[3])
+    changed["spec_fingerprint"] = "0" * 16
+    (tmp_path / "runs.jsonl").write_text("\n".join(lines[:3] + [json.dumps(changed), '{"gro']))
+    again = compare.run_experiment(TINY, tmp_path, progress=False, plots=False)
+    assert again["resumed"] == ["all/max/0", "all/max/1", "all/avg/0"]
+    assert again["compilations"] == {"all/avg": 1}
+    assert again["rows"][0] == results["rows"][0]
+    retrained = again["runs"][3]
+    assert retrained["spec_fingerprint"] == results["runs"][3]["spec_fingerprint"] != "0" * 16
+    np.testing.assert_allclose(retrained["test_loss"], results["runs"][3]["test_loss"], rtol=1e-5)
+    kept = [json.loads(line) for line in (tmp_path / "runs.jsonl").read_text().splitlines()]
+    assert [(r["arm"], r["seed"]) for r in kept] == [("max", 0), ("max", 1), ("avg", 0), ("avg", 1)]
+    # Another seed set or arm subset is another plan: only matching records are kept.
+    sub = compare.run_experiment(TINY, tmp_path, progress=False, plots=False, seeds=(1,))
+    assert sub["resumed"] == ["all/max/1", "all/avg/1"] and sub["compilations"] == {}
+    assert compare.main([str(tmp_path / "nope.py"), "--fresh"]) == 2
+
+
 def test_summarize_and_table_on_hand_made_records():
     runs = [
         {"group": "g", "arm": a, "seed": s, "test_accuracy": [0.5, acc],
