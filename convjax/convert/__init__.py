@@ -13,6 +13,7 @@ import types
 
 from convjax.convert.api import convert
 from convjax.convert.common import ConversionError
+from convjax.convert.linen_model import LinenModel, from_linen
 from convjax.convert.pools import intercept_pools
 from convjax.convert.report import Change, ConversionReport
 from convjax.convert.training import (
@@ -25,8 +26,10 @@ __all__ = [
     "Change",
     "ConversionError",
     "ConversionReport",
+    "LinenModel",
     "check_optimizers",
     "convert",
+    "from_linen",
     "intercept_pools",
     "linen_trainable",
     "make_optimizers",

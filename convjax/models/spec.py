@@ -18,8 +18,12 @@ when it is evaluated, predicted or exported, since those rebuild the model from
 ``--config.model_kwargs.<name>`` fields are passed on as keywords, except the block
 ``model_kwargs.convert``: options of :func:`convjax.convert` (:meth:`ModelSpec.convert_options`;
 with ``norm=deconv`` the classifier is converted too, ``deconv_dense=True``, as in the zoo).
-The model is plain Flax NNX (``nnx.Conv``, ``nnx.BatchNorm``, pools as function calls, ...;
-a Linen module is refused with a one-line error: the trainer trains NNX models);
+The model is plain Flax NNX (``nnx.Conv``, ``nnx.BatchNorm``, pools as function calls, ...)
+or a Linen ``nn.Module`` (not initialised: the factory returns e.g. ``ResNet(num_classes=...)``).
+A Linen model is initialised on an example batch with ``rngs.params()`` and trained as a
+:class:`convjax.convert.LinenModel` (its collections as NNX variables: ``params`` ->
+``nnx.Param``, ``padding`` -> ``PadParam``, ``batch_stats`` -> statistics; its ``__call__``
+argument ``train`` / ``deterministic`` / ... gets the mode);
 the switches the config sets explicitly are applied by :func:`convjax.convert` (``inputs=`` an
 example batch of the data's image shape), the others leave the model as written: a switch is
 *unset* when it is ``""`` (the config default), so a user's average pools stay average pools
@@ -38,6 +42,7 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import flax.linen as linen_nn
 from flax import nnx
 
 from convjax._spec import ConfigError, check_str, flag, frozen, plain
@@ -333,25 +338,33 @@ class ModelSpec:
         rngs = nnx.Rngs(params=int(seed), dropout=int(seed) + 1)
         kwargs = {k: v for k, v in self.kwargs.items() if k != "convert"}
         model = factory(num_classes=num_classes, in_features=in_features, rngs=rngs, **kwargs)
-        if not isinstance(model, nnx.Module):
+        linen = isinstance(model, linen_nn.Module)
+        if not (linen or isinstance(model, nnx.Module)):
             raise ConfigError(
                 f"{flag('model')}={self.name!r} returned a {type(model).__name__}; the factory "
-                "must return an nnx.Module"
+                "must return an nnx.Module or a flax.linen.Module"
             )
         switches = self.convert_switches()
-        if any(v is not None for v in switches.values()):
+        inputs = None
+        if linen or any(v is not None for v in switches.values()):
             if input_shape is None:
+                what = "initialise the Linen model" if linen else "convert the model"
                 raise ValueError(
-                    "`input_shape` (one example's shape) is needed to convert the model of "
+                    f"`input_shape` (one example's shape) is needed to {what} of "
                     f"{flag('model')}={self.name!r}"
                 )
             import jax.numpy as jnp
 
+            inputs = jnp.zeros((1, *(int(d) for d in input_shape)), jnp.float32)
+        if any(v is not None for v in switches.values()):
             from convjax.convert import convert
 
-            inputs = jnp.zeros((1, *(int(d) for d in input_shape)), jnp.float32)
             options = {"seed": int(seed), **self.convert_options()}
             model = convert(model, **switches, inputs=inputs, **options)
+        if linen:
+            from convjax.convert.linen_model import from_linen
+
+            return from_linen(model, inputs, rngs=rngs, axis_name=axis_name)
         if axis_name is not None:
             from convjax.nnx.deconv import _DeconvLayer
 

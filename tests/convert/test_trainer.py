@@ -232,3 +232,52 @@ def test_deconv_converts_the_classifier_unless_the_convert_block_says_not():
     assert type(head(convert={"deconv_dense": False})) is nnx.Linear
     with pytest.raises(ConfigError, match="model_kwargs.convert"):
         ModelSpec(USER, kwargs={"convert": {"no_such_option": 1}})
+
+
+LINEN_CASES = {
+    # @nn.compact ResNet: explicit padding tuples, BatchNorm, max-pool stem, strided shortcut.
+    "resnet": (
+        "tests.convert.user_models:make_linen_resnet",
+        {"padding": "learned", "pool": "soft"},
+    ),
+    # setup-style VGG without BatchNorm: every conv becomes a deconvolution conv.
+    "vgg": ("tests.convert.user_models:make_linen_vgg", {"norm": "deconv"}),
+}
+
+
+@pytest.mark.parametrize("case", sorted(LINEN_CASES))
+def test_linen_model_trains_and_round_trips(case, tmp_path):
+    from convjax.convert import LinenModel
+
+    name, switches = LINEN_CASES[case]
+    workdir = str(tmp_path / case)
+    summary = train({**TINY, "model": name, **switches}, workdir)
+    model, spec = load_model(workdir)
+    assert isinstance(model, LinenModel)
+    x = np.random.RandomState(0).randn(4, 8, 8, 1).astype(np.float32)
+    state = summary["state"]
+    fresh = build_model(spec, num_classes=10, in_features=1, axis_name=None, input_shape=(8, 8, 1))
+    model_def, params, *_ = split_model(fresh)
+    # Linen's own parameter paths, under `variables/params`.
+    assert set(state.params["variables"]["params"]) == set(params["variables"]["params"])
+    ref = model_def.merge(state.params, state.pad_params, state.stats, train=False)
+    np.testing.assert_array_equal(np.asarray(model(x)), np.asarray(ref(x)))
+    # The checkpointed parameters are the trained ones, and they are what Linen's apply takes.
+    start = jax.tree.leaves(params)
+    assert any(not np.array_equal(a, b) for a, b in zip(start, jax.tree.leaves(state.params)))
+    y = model.linen_module.apply(
+        model.linen_variables(), jnp.asarray(x), **({"train": False} if model.mode_arg else {})
+    )
+    np.testing.assert_allclose(np.asarray(y), np.asarray(model(x)), rtol=1e-6, atol=1e-6)
+    prims = _all_primitives(model, jnp.asarray(x))
+    if case == "resnet":
+        pad = jax.tree.leaves(state.pad_params)
+        assert pad and any(float(jnp.abs(leaf).max()) > 0 for leaf in pad)  # filters trained
+        assert "reduce_window_max" not in prims  # the max-pool stem is a SoftPool now
+        assert "bn_init" in state.stats["variables"]["batch_stats"]  # BatchNorms kept
+    else:
+        stats = state.stats["variables"]["batch_stats"]
+        assert all({"mean", "deconv"} <= set(v) for v in stats.values()), stats.keys()
+    assert main(["convjax", "eval", f"--workdir={workdir}"]) == 0
+    result = json.load(open(os.path.join(workdir, "eval_test.json")))
+    assert result["accuracy"] == pytest.approx(summary["test_accuracy"])

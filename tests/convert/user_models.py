@@ -1,5 +1,6 @@
-"""A user's own model for ``--config.model=tests.convert.user_models:<factory>``: plain Flax NNX
-(nnx.Conv, nnx.BatchNorm, pools as function calls), nothing from convjax."""
+"""A user's own models for ``--config.model=tests.convert.user_models:<factory>``: plain Flax NNX
+(nnx.Conv, nnx.BatchNorm, pools as function calls) and plain Linen (an ``@nn.compact`` ResNet,
+a ``setup``-style VGG), nothing from convjax."""
 
 from flax import nnx
 
@@ -22,6 +23,19 @@ class UserCNN(nnx.Module):
 def make_cnn(*, num_classes, in_features, rngs, width=4):
     """The trainer's factory contract: keywords ``num_classes``, ``in_features``, ``rngs``."""
     return UserCNN(num_classes=num_classes, in_features=in_features, width=width, rngs=rngs)
+
+
+def make_linen_resnet(*, num_classes, in_features, rngs):
+    """A Linen factory: returns the (uninitialised) module; ``rngs`` is unused."""
+    from tests.convert.models import LinenResNet
+
+    return LinenResNet(num_classes=num_classes)
+
+
+def make_linen_vgg(*, num_classes, in_features, rngs, widths=(4, 8)):
+    from tests.convert.models import LinenVGG
+
+    return LinenVGG(widths=tuple(widths), num_classes=num_classes)
 
 
 NOT_CALLABLE = 3
