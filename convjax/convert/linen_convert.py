@@ -25,7 +25,7 @@ from flax.linen import module as linen_module
 
 import convjax.linen as cjl
 from convjax.convert.common import ConversionError, ConvSpec, Plan, conv_spec
-from convjax.convert.pools import PoolCall, intercept_pools, pool_by_kind
+from convjax.convert.pools import PoolCall, intercept_pools, pool_by_kind, pool_changes
 from convjax.convert.report import Change, ConversionReport
 from convjax.linen.padding import LOSSES_COLLECTION, PADDING_COLLECTION
 
@@ -387,10 +387,9 @@ def convert_linen(model: nn.Module, plan: Plan, inputs: Any, call_kwargs: dict |
     with _session(plan, fused, record=True) as sess:
         converted = jax.eval_shape(lambda: new.init(rngs, *args, **kwargs))
     changes = list(_dedupe(sess.changes))
-    for i, call in enumerate(sess.pools):
-        after = plan.pool if call.kind in ("max", "avg") else f"kept: {call.kind} pooling"
+    for line, call in zip(pool_changes(sess.pools, plan.pool), sess.pools):
         if plan.pool is not None or call.kind not in ("max", "avg"):
-            changes.append(Change(f"pool[{i}] in {call.site}", call.describe(), after))
+            changes.append(Change(*line))
     report = ConversionReport(
         switches=plan.switches,
         changes=tuple(changes),

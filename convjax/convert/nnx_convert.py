@@ -15,7 +15,7 @@ from flax import nnx
 
 import convjax.nnx as cnn
 from convjax.convert.common import ConversionError, ConvSpec, Plan, conv_spec
-from convjax.convert.pools import PoolCall, intercept_pools
+from convjax.convert.pools import PoolCall, intercept_pools, pool_changes
 from convjax.convert.report import Change, ConversionReport
 from convjax.models.blocks import Pool
 
@@ -482,9 +482,7 @@ def convert_nnx(model: nnx.Module, plan: Plan, inputs: Any, call_kwargs: dict | 
         elif isinstance(m, (nnx.ConvTranspose,)) and (plan.padding or plan.norm or plan.conv):
             raise ConversionError(f"{path}: nnx.ConvTranspose is not supported by convert.")
     if plan.pool is not None:
-        for i, call in enumerate(trace.pools):
-            after = plan.pool if call.kind in ("max", "avg") else f"kept: {call.kind} pooling"
-            changes.append(Change(f"pool[{i}] in {call.site}", call.describe(), after))
+        changes += [Change(*line) for line in pool_changes(trace.pools, plan.pool)]
     _replace_refs(new, mapping)
     report = ConversionReport(
         switches=plan.switches,

@@ -11,18 +11,26 @@ object (never from names), so the window, strides and padding of the original ca
 second ``pool`` call on ones for ``count_include_pad=False``); a replacement returned in its
 place is pre-multiplied by that divisor, so the result is the replacement up to one rounding
 (exact for power-of-two windows). ``max -> max`` and ``avg -> avg`` call the original unchanged.
+
+Pooling written with ``jax.lax.reduce_window`` directly (not through Flax's functions) cannot be
+converted safely (a reduction over windows is not always a pooling). While a block is open,
+``jax.lax.reduce_window`` is watched too, so such calls are reported (kind ``"lax"``, kept) and
+never skipped silently; calls from Flax's ``pool`` and from convjax itself are not reported.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import inspect
 import os
 import sys
 import threading
-from collections.abc import Callable, Iterator
+import warnings
+from collections.abc import Callable, Iterator, Sequence
 
 import flax.linen.pooling as flax_pooling
+import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
@@ -33,6 +41,9 @@ _ORIGINAL_POOL = flax_pooling.pool
 _MAX_CODE = flax_pooling.max_pool.__code__
 _AVG_CODE = flax_pooling.avg_pool.__code__
 _MIN_CODE = flax_pooling.min_pool.__code__
+_ORIGINAL_REDUCE_WINDOW = jax.lax.reduce_window
+_REDUCE_WINDOW_SIGNATURE = inspect.signature(_ORIGINAL_REDUCE_WINDOW)
+_CONVJAX_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
 _LOCK = threading.RLock()
 _STACK: list[Callable] = []
 
@@ -41,14 +52,14 @@ _STACK: list[Callable] = []
 class PoolCall:
     """One pooling call seen while a converted model ran."""
 
-    kind: str  # "max", "avg", "min" or "custom" (a direct ``pool`` call)
+    kind: str  # "max", "avg", "min", "custom" (a direct ``pool`` call) or "lax" (reduce_window)
     window: tuple[int, ...]
     strides: tuple[int, ...]
     padding: object
     site: str  # "file.py:LINE" of the code that called the pooling function
 
     def describe(self) -> str:
-        name = {"custom": "pool"}.get(self.kind, f"{self.kind}_pool")
+        name = {"custom": "pool", "lax": "lax.reduce_window"}.get(self.kind, f"{self.kind}_pool")
         pad = self.padding if isinstance(self.padding, str) else tuple(map(tuple, self.padding))
         return f"{name}(window={self.window}, strides={self.strides}, padding={pad})"
 
@@ -69,6 +80,36 @@ def pool_by_kind(kind: str, x, window, strides, padding):
     if kind == "soft":
         return soft_pool(x, window, strides, padding)
     raise ValueError(f"`pool` must be one of ['max', 'avg', 'soft'], got {kind!r}.")
+
+
+def pool_changes(calls: Sequence[PoolCall], pool: str | None) -> list[tuple[str, str, str]]:
+    """``(path, before, after)`` report lines of the pooling calls of one traced pass, for the
+    switch ``pool``: max and average pools become ``pool``; the others are kept, with the reason.
+    Warns (``UserWarning``) when ``pool`` is set and a ``lax.reduce_window`` call was kept.
+
+    Example:
+      >>> pool_changes([PoolCall("max", (2, 2), (2, 2), "VALID", "net.py:9")], "soft")
+      [('pool[0] in net.py:9', 'max_pool(window=(2, 2), strides=(2, 2), padding=VALID)', 'soft')]
+    """
+    lines, direct = [], []
+    for i, call in enumerate(calls):
+        if call.kind in ("max", "avg"):
+            after = str(pool)
+        elif call.kind == "lax":
+            after = "kept: lax.reduce_window called directly (write it with nn.max_pool/avg_pool)"
+            direct.append(call.site)
+        else:
+            after = f"kept: {call.kind} pooling"
+        lines.append((f"pool[{i}] in {call.site}", call.describe(), after))
+    if direct and pool is not None:
+        warnings.warn(
+            f"convert(pool={pool!r}) keeps {len(direct)} lax.reduce_window call(s) made outside "
+            f"Flax's pooling functions, at {', '.join(direct)}: write them with nn.max_pool / "
+            "nn.avg_pool to convert them.",
+            UserWarning,
+            stacklevel=3,
+        )
+    return lines
 
 
 def _site(frame) -> str:
@@ -108,6 +149,21 @@ def _hook(inputs, init, reduce_fn, window_shape, strides, padding):
     return new
 
 
+def _reduce_window_hook(*args, **kwargs):
+    handler = _STACK[-1] if _STACK else None
+    caller = sys._getframe(1)
+    code = caller.f_code
+    if (
+        handler is not None
+        and code is not _ORIGINAL_POOL.__code__
+        and not code.co_filename.startswith(_CONVJAX_DIR)
+    ):
+        a = _REDUCE_WINDOW_SIGNATURE.bind(*args, **kwargs).arguments
+        window, strides = tuple(a["window_dimensions"]), tuple(a["window_strides"])
+        handler(PoolCall("lax", window, strides, a["padding"], _site(caller)))
+    return _ORIGINAL_REDUCE_WINDOW(*args, **kwargs)
+
+
 @contextlib.contextmanager
 def intercept_pools(handler: Callable[[PoolCall], str | None]) -> Iterator[None]:
     """Within the block, every Flax pooling call asks ``handler(call)`` for its kind.
@@ -133,6 +189,7 @@ def intercept_pools(handler: Callable[[PoolCall], str | None]) -> Iterator[None]
     with _LOCK:
         _STACK.append(handler)
         flax_pooling.pool = _hook
+        jax.lax.reduce_window = _reduce_window_hook
     try:
         yield
     finally:
@@ -140,3 +197,4 @@ def intercept_pools(handler: Callable[[PoolCall], str | None]) -> Iterator[None]
             _STACK.pop()
             if not _STACK:
                 flax_pooling.pool = _ORIGINAL_POOL
+                jax.lax.reduce_window = _ORIGINAL_REDUCE_WINDOW

@@ -36,3 +36,37 @@ def test_max_pool_partial_becomes_avg_min_pool_and_outside_calls_are_kept():
     np.testing.assert_allclose(y, nn.avg_pool(X, (2, 2), (2, 2)), rtol=1e-6)
     np.testing.assert_array_equal(y_min, min_pool(X, (2, 2), (2, 2)))
     np.testing.assert_array_equal(pool(X), nn.max_pool(X, (2, 2), (2, 2)))  # patch removed
+
+
+def test_direct_reduce_window_pooling_is_reported_kept_and_warned():
+    """A pooling written with lax.reduce_window is kept and named in the report (with a
+    warning), never skipped silently; convjax's own SoftPool (reduce_window inside) is not."""
+    import jax.numpy as jnp
+    from flax import nnx
+
+    import convjax
+
+    class RawPoolNet(nnx.Module):
+        def __init__(self, rngs):
+            self.conv = nnx.Conv(3, 4, (3, 3), rngs=rngs)
+
+        def __call__(self, x):
+            x = nnx.max_pool(self.conv(x), (2, 2), (2, 2))
+            x = jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
+            return x.mean(axis=(1, 2))
+
+    x = jnp.ones((2, 8, 8, 3))
+    model = RawPoolNet(nnx.Rngs(0))
+    with pytest.warns(UserWarning, match=r"keeps 1 lax.reduce_window call\(s\).*test_pools.py"):
+        new = convjax.convert(model, pool="soft", inputs=x)
+    lines = [(c.before, c.after) for c in new.convert_report.changes if c.path.startswith("pool")]
+    assert lines[0][1] == "soft" and lines[0][0].startswith("max_pool(window=(2, 2)")
+    assert lines[1][0].startswith("lax.reduce_window(window=(1, 2, 2, 1)")
+    assert lines[1][1].startswith("kept: lax.reduce_window called directly")
+    assert len(lines) == 2  # soft_pool's own reduce_window is not a user pooling
+    h = model.conv(x)
+    expected = jax.lax.reduce_window(
+        soft_pool(h, (2, 2), (2, 2)), -jnp.inf, jax.lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID"
+    ).mean(axis=(1, 2))
+    np.testing.assert_allclose(new(x), expected, rtol=1e-5, atol=1e-6)
+    assert jax.lax.reduce_window is not None and "hook" not in jax.lax.reduce_window.__name__
