@@ -13,7 +13,8 @@ never its shapes), so an arm costs one compilation however many seeds it runs.
 Written to the workdir (default ``runs/compare/<experiment>[_quick]``):
 
 * ``runs.jsonl``: one line per (group, arm, seed), written as soon as the seed finishes: test
-  accuracy and loss after every epoch, train seconds per epoch (compilation excluded),
+  accuracy and loss after every epoch, train seconds per epoch (compilation excluded; wall
+  clock, and the process's CPU seconds, which other jobs on the machine inflate far less),
   parameter count, learned kernel sizes, and the fingerprint of the seed's resolved run spec;
 * ``results.json``: the experiment, per-arm mean / std (sample std, ``ddof=1``) of the final
   test accuracy, mean train time per epoch, parameters, compilations per arm, versions;
@@ -403,6 +404,7 @@ def _run_seed(
         "test_loss": [],
         "train_loss": [],
         "epoch_time_s": [],
+        "epoch_cpu_s": [],
         "compile_time_s": None,
     }
     if record_kernel_sizes:
@@ -411,7 +413,7 @@ def _run_seed(
     dstate = dp.replicate(state)
     for epoch in range(config.run.num_epochs):
         losses = []
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         timed_steps = spe
         for k in range(spe):
             dstate, metrics = program.train_step(dstate, dp.shard_batch(next(train_iter)))
@@ -421,11 +423,13 @@ def _run_seed(
                 jax.block_until_ready(metrics)
                 t1 = time.perf_counter()
                 record["compile_time_s"] = t1 - t0
-                t0, timed_steps = t1, spe - 1
+                t0, c0, timed_steps = t1, time.process_time(), spe - 1
             bar.update(1)
         jax.block_until_ready(dstate)
-        elapsed = time.perf_counter() - t0
-        record["epoch_time_s"].append(elapsed * spe / timed_steps if timed_steps else math.nan)
+        elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
+        scale = spe / timed_steps if timed_steps else math.nan
+        record["epoch_time_s"].append(elapsed * scale)
+        record["epoch_cpu_s"].append(cpu * scale)
         loss = float(np.mean([np.asarray(jax.device_get(v)).mean() for v in losses]))
         result = evaluate(dp, program.eval_step, dstate, eval_batches)
         record["train_loss"].append(loss)
@@ -529,11 +533,13 @@ def summarize(runs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
 
     The final test accuracy is the last epoch's; ``std`` is the sample standard deviation
     (``ddof=1``; 0.0 for a single seed). ``epoch_time_s`` is the mean over every epoch of every
-    seed (compilation excluded). ``difference`` is the paired per-seed difference of the final
+    seed (compilation excluded), ``epoch_cpu_s`` the same in process CPU seconds (``None``
+    when no record has them). ``difference`` is the paired per-seed difference of the final
     accuracy to the group's first arm (the baseline), over the seeds both ran, with its 95 %
     Student-t interval (:func:`paired_difference`; ``None`` for the baseline itself).
     ``train_loss_mean``/``_std`` and ``time_mean`` (cumulative train seconds at each epoch's
-    end, mean over seeds) feed the loss and wall-clock plots.
+    end, mean over seeds; ``cpu_time_mean`` the same in CPU seconds, ``None`` unless every
+    epoch has them) feed the loss and cost plots.
 
     Example:
       >>> summarize([{"group": "g", "arm": "a", "seed": s, "test_accuracy": [0.5, acc],
@@ -558,9 +564,12 @@ def summarize(runs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         finals = np.array([r["test_accuracy"][-1] for r in rs], np.float64)
         curves = np.array([r["test_accuracy"] for r in rs], np.float64)
         times = np.concatenate([np.asarray(r["epoch_time_s"], np.float64) for r in rs])
+        cpu = [t for r in rs for t in r.get("epoch_cpu_s") or ()]
         has_loss = all(r.get("train_loss") for r in rs)
         losses = np.array([r["train_loss"] for r in rs], np.float64) if has_loss else None
         elapsed = np.array([np.cumsum(r["epoch_time_s"]) for r in rs], np.float64)
+        with_cpu = all(len(r.get("epoch_cpu_s") or ()) == len(r["epoch_time_s"]) for r in rs)
+        cpu_elapsed = [np.cumsum(r["epoch_cpu_s"]) for r in rs] if with_cpu else None
         base_runs = {int(r["seed"]): r for r in by_key[(group, first_arm[group])]}
         difference = None
         if arm != first_arm[group]:
@@ -584,6 +593,7 @@ def summarize(runs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
                     curves.std(axis=0, ddof=1) if len(rs) > 1 else 0 * curves[0]
                 ).tolist(),
                 "epoch_time_s": float(np.nanmean(times)),
+                "epoch_cpu_s": float(np.nanmean(cpu)) if cpu else None,
                 "train_loss_mean": [] if losses is None else losses.mean(axis=0).tolist(),
                 "train_loss_std": (
                     []
@@ -591,6 +601,9 @@ def summarize(runs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
                     else (losses.std(axis=0, ddof=1) if len(rs) > 1 else 0 * losses[0]).tolist()
                 ),
                 "time_mean": np.nanmean(elapsed, axis=0).tolist(),
+                "cpu_time_mean": (
+                    np.nanmean(np.array(cpu_elapsed), axis=0).tolist() if cpu_elapsed else None
+                ),
                 "difference": difference,
                 "num_params": int(rs[0]["num_params"]),
                 "num_padding_params": int(rs[0].get("num_padding_params", 0)),
@@ -613,8 +626,9 @@ def markdown_table(rows: Sequence[Mapping[str, Any]], *, switch: str = "arm") ->
     Columns: group, the switch, test accuracy mean ± std, the paired per-seed difference to
     the group's first arm with its 95 % Student-t confidence interval (``[low, high]``; an
     interval that excludes 0 is a difference the seeds resolve), per-seed accuracies, train
-    seconds per epoch, parameters (``+ N pad``: the Padding Module's own parameters, trained
-    by its own loss).
+    seconds per epoch (wall clock; in brackets the process's CPU seconds, where recorded: on
+    a machine shared with other jobs they are the steadier cost), parameters (``+ N pad``:
+    the Padding Module's own parameters, trained by its own loss).
 
     Example:
       >>> print(markdown_table([{"group": "g", "arm": "max", "accuracy_mean": 0.9,
@@ -624,7 +638,7 @@ def markdown_table(rows: Sequence[Mapping[str, Any]], *, switch: str = "arm") ->
     """
     lines = [
         f"| group | {switch} | test acc. % (mean ± std) | vs first arm, paired (95 % CI) | "
-        "per seed | train s/epoch | params |",
+        "per seed | train s/epoch (CPU s) | params |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     seen: set[str] = set()
@@ -635,10 +649,12 @@ def markdown_table(rows: Sequence[Mapping[str, Any]], *, switch: str = "arm") ->
         seeds = ", ".join(f"{100 * a:.1f}" for a in r["accuracies"])
         pad = r.get("num_padding_params", 0)
         params = f"{r['num_params']:,}" + (f" + {pad:,} pad" if pad else "")
+        cost = f"{r['epoch_time_s']:.2f}"
+        if r.get("epoch_cpu_s") is not None:
+            cost += f" ({r['epoch_cpu_s']:.2f})"
         lines.append(
             f"| {r['group']} | {r['arm']} | {100 * r['accuracy_mean']:.2f} ± "
-            f"{100 * r['accuracy_std']:.2f} | {delta} | {seeds} | {r['epoch_time_s']:.2f} | "
-            f"{params} |"
+            f"{100 * r['accuracy_std']:.2f} | {delta} | {seeds} | {cost} | {params} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -690,8 +706,10 @@ def _draw(ax: Any, x: Any, mean: Any, std: Any, label: str, color: str, offset: 
 
 def plot_curves(rows: Sequence[Mapping[str, Any]], path: str | None = None, *, title: str = ""):
     """Per group (columns), per arm (mean ± std over seeds): test accuracy against epoch,
-    train loss against epoch, and test accuracy against train wall-clock seconds (the cost of
-    a method). Groups of one epoch are drawn as points with error bars, the arms side by side.
+    train loss against epoch, and test accuracy against train seconds (the cost of a method:
+    CPU seconds of the training process when every row has them, which other jobs on the
+    machine inflate far less than wall-clock time; wall-clock seconds otherwise). Groups of
+    one epoch are drawn as points with error bars, the arms side by side.
 
     Returns the matplotlib figure (saved to ``path`` when given).
 
@@ -699,6 +717,8 @@ def plot_curves(rows: Sequence[Mapping[str, Any]], path: str | None = None, *, t
       >>> fig = plot_curves(load_results("runs/compare/pooling_quick")["rows"])  # doctest: +SKIP
     """
     groups = list(dict.fromkeys(r["group"] for r in rows))
+    use_cpu = all(r.get("cpu_time_mean") for r in rows)
+    clock = "cpu_time_mean" if use_cpu else "time_mean"
     fig, axes = _figure(3, len(groups), path, (5.0, 3.3))
     for col, group in enumerate(groups):
         members = [r for r in rows if r["group"] == group]
@@ -714,11 +734,12 @@ def plot_curves(rows: Sequence[Mapping[str, Any]], path: str | None = None, *, t
             loss = r.get("train_loss_mean")
             if loss:
                 _draw(axes[1, col], epochs, loss, r["train_loss_std"], r["arm"], color, offset)
-            if r.get("time_mean"):
-                _draw(axes[2, col], r["time_mean"], acc, acc_std, r["arm"], color, 0.0)
+            if r.get(clock):
+                _draw(axes[2, col], r[clock], acc, acc_std, r["arm"], color, 0.0)
         for row, ylabel in enumerate(("test accuracy %", "train loss", "test accuracy %")):
             ax = axes[row, col]
-            ax.set(ylabel=ylabel, xlabel="epoch" if row < 2 else "train seconds (mean)")
+            seconds = "train CPU seconds (mean)" if use_cpu else "train seconds (mean)"
+            ax.set(ylabel=ylabel, xlabel="epoch" if row < 2 else seconds)
             if row < 2:
                 ax.xaxis.set_major_locator(_integer_ticks())
                 if single:

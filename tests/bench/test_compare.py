@@ -47,6 +47,7 @@ def test_writes_table_plot_and_records(tiny):
     for r in runs:
         assert len(r["test_accuracy"]) == len(r["epoch_time_s"]) == 1
         assert 0.0 <= r["test_accuracy"][0] <= 1.0 and r["epoch_time_s"][0] > 0
+        assert len(r["epoch_cpu_s"]) == 1 and r["epoch_cpu_s"][0] > 0
         assert r["test_examples"] == 360 and r["num_params"] > 0
     # Seeds change the run (init and data order), not just its label.
     assert runs[0]["test_loss"] != runs[1]["test_loss"]
@@ -63,6 +64,9 @@ def test_statistics_come_from_the_per_seed_results(tiny):
         assert row["accuracy_mean"] == pytest.approx(sum(accs) / 2)
         assert row["accuracy_std"] == pytest.approx(abs(accs[0] - accs[1]) / np.sqrt(2))
         assert row["epoch_time_s"] == pytest.approx(sum(times) / 2)
+        cpu = [r["epoch_cpu_s"][0] for r in runs if r["arm"] == row["arm"]]
+        assert row["epoch_cpu_s"] == pytest.approx(sum(cpu) / 2)
+        assert f"{row['epoch_time_s']:.2f} ({row['epoch_cpu_s']:.2f})" in results["table"]
         cell = f"{100 * row['accuracy_mean']:.2f} ± {100 * row['accuracy_std']:.2f}"
         assert cell in results["table"]
 
