@@ -7,8 +7,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from convjax._checks import check_choice
-from convjax.models.blocks import CONV_TYPES, NORM_TYPES, POOL_TYPES
 from convjax.ops.pad import FLEX_PADDING_MODES, PADDING_MODES, check_deconv_padding_mode
+from convjax.switches import CONV_TYPES, NORM_TYPES, POOL_TYPES
 
 #: Options :func:`convjax.convert` accepts besides the four switches.
 OPTIONS = (

@@ -17,7 +17,7 @@ import convjax.nnx as cnn
 from convjax.convert.common import ConversionError, ConvSpec, Plan, conv_spec
 from convjax.convert.pools import PoolCall, intercept_pools, pool_changes
 from convjax.convert.report import Change, ConversionReport
-from convjax.models.blocks import Pool
+from convjax.nnx.soft_pool import Pool
 
 #: Conv layer types a conversion replaces.
 CONV_TYPES = (nnx.Conv, cnn.Conv)

@@ -52,11 +52,10 @@ from convjax._checks import (
     check_spatial_rank,
     normalize_tuple,
 )
+from convjax.nnx.soft_pool import Pool as Pool  # re-exported: the models' switchable pool
 from convjax.ops.pad import FLEX_PADDING_MODES, PADDING_MODES, check_deconv_padding_mode
+from convjax.switches import CONV_TYPES, NORM_TYPES, POOL_TYPES  # re-exported
 
-POOL_TYPES: tuple[str, ...] = ("max", "avg", "soft")
-NORM_TYPES: tuple[str, ...] = ("batch", "deconv", "none")
-CONV_TYPES: tuple[str, ...] = ("standard", "flex")
 #: The reference code's first deconvolution layer of its VGGs (CIFAR and ImageNet) and ImageNet
 #: ResNets: 15 Newton-Schulz iterations (near-full whitening of the ``k*k*3`` patch) and the
 #: freeze schedule (:func:`convjax.ops.deconv_freeze_schedule`). Its CIFAR ResNets use defaults.
@@ -290,45 +289,6 @@ class ConvNorm(nnx.Module):
         if self.norm is not None:
             y = self.norm(y)
         return _relu(y) if self.act else y
-
-
-class Pool(nnx.Module):
-    """Switchable downsampling pool: max, average or SoftPool.
-
-    ``(N, *spatial, C) -> (N, *pooled, C)`` with ``flax.linen.max_pool`` conventions for
-    ``window_shape``, ``strides`` and ``padding``. SoftPool computes
-    ``out = sum_{i in R} softmax(a_R)_i a_i`` (Stergiou et al. 2021, eq. 1-2) in a
-    max-shifted, overflow-free form.
-
-    Example:
-      >>> Pool("soft", (2, 2))(jnp.ones((1, 4, 4, 3))).shape
-      (1, 2, 2, 3)
-    """
-
-    def __init__(
-        self,
-        kind: str,
-        window_shape: Sequence[int],
-        strides: Sequence[int] | None = None,
-        padding: str | Sequence[tuple[int, int]] = "VALID",
-    ):
-        check_choice(kind, POOL_TYPES, "pool")
-        self.kind = kind
-        self.window_shape = tuple(window_shape)
-        self.strides = tuple(strides) if strides is not None else self.window_shape
-        self.padding = padding if isinstance(padding, str) else tuple(map(tuple, padding))
-        self.soft = (
-            cnn.SoftPool(self.window_shape, self.strides, self.padding)
-            if kind == "soft"
-            else nnx.data(None)
-        )
-
-    def __call__(self, x: jax.Array) -> jax.Array:
-        if self.soft is not None:
-            return self.soft(x)
-        if self.kind == "max":
-            return nnx.max_pool(x, self.window_shape, self.strides, self.padding)
-        return nnx.avg_pool(x, self.window_shape, self.strides, self.padding)
 
 
 class Classifier(nnx.Module):

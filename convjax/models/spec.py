@@ -43,11 +43,16 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import flax.linen as linen_nn
+import jax.numpy as jnp
 from flax import nnx
 
 from convjax._spec import ConfigError, check_str, flag, frozen, plain
+from convjax.convert.api import convert
+from convjax.convert.common import make_plan
+from convjax.convert.linen_model import from_linen
 from convjax.models.blocks import CONV_TYPES, NORM_TYPES, PADDING_MODES, POOL_TYPES, LayerConfig
 from convjax.models.registry import SWITCHES, available_models, build, model_info
+from convjax.nnx.deconv import _DeconvLayer
 
 #: The value of each switch of a zoo model when the config does not set it (``""``). A model
 #: that does not honour a switch (:func:`convjax.models.model_info`) accepts only this value.
@@ -209,8 +214,6 @@ class ModelSpec:
         for switch in SWITCHES:
             check_str(getattr(self, switch), switch, ("", *_CHOICES[switch]))
         resolve_factory(self.name)
-        from convjax.convert.common import make_plan  # models <- convert: checked lazily
-
         options = self.convert_options()
         try:
             make_plan(**self.convert_switches(), options=dict(options))
@@ -353,21 +356,13 @@ class ModelSpec:
                     f"`input_shape` (one example's shape) is needed to {what} of "
                     f"{flag('model')}={self.name!r}"
                 )
-            import jax.numpy as jnp
-
             inputs = jnp.zeros((1, *(int(d) for d in input_shape)), jnp.float32)
         if any(v is not None for v in switches.values()):
-            from convjax.convert import convert
-
             options = {"seed": int(seed), **self.convert_options()}
             model = convert(model, **switches, inputs=inputs, **options)
         if linen:
-            from convjax.convert.linen_model import from_linen
-
             return from_linen(model, inputs, rngs=rngs, axis_name=axis_name)
         if axis_name is not None:
-            from convjax.nnx.deconv import _DeconvLayer
-
             for _, module in nnx.iter_graph(model):
                 if isinstance(module, (nnx.BatchNorm, _DeconvLayer)):
                     module.axis_name = axis_name

@@ -23,6 +23,7 @@ from convjax.nnx.padding import (
     pop_padding_losses,
 )
 from convjax.nnx.soft_pool import (
+    Pool,
     SoftPool,
 )
 from convjax.ops.pad import PADDING_MODES  # re-exported: the one definition
@@ -40,6 +41,7 @@ __all__ = [
     "PadParam",
     "PaddingLoss",
     "PaddingModule",
+    "Pool",
     "SoftPool",
     "change_resolution",
     "pop_padding_losses",

@@ -8,10 +8,12 @@ from typing import Any
 import jax
 from flax import nnx
 
+from convjax._checks import check_choice
 from convjax.ops.pad import PaddingLike
 from convjax.ops.soft_pool import check_layer_input, check_soft_pool_args, soft_pool
+from convjax.switches import POOL_TYPES
 
-__all__ = ["SoftPool"]
+__all__ = ["Pool", "SoftPool"]
 
 
 class SoftPool(nnx.Module):
@@ -61,3 +63,43 @@ class SoftPool(nnx.Module):
             x = x.astype(self.dtype)
         check_layer_input(x, self.window_shape)
         return soft_pool(x, self.window_shape, self.strides, self.padding)
+
+
+class Pool(nnx.Module):
+    """Switchable downsampling pool: max, average or SoftPool.
+
+    ``(N, *spatial, C) -> (N, *pooled, C)`` with ``flax.linen.max_pool`` conventions for
+    ``window_shape``, ``strides`` and ``padding``. SoftPool computes
+    ``out = sum_{i in R} softmax(a_R)_i a_i`` (Stergiou et al. 2021, eq. 1-2) in a
+    max-shifted, overflow-free form.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> Pool("soft", (2, 2))(jnp.ones((1, 4, 4, 3))).shape
+      (1, 2, 2, 3)
+    """
+
+    def __init__(
+        self,
+        kind: str,
+        window_shape: Sequence[int],
+        strides: Sequence[int] | None = None,
+        padding: str | Sequence[tuple[int, int]] = "VALID",
+    ):
+        check_choice(kind, POOL_TYPES, "pool")
+        self.kind = kind
+        self.window_shape = tuple(window_shape)
+        self.strides = tuple(strides) if strides is not None else self.window_shape
+        self.padding = padding if isinstance(padding, str) else tuple(map(tuple, padding))
+        self.soft = (
+            SoftPool(self.window_shape, self.strides, self.padding)
+            if kind == "soft"
+            else nnx.data(None)
+        )
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        if self.soft is not None:
+            return self.soft(x)
+        if self.kind == "max":
+            return nnx.max_pool(x, self.window_shape, self.strides, self.padding)
+        return nnx.avg_pool(x, self.window_shape, self.strides, self.padding)
