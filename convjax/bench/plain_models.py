@@ -1,16 +1,19 @@
-"""Plain Flax NNX twins of zoo models, written without convjax (for ``convjax.convert``).
+"""Plain Flax twins of zoo models, written without convjax (for ``convjax.convert``): NNX
+(:func:`digits_cnn`, :func:`resnet20`) and Linen (:func:`linen_digits_cnn`).
 
 ``python -m convjax.bench.train_step --models digits_cnn,convjax.bench.plain_models:digits_cnn``
 times the zoo model against its plain twin converted by :func:`convjax.convert` with the same
-switches (``--side-by-side``): the cost of converting instead of building from the zoo. Each
-factory follows the trainer's import-path contract (:mod:`convjax.models.spec`):
-``factory(*, num_classes, in_features, rngs, **kwargs) -> nnx.Module``.
+switches (``--side-by-side``): the cost of converting instead of building from the zoo (and,
+for the Linen twin, of running a Linen model through :class:`convjax.convert.LinenModel`).
+Each factory follows the trainer's import-path contract (:mod:`convjax.models.spec`):
+``factory(*, num_classes, in_features, rngs, **kwargs) -> nnx.Module | flax.linen.Module``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -73,6 +76,48 @@ def digits_cnn(
     return PlainSmallCNN(
         tuple(widths), num_classes=num_classes, in_features=in_features, dropout=dropout, rngs=rngs
     )
+
+
+class LinenSmallCNN(nn.Module):
+    """:class:`PlainSmallCNN` written in Linen, ``@nn.compact`` style: per stage two ``nn.Conv``
+    3x3 (bias-free, padding 1) -> ``nn.BatchNorm`` -> ReLU, then ``nn.max_pool`` 2x2; global
+    average, dropout, ``nn.Dense``. ``train`` switches BatchNorm and dropout.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> model = LinenSmallCNN((4, 8), num_classes=10)
+      >>> variables = model.init(jax.random.key(0), jnp.ones((2, 8, 8, 1)), train=False)
+      >>> model.apply(variables, jnp.ones((2, 8, 8, 1)), train=False).shape
+      (2, 10)
+    """
+
+    widths: Sequence[int]
+    num_classes: int
+    dropout: float = 0.1
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = True) -> jax.Array:
+        for w in self.widths:
+            for _ in range(2):
+                x = nn.Conv(w, (3, 3), padding=((1, 1), (1, 1)), use_bias=False)(x)
+                x = nn.relu(nn.BatchNorm(use_running_average=not train, momentum=0.9)(x))
+            x = nn.max_pool(x, (2, 2), (2, 2))
+        x = nn.Dropout(self.dropout, deterministic=not train)(x.mean(axis=(1, 2)))
+        return nn.Dense(self.num_classes)(x)
+
+
+def linen_digits_cnn(
+    *,
+    num_classes: int,
+    in_features: int,
+    rngs: nnx.Rngs,
+    widths: Sequence[int] = (32, 64),
+    dropout: float = 0.1,
+) -> nn.Module:
+    """A plain Linen twin of the zoo's ``digits_cnn`` (:class:`LinenSmallCNN`; the trainer
+    initialises it, ``in_features`` and ``rngs`` are not needed here)."""
+    del in_features, rngs
+    return LinenSmallCNN(tuple(widths), num_classes=num_classes, dropout=dropout)
 
 
 def _conv_bn(c_in: int, c_out: int, strides: int, rngs: nnx.Rngs) -> tuple[nnx.Conv, nnx.BatchNorm]:
