@@ -245,7 +245,14 @@ LINEN_CASES = {
 }
 
 
-@pytest.mark.parametrize("case", sorted(LINEN_CASES))
+@pytest.mark.parametrize(
+    "case",
+    [
+        "resnet",
+        # ~30 s; the resnet case covers the Linen trainer path, test_convert_linen the VGG style
+        pytest.param("vgg", marks=pytest.mark.slow),
+    ],
+)
 def test_linen_model_trains_and_round_trips(case, tmp_path):
     from convjax.convert import LinenModel
 
