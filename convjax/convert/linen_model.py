@@ -87,12 +87,6 @@ def _wrap(tree: Any, kind: type[nnx.Variable]) -> Any:
     return kind(jnp.asarray(tree))
 
 
-def _values(tree: Any) -> Any:
-    if isinstance(tree, Mapping):
-        return {k: _values(v) for k, v in tree.items()}
-    return tree[...]
-
-
 def _assign(tree: Any, values: Any, axis_name: str | None) -> None:
     for k, v in values.items():
         if isinstance(v, Mapping):
@@ -183,7 +177,9 @@ class LinenModel(nnx.Module):
 
     def linen_variables(self) -> dict[str, Any]:
         """The current variables as a Linen variables dict (``{"params": ..., ...}``)."""
-        return _values(self.variables)
+        return jax.tree.map(
+            lambda v: v[...], self.variables, is_leaf=lambda x: isinstance(x, nnx.Variable)
+        )
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         train = not self.deterministic

@@ -348,8 +348,9 @@ class ModelSpec:
                 "must return an nnx.Module or a flax.linen.Module"
             )
         switches = self.convert_switches()
+        converting = any(v is not None for v in switches.values())
         inputs = None
-        if linen or any(v is not None for v in switches.values()):
+        if linen or converting:
             if input_shape is None:
                 what = "initialise the Linen model" if linen else "convert the model"
                 raise ValueError(
@@ -357,7 +358,7 @@ class ModelSpec:
                     f"{flag('model')}={self.name!r}"
                 )
             inputs = jnp.zeros((1, *(int(d) for d in input_shape)), jnp.float32)
-        if any(v is not None for v in switches.values()):
+        if converting:
             options = {"seed": int(seed), **self.convert_options()}
             model = convert(model, **switches, inputs=inputs, **options)
         if linen:

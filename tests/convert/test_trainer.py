@@ -288,3 +288,17 @@ def test_linen_model_trains_and_round_trips(case, tmp_path):
     assert main(["convjax", "eval", f"--workdir={workdir}"]) == 0
     result = json.load(open(os.path.join(workdir, "eval_test.json")))
     assert result["accuracy"] == pytest.approx(summary["test_accuracy"])
+
+
+def test_linen_model_rejects_bad_input_by_name():
+    import flax.linen as nn
+
+    from convjax.convert import LinenModel
+    from tests.convert.models import LinenVGG
+
+    with pytest.raises(TypeError, match="`module` must be a flax.linen.Module"):
+        LinenModel(nnx.Linear(2, 2, rngs=nnx.Rngs(0)), {"params": {}})
+    with pytest.raises(TypeError, match="`variables` must be the Linen variables"):
+        LinenModel(LinenVGG(), {"batch_stats": {}})
+    with pytest.raises(ValueError, match="`mode_arg` must be one of"):
+        LinenModel(nn.Dense(2), {"params": {}}, mode_arg="mode")
