@@ -793,6 +793,97 @@ def plot_kernel_sizes(runs: Sequence[Mapping[str, Any]], path: str | None = None
     return fig
 
 
+def _experiment_label(results: Mapping[str, Any]) -> str:
+    """``pooling``, ``pooling --quick``: the experiment a results dict measured (not the recipe)."""
+    name = results["experiment"].get("name", "experiment")
+    return f"{name} --quick" if results.get("quick") else name
+
+
+def plot_differences(
+    workdirs: Sequence[str | os.PathLike | Mapping[str, Any]], path: str | None = None
+):
+    """Every arm's paired per-seed difference to its group's first arm, with its 95 %
+    Student-t interval, for several compare workdirs at once: one panel per experiment
+    (``pooling``, ``pooling --quick``, ...), one row per (group, arm), one colour per recipe.
+    The same experiment run under ``--recipe=paper`` and ``--recipe=adam`` (two workdirs) lands
+    in one panel, so how much a claim depends on the recipe reads off one figure. An interval
+    that does not cross the dashed zero line is a difference the seeds resolve.
+
+    Args:
+      workdirs: compare workdirs (paths), or what :func:`load_results` returned for them.
+      path: save the figure there (a bare ``matplotlib.figure.Figure``, no pyplot state);
+        ``None`` returns a pyplot figure to show.
+
+    Returns the figure. Raises ``ValueError`` when no workdir holds a difference (every group
+    has a single arm).
+
+    Example:
+      >>> fig = plot_differences(["runs/compare/pooling", "runs/compare/pooling_adam"])  # doctest: +SKIP
+    """
+    loaded = [w if isinstance(w, Mapping) else load_results(w) for w in workdirs]
+    panels: dict[str, list[tuple[str, str]]] = {}
+    recipes: list[str] = []
+    points: dict[tuple[str, str, str, str], Mapping[str, Any]] = {}
+    reference: dict[tuple[str, str], str] = {}  # (panel, group) -> the group's first arm
+    for res in loaded:
+        label, recipe = _experiment_label(res), res.get("recipe") or "paper"
+        for row in res["rows"]:
+            if row.get("difference") is None:
+                reference.setdefault((label, row["group"]), row["arm"])
+                continue
+            key = (row["group"], row["arm"])
+            if key not in panels.setdefault(label, []):
+                panels[label].append(key)
+            if recipe not in recipes:
+                recipes.append(recipe)
+            points[(label, *key, recipe)] = row["difference"]
+    if not panels:
+        raise ValueError("`workdirs` hold no arm with a difference to a reference arm.")
+    heights = [len(rows) + 1 for rows in panels.values()]
+    figsize = (7.0, 0.42 * sum(heights) + 0.9 * len(panels))
+    grid = {"height_ratios": heights}
+    if path is None:
+        import matplotlib.pyplot as plt
+
+        fig, axes = plt.subplots(len(panels), 1, figsize=figsize, squeeze=False, gridspec_kw=grid)
+    else:
+        from matplotlib.figure import Figure
+
+        fig = Figure(figsize=figsize)
+        axes = fig.subplots(len(panels), 1, squeeze=False, gridspec_kw=grid)
+    spread = 0.5 / max(len(recipes), 1)
+    for ax, (label, rows) in zip(axes[:, 0], panels.items()):
+        for i, recipe in enumerate(recipes):
+            offset = ((len(recipes) - 1) / 2 - i) * spread
+            ys, xs, lows, highs = [], [], [], []
+            for y, key in enumerate(rows):
+                diff = points.get((label, *key, recipe))
+                if diff is None:
+                    continue
+                ys.append(len(rows) - 1 - y + offset)
+                xs.append(100 * diff["mean"])
+                lows.append(100 * (diff["mean"] - diff["low"]))
+                highs.append(100 * (diff["high"] - diff["mean"]))
+            if xs:
+                ax.errorbar(xs, ys, xerr=[lows, highs], fmt="o", ms=5, capsize=3,
+                            color=f"C{i}", label=f"recipe {recipe}")
+        ax.axvline(0.0, color="k", ls="--", lw=0.8)
+        ax.set_yticks(range(len(rows)))
+        ax.set_yticklabels(
+            [f"{g}: {a} - {reference.get((label, g), 'first')}" for g, a in reversed(rows)],
+            fontsize=8,
+        )
+        ax.set_ylim(-0.7, len(rows) - 0.3)
+        ax.set_title(label, fontsize=10)
+        ax.set_xlabel("test accuracy difference to the group's first arm, points (95 % CI)")
+        ax.grid(axis="x", alpha=0.3)
+        ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=110)
+    return fig
+
+
 def load_results(workdir: str | os.PathLike) -> dict[str, Any]:
     """``results.json`` of a compare workdir plus its per-seed ``runs`` (from ``runs.jsonl``).
 
@@ -1119,6 +1210,7 @@ __all__ = [
     "markdown_table",
     "paired_difference",
     "plot_curves",
+    "plot_differences",
     "plot_kernel_sizes",
     "run_experiment",
     "shipped_experiments",

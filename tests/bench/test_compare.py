@@ -129,6 +129,36 @@ def test_summarize_and_table_on_hand_made_records():
     assert f"| g | y | 95.00 ± 0.00 | {cell} | 95.0, 95.0 | 2.00 | 7 |" in table
 
 
+def test_plot_differences_puts_both_recipes_of_an_experiment_in_one_panel(tiny, tmp_path):
+    """One panel per experiment; each recipe's paired mean and 95 % interval drawn where the
+    records put them; the reference arm named on every row."""
+    results, workdir = tiny
+    runs = [
+        {"group": "g", "arm": a, "seed": s, "test_accuracy": [acc], "epoch_time_s": [1.0],
+         "num_params": 7}
+        for a, s, acc in [("x", 0, 0.9), ("x", 1, 0.8), ("y", 0, 0.95), ("y", 1, 0.95)]
+    ]  # fmt: skip
+    other = {"experiment": {"name": "other"}, "quick": True, "recipe": "paper",
+             "rows": compare.summarize(runs)}  # fmt: skip
+    adam = dict(results, recipe="adam")
+    path = tmp_path / "differences.png"
+    fig = compare.plot_differences([workdir, adam, other], str(path))
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    tiny_ax, other_ax = fig.axes
+    assert tiny_ax.get_title() == "tiny" and other_ax.get_title() == "other --quick"
+    assert [t.get_text() for t in tiny_ax.get_yticklabels()] == ["all: avg - max"]
+    assert [t.get_text() for t in other_ax.get_yticklabels()] == ["g: y - x"]
+    diff = results["rows"][1]["difference"]
+    for container in tiny_ax.containers:  # one errorbar per recipe, same records
+        (x,), _ = container.lines[0].get_data()
+        assert x == pytest.approx(100 * diff["mean"])
+        segments = container.lines[2][0].get_segments()
+        assert [p[0] for p in segments[0]] == pytest.approx([100 * diff["low"], 100 * diff["high"]])
+    assert sorted(c.get_label() for c in tiny_ax.containers) == ["recipe adam", "recipe paper"]
+    with pytest.raises(ValueError, match="workdirs"):
+        compare.plot_differences([dict(other, rows=other["rows"][:1])])
+
+
 def test_flex_kernel_sizes_match_the_mask_formula():
     """Crop size 2 floor((|mu| + sigma sqrt(-2 ln T)) / h) + 1 (h = 2 / (horizon - 1)) per
     FlexConv layer; the paper's initialisation (sigma 0.075, horizon 33) gives 5x5."""
