@@ -818,7 +818,8 @@ def plot_differences(
     has a single arm).
 
     Example:
-      >>> fig = plot_differences(["runs/compare/pooling", "runs/compare/pooling_adam"])  # doctest: +SKIP
+      >>> workdirs = ["runs/compare/pooling", "runs/compare/pooling_adam"]
+      >>> fig = plot_differences(workdirs, "differences.png")  # doctest: +SKIP
     """
     loaded = [w if isinstance(w, Mapping) else load_results(w) for w in workdirs]
     panels: dict[str, list[tuple[str, str]]] = {}
@@ -865,8 +866,16 @@ def plot_differences(
                 lows.append(100 * (diff["mean"] - diff["low"]))
                 highs.append(100 * (diff["high"] - diff["mean"]))
             if xs:
-                ax.errorbar(xs, ys, xerr=[lows, highs], fmt="o", ms=5, capsize=3,
-                            color=f"C{i}", label=f"recipe {recipe}")
+                ax.errorbar(
+                    xs,
+                    ys,
+                    xerr=[lows, highs],
+                    fmt="o",
+                    ms=5,
+                    capsize=3,
+                    color=f"C{i}",
+                    label=f"recipe {recipe}",
+                )
         ax.axvline(0.0, color="k", ls="--", lw=0.8)
         ax.set_yticks(range(len(rows)))
         ax.set_yticklabels(
