@@ -157,6 +157,13 @@ def test_plot_differences_puts_both_recipes_of_an_experiment_in_one_panel(tiny, 
     assert sorted(c.get_label() for c in tiny_ax.containers) == ["recipe adam", "recipe paper"]
     with pytest.raises(ValueError, match="workdirs"):
         compare.plot_differences([dict(other, rows=other["rows"][:1])])
+    # The command line over workdirs: a figure, or a named error and exit status 2.
+    from convjax.compare import differences
+
+    out = tmp_path / "cli.png"
+    assert differences.main([f"--out={out}", str(workdir), str(workdir)]) == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert differences.main([f"--out={out}", str(tmp_path / "nope")]) == 2
 
 
 def test_flex_kernel_sizes_match_the_mask_formula():
