@@ -54,6 +54,10 @@ SKIP_RULES = (
     (r"tfds:|--data_dir|data prepare|cifar10|imagenet", "needs a TFDS dataset or a download"),
     (r"\bsrun\b|\bgcloud\b", "needs a cluster"),
     (r"\blaunch\b", "starts several processes and trains"),
+    (
+        r"-m convjax\.compare\.differences",
+        "redraws the checkout's committed results/compare figure (its code: test_compare.py)",
+    ),
     (r"\bcompare\b", "trains several arms over seeds (minutes to an hour)"),
     (r"fashion_mnist", "needs Debian's dataset-fashion-mnist and trains for minutes"),
     (r"\btrain\b", "a full training run (minutes); runs/default is trained here for 2 steps"),
