@@ -807,7 +807,8 @@ def plot_differences(
     (``pooling``, ``pooling --quick``, ...), one row per (group, arm), one colour per recipe.
     The same experiment run under ``--recipe=paper`` and ``--recipe=adam`` (two workdirs) lands
     in one panel, so how much a claim depends on the recipe reads off one figure. An interval
-    that does not cross the dashed zero line is a difference the seeds resolve.
+    that does not cross the dashed zero line is a difference the seeds resolve; an arm run with
+    one seed is a point without an interval.
 
     Args:
       workdirs: compare workdirs (paths), or what :func:`load_results` returned for them.
@@ -863,8 +864,12 @@ def plot_differences(
                     continue
                 ys.append(len(rows) - 1 - y + offset)
                 xs.append(100 * diff["mean"])
-                lows.append(100 * (diff["mean"] - diff["low"]))
-                highs.append(100 * (diff["high"] - diff["mean"]))
+                if diff.get("low") is None:  # one seed: a point without an interval
+                    lows.append(0.0)
+                    highs.append(0.0)
+                else:
+                    lows.append(100 * (diff["mean"] - diff["low"]))
+                    highs.append(100 * (diff["high"] - diff["mean"]))
             if xs:
                 ax.errorbar(
                     xs,

@@ -155,6 +155,9 @@ def test_plot_differences_puts_both_recipes_of_an_experiment_in_one_panel(tiny, 
         segments = container.lines[2][0].get_segments()
         assert [p[0] for p in segments[0]] == pytest.approx([100 * diff["low"], 100 * diff["high"]])
     assert sorted(c.get_label() for c in tiny_ax.containers) == ["recipe adam", "recipe paper"]
+    one_seed = dict(other, rows=compare.summarize([r for r in runs if r["seed"] == 0]))
+    (ax,) = compare.plot_differences([one_seed]).axes  # one seed: a point, no interval
+    assert ax.containers[0].lines[0].get_data()[0][0] == pytest.approx(5.0)
     with pytest.raises(ValueError, match="workdirs"):
         compare.plot_differences([dict(other, rows=other["rows"][:1])])
     # The command line over workdirs: a figure, or a named error and exit status 2.
