@@ -28,7 +28,9 @@ Written to the workdir (default ``runs/compare/<experiment>[_quick]``):
 An interrupted experiment resumes: run the same command on the same workdir and every
 (group, arm, seed) already in ``runs.jsonl`` with the same resolved spec (fingerprint) is kept,
 not trained again; a seed whose spec changed is trained again (``--fresh`` retrains all). A
-long experiment can so be split over several sessions (``--arms``/``--seeds`` pick the part).
+long experiment can so be split over several sessions (``--arms``/``--seeds`` pick the part;
+records of the seeds and arms outside the part stay in ``runs.jsonl``, out of that run's
+table, and a later run over the whole experiment keeps them).
 
 Every shipped experiment trains by default under its paper's recipe as the authors' code ran
 it, scaled to the epoch budget (``--recipe=paper``; sources in each config's docstring), and
@@ -1011,7 +1013,11 @@ def run_experiment(
     workdir.mkdir(parents=True, exist_ok=True)
     runs_path = workdir / RUNS_FILE
     previous = {} if fresh else _finished_runs(runs_path)
-    runs_path.write_text("")
+    # Records outside this plan (other seeds or arms) stay in runs.jsonl, not in the results:
+    # running a part of an experiment never throws away another part already trained.
+    planned = {(g, a, int(s)) for g in exp["groups"] for a in exp["arms"] for s in exp["seeds"]}
+    set_aside = [r for key, r in previous.items() if key not in planned]
+    runs_path.write_text("".join(json.dumps(r) + "\n" for r in set_aside))
 
     total, _ = _total_steps(exp, overrides)
     if progress and sys.stderr.isatty():

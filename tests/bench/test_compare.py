@@ -102,9 +102,18 @@ def test_an_interrupted_experiment_resumes_from_its_records(tiny, tmp_path):
     np.testing.assert_allclose(retrained["test_loss"], results["runs"][3]["test_loss"], rtol=1e-5)
     kept = [json.loads(line) for line in (tmp_path / "runs.jsonl").read_text().splitlines()]
     assert [(r["arm"], r["seed"]) for r in kept] == [("max", 0), ("max", 1), ("avg", 0), ("avg", 1)]
-    # Another seed set or arm subset is another plan: only matching records are kept.
+    # Another seed set or arm subset is another plan: only its records make the results, and
+    # the others stay in runs.jsonl, so the whole experiment afterwards trains nothing again.
     sub = compare.run_experiment(TINY, tmp_path, progress=False, plots=False, seeds=(1,))
     assert sub["resumed"] == ["all/max/1", "all/avg/1"] and sub["compilations"] == {}
+    assert [r["seed"] for r in sub["runs"]] == [1, 1] and len(sub["rows"][0]["seeds"]) == 1
+    on_disk = [json.loads(line) for line in (tmp_path / "runs.jsonl").read_text().splitlines()]
+    assert sorted((r["arm"], r["seed"]) for r in on_disk) == [
+        ("avg", 0), ("avg", 1), ("max", 0), ("max", 1)
+    ]  # fmt: skip
+    whole = compare.run_experiment(TINY, tmp_path, progress=False, plots=False)
+    assert len(whole["resumed"]) == 4 and whole["compilations"] == {}
+    assert whole["rows"] == again["rows"]
     assert compare.main([str(tmp_path / "nope.py"), "--fresh"]) == 2
 
 
