@@ -661,38 +661,32 @@ def markdown_table(rows: Sequence[Mapping[str, Any]], *, switch: str = "arm") ->
     return "\n".join(lines) + "\n"
 
 
-def _subplots(n: int, path: str | None) -> tuple[Any, Any]:
-    """``n`` panels side by side: a pyplot figure to show (``path`` None), else a bare
-    ``matplotlib.figure.Figure`` to save (no pyplot state, no backend switch)."""
-    figsize = (5 * n, 3.6)
-    if path is None:
-        import matplotlib.pyplot as plt
-
-        return plt.subplots(1, n, figsize=figsize, squeeze=False)
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=figsize)
-    return fig, fig.subplots(1, n, squeeze=False)
-
-
 def _integer_ticks() -> Any:
     from matplotlib.ticker import MaxNLocator
 
     return MaxNLocator(integer=True)
 
 
-def _figure(nrows: int, ncols: int, path: str | None, panel: tuple[float, float]) -> tuple:
-    """A ``nrows x ncols`` grid: a pyplot figure to show (``path`` None), else a bare
-    ``matplotlib.figure.Figure`` to save (no pyplot state, no backend switch)."""
+def _figure(
+    nrows: int,
+    ncols: int,
+    path: str | None,
+    panel: tuple[float, float],
+    height_ratios: Sequence[float] | None = None,
+) -> tuple:
+    """A ``nrows x ncols`` grid of ``panel``-sized axes (rows optionally ``height_ratios``): a
+    pyplot figure to show (``path`` None), else a bare ``matplotlib.figure.Figure`` to save (no
+    pyplot state, no backend switch)."""
     figsize = (panel[0] * ncols, panel[1] * nrows)
+    grid = {"gridspec_kw": {"height_ratios": list(height_ratios)}} if height_ratios else {}
     if path is None:
         import matplotlib.pyplot as plt
 
-        return plt.subplots(nrows, ncols, figsize=figsize, squeeze=False)
+        return plt.subplots(nrows, ncols, figsize=figsize, squeeze=False, **grid)
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=figsize)
-    return fig, fig.subplots(nrows, ncols, squeeze=False)
+    return fig, fig.subplots(nrows, ncols, squeeze=False, **grid)
 
 
 def _draw(ax: Any, x: Any, mean: Any, std: Any, label: str, color: str, offset: float) -> None:
@@ -769,7 +763,7 @@ def plot_kernel_sizes(runs: Sequence[Mapping[str, Any]], path: str | None = None
     if not recorded:
         return None
     arms = list(dict.fromkeys((r["group"], r["arm"]) for r in recorded))
-    fig, axes = _subplots(len(arms), path)
+    fig, axes = _figure(1, len(arms), path, (5.0, 3.6))
     for ax, (group, arm) in zip(axes[0], arms):
         rs = [r for r in recorded if (r["group"], r["arm"]) == (group, arm)]
         for i, layer in enumerate(rs[0]["kernel_sizes"][0]):
@@ -843,18 +837,9 @@ def plot_differences(
             points[(label, *key, recipe)] = row["difference"]
     if not panels:
         raise ValueError("`workdirs` hold no arm with a difference to a reference arm.")
-    heights = [len(rows) + 1 for rows in panels.values()]
-    figsize = (7.0, 0.42 * sum(heights) + 0.9 * len(panels))
-    grid = {"height_ratios": heights}
-    if path is None:
-        import matplotlib.pyplot as plt
-
-        fig, axes = plt.subplots(len(panels), 1, figsize=figsize, squeeze=False, gridspec_kw=grid)
-    else:
-        from matplotlib.figure import Figure
-
-        fig = Figure(figsize=figsize)
-        axes = fig.subplots(len(panels), 1, squeeze=False, gridspec_kw=grid)
+    heights = [len(rows) + 1 for rows in panels.values()]  # a panel's height follows its rows
+    mean_height = (0.42 * sum(heights) + 0.9 * len(panels)) / len(panels)
+    fig, axes = _figure(len(panels), 1, path, (7.0, mean_height), height_ratios=heights)
     spread = 0.5 / max(len(recipes), 1)
     for ax, (label, rows) in zip(axes[:, 0], panels.items()):
         for i, recipe in enumerate(recipes):
